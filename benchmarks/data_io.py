@@ -1,0 +1,184 @@
+"""Data benchmark: the tumorseg store versus the Kaggle per-slice layout, and the store's codec.
+
+Builds both layouts from the same real BraTS cases, then prints (and writes as JSON):
+- size on disk of the NIfTI sources, the Kaggle layout and the store;
+- random axial-slice reads per second (image and label, ready for a model), medians of
+  repeated runs, single process;
+- with --codecs, the store-format candidates measured on one case (size, write, read).
+
+Real cases come from $TUMORSEG_REAL_DATA or ../shared/data/brats2018-sample.
+
+    python benchmarks/data_io.py --cases 3 --codecs --json data_io.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from tumorseg.data import kaggle
+from tumorseg.data.brats import find_case_files, find_case_folders, read_case
+from tumorseg.data.store import Store, encode, prepare_store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_root() -> Path:
+    root = Path(os.environ.get("TUMORSEG_REAL_DATA", REPO.parent / "shared/data/brats2018-sample"))
+    if not root.is_dir():
+        raise SystemExit(f"real cases not found at {root}; set TUMORSEG_REAL_DATA")
+    return root
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def rate(read, pairs, repeats: int) -> float:
+    """Median slices per second over ``repeats`` passes of reading ``pairs``."""
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for pair in pairs:
+            read(*pair)
+        rates.append(len(pairs) / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def read_kaggle_slice(folder: Path, volume: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+    with h5py.File(folder / f"volume_{volume}_slice_{index}.h5", "r") as handle:
+        return handle["image"][()].astype(np.float32), handle["mask"][()]
+
+
+def compare_layouts(folders: list[Path], work: Path, reads: int, repeats: int) -> dict:
+    kaggle_dir, store_path = work / "kaggle", work / "store.h5"
+    for number, folder in enumerate(folders, start=1):
+        case = read_case(find_case_files(folder))
+        kaggle.write_volume(kaggle_dir, number, case.image, case.label)
+    prepare_store(folders, store_path, progress=False)
+    rng = np.random.default_rng(0)
+    with Store(store_path) as store:
+        ids = store.case_ids
+        store_pairs = [(c, int(rng.integers(store.info(c).num_slices))) for c in rng.choice(ids, reads)]
+        store_rate = rate(store.read_slice, store_pairs, repeats)
+    kaggle_pairs = [(int(v), int(rng.integers(155))) for v in rng.integers(1, len(folders) + 1, reads)]
+    kaggle_rate = rate(lambda v, s: read_kaggle_slice(kaggle_dir, v, s), kaggle_pairs, repeats)
+    sizes = {
+        "nifti_gz": sum(folder_bytes(f) for f in folders),
+        "kaggle": folder_bytes(kaggle_dir),
+        "store": store_path.stat().st_size,
+    }
+    return {
+        "cases": len(folders),
+        "bytes": sizes,
+        "slices_per_s": {"kaggle": kaggle_rate, "store": store_rate},
+        "size_ratio_kaggle_over_store": sizes["kaggle"] / sizes["store"],
+        "speed_ratio_store_over_kaggle": store_rate / kaggle_rate,
+    }
+
+
+def compare_codecs(folder: Path, work: Path, reads: int, repeats: int) -> list[dict]:
+    """Candidate formats for one case's cropped image, (Z, 4, H, W), one chunk per slice."""
+    encoded = encode(read_case(find_case_files(folder)))
+    raw = encoded.image
+    mean = encoded.attrs["norm_mean"][None, :, None, None]
+    std = encoded.attrs["norm_std"][None, :, None, None]
+    zscores = np.where(raw != 0, (raw - mean) / std, 0)
+    blosc = hdf5plugin.Blosc
+    candidates = {
+        "float32 z-scores, uncompressed": (zscores.astype(np.float32), {}),
+        "float16 z-scores, gzip 4": (
+            zscores.astype(np.float16),
+            {"compression": "gzip", "compression_opts": 4},
+        ),
+        "float16 z-scores, lzf": (zscores.astype(np.float16), {"compression": "lzf"}),
+        "float16 z-scores, LZ4": (zscores.astype(np.float16), dict(hdf5plugin.LZ4())),
+        "float16 z-scores, Zstd 1": (zscores.astype(np.float16), dict(hdf5plugin.Zstd(clevel=1))),
+        "float16 z-scores, Blosc LZ4 + shuffle": (
+            zscores.astype(np.float16),
+            dict(blosc(cname="lz4", clevel=5, shuffle=blosc.SHUFFLE)),
+        ),
+        "int16 raw, Zstd 1": (raw, dict(hdf5plugin.Zstd(clevel=1))),
+        "int16 raw, Blosc Zstd 3 + shuffle": (
+            raw,
+            dict(blosc(cname="zstd", clevel=3, shuffle=blosc.SHUFFLE)),
+        ),
+        "int16 raw, Blosc LZ4 + shuffle (chosen)": (
+            raw,
+            dict(blosc(cname="lz4", clevel=5, shuffle=blosc.SHUFFLE)),
+        ),
+    }
+    rng = np.random.default_rng(0)
+    indices = [(int(z),) for z in rng.integers(raw.shape[0], size=reads)]
+    rows = []
+    for name, (array, options) in candidates.items():
+        path = work / "codec.h5"
+        start = time.perf_counter()
+        with h5py.File(path, "w") as handle:
+            handle.create_dataset("image", data=array, chunks=(1, *array.shape[1:]), **options)
+        write_s = time.perf_counter() - start
+        with h5py.File(path, "r") as handle:
+            dataset = handle["image"]
+            read_rate = rate(lambda z, d=dataset: d[z], indices, repeats)
+        rows.append(
+            {"format": name, "mb": path.stat().st_size / 1e6, "write_s": write_s, "slices_per_s": read_rate}
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cases", type=int, default=3)
+    parser.add_argument("--reads", type=int, default=2000, help="random slice reads per pass")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--codecs", action="store_true", help="also compare store formats on one case")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args()
+
+    folders = find_case_folders(real_root())[: args.cases]
+    result = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        layouts = compare_layouts(folders, Path(tmp), args.reads, args.repeats)
+        result["layouts"] = layouts
+        mb = {k: v / 1e6 for k, v in layouts["bytes"].items()}
+        print(
+            f"{layouts['cases']} real cases, {args.reads} random slice reads x {args.repeats} passes (median)"
+        )
+        print(f"{'layout':<28} {'MB':>9} {'slices/s':>10}")
+        print(f"{'NIfTI .nii.gz (sources)':<28} {mb['nifti_gz']:>9.1f} {'':>10}")
+        print(
+            f"{'Kaggle per-slice .h5':<28} {mb['kaggle']:>9.1f} {layouts['slices_per_s']['kaggle']:>10,.0f}"
+        )
+        print(f"{'tumorseg store':<28} {mb['store']:>9.1f} {layouts['slices_per_s']['store']:>10,.0f}")
+        print(
+            f"store vs Kaggle: {layouts['size_ratio_kaggle_over_store']:.1f}x smaller, "
+            f"{layouts['speed_ratio_store_over_kaggle']:.1f}x the reads per second"
+        )
+        if args.codecs:
+            rows = compare_codecs(folders[0], Path(tmp), args.reads, args.repeats)
+            result["codecs"] = rows
+            print(f"\nstore format candidates on {folders[0].name} (cropped to the brain, chunk = one slice)")
+            print(f"{'format':<42} {'MB':>7} {'write s':>8} {'slices/s':>10}")
+            for row in rows:
+                speed = f"{row['slices_per_s']:>10,.0f}"
+                print(f"{row['format']:<42} {row['mb']:>7.2f} {row['write_s']:>8.2f} {speed}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""2D axial slices from a store, as PyTorch tensors, with optional MONAI augmentation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai import transforms as mt
+from torch.utils.data import Dataset, WeightedRandomSampler, get_worker_info
+
+from tumorseg.data.store import Store
+
+KEYS = ("image", "label")
+
+
+class Augmentation:
+    """MONAI's random transforms applied in order, each drawing from its own seeded stream.
+
+    (Wrapped in MONAI 1.6's ``Compose`` inside this dataset, equally seeded runs drew
+    different augmentations; this chain keeps the seeds it is given, and a test checks it.)
+    """
+
+    def __init__(self, transforms: list[mt.Randomizable], seed: int = 0):
+        self.transforms = transforms
+        self.set_random_state(seed)
+
+    def set_random_state(self, seed: int) -> Augmentation:
+        seeds = np.random.SeedSequence(seed).generate_state(len(self.transforms))
+        for transform, stream in zip(self.transforms, seeds, strict=True):
+            transform.set_random_state(int(stream))
+        return self
+
+    def __call__(self, item: dict) -> dict:
+        for transform in self.transforms:
+            item = transform(item)
+        return item
+
+
+def augmentation(seed: int = 0) -> Augmentation:
+    """Random flips, small rotations and scaling, intensity scale and shift (MONAI)."""
+    return Augmentation(
+        [
+            mt.RandFlipd(KEYS, prob=0.5, spatial_axis=0),
+            mt.RandFlipd(KEYS, prob=0.5, spatial_axis=1),
+            mt.RandAffined(
+                KEYS,
+                prob=0.5,
+                rotate_range=np.deg2rad(15),
+                scale_range=0.1,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            ),
+            mt.RandScaleIntensityd("image", factors=0.1, prob=0.5),
+            mt.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+        ],
+        seed,
+    )
+
+
+class SliceDataset(Dataset):
+    """Every axial slice of the given (labeled) cases, padded or cropped to ``size``.
+
+    Items are dicts with "image" (4, H, W) float32 and "label" (H, W) int64 internal classes.
+    The store is opened lazily in each process, so DataLoader workers each get their own
+    HDF5 handle.
+    """
+
+    def __init__(
+        self,
+        store_path: str | Path,
+        case_ids: list[str],
+        size: tuple[int, int] | None = (192, 192),
+        transform: Augmentation | None = None,
+    ):
+        self.store_path = Path(store_path)
+        self.transform = transform
+        self.resize = mt.ResizeWithPadOrCropd(KEYS, spatial_size=size) if size else None
+        self.index: list[tuple[str, int]] = []
+        tumor: list[bool] = []
+        with Store(self.store_path) as store:
+            for case_id in case_ids:
+                info = store.info(case_id)
+                if not info.has_label:
+                    continue
+                has_tumor = info.label_counts[:, 1:].sum(axis=1) > 0
+                self.index += [(case_id, z) for z in range(info.num_slices)]
+                tumor += has_tumor.tolist()
+        self.has_tumor = np.asarray(tumor, dtype=bool)
+        self._store: Store | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _open(self) -> Store:
+        if self._store is None or self._pid != os.getpid():
+            self._store = Store(self.store_path)
+            self._pid = os.getpid()
+        return self._store
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        case_id, z = self.index[i]
+        image, label = self._open().read_slice(case_id, z)
+        item = {"image": image, "label": label[None]}
+        if self.resize:
+            item = self.resize(item)
+        if self.transform:
+            item = self.transform(item)
+        return {
+            "image": torch.as_tensor(np.asarray(item["image"]), dtype=torch.float32),
+            "label": torch.as_tensor(np.asarray(item["label"][0]), dtype=torch.int64),
+        }
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a distinct, reproducible augmentation stream per worker."""
+    info = get_worker_info()
+    if info is not None and info.dataset.transform is not None:
+        info.dataset.transform.set_random_state(info.seed % 2**32)
+
+
+def tumor_sampler(
+    dataset: SliceDataset,
+    tumor_fraction: float,
+    num_samples: int | None = None,
+    generator: torch.Generator | None = None,
+) -> WeightedRandomSampler:
+    """Draw slices so that about ``tumor_fraction`` of them hold tumor (with replacement)."""
+    n_tumor = int(dataset.has_tumor.sum())
+    n_other = len(dataset) - n_tumor
+    if n_tumor == 0 or n_other == 0:
+        weights = np.ones(len(dataset))
+    else:
+        weights = np.where(dataset.has_tumor, tumor_fraction / n_tumor, (1 - tumor_fraction) / n_other)
+    return WeightedRandomSampler(
+        torch.as_tensor(weights, dtype=torch.double),
+        num_samples=num_samples or len(dataset),
+        replacement=True,
+        generator=generator,
+    )

@@ -1,0 +1,90 @@
+"""Patient-level splits: a patient's slices never straddle train, validation and test."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tumorseg.errors import TumorsegError
+
+PARTS = ("train", "val", "test")
+
+
+def _count(total: int, fraction: float) -> int:
+    """Cases for a part: the rounded fraction, but at least one when asked for any."""
+    if fraction <= 0:
+        return 0
+    return max(1, round(total * fraction))
+
+
+def split_cases(
+    case_ids: list[str],
+    *,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    folds: int = 0,
+    fold: int = 0,
+) -> dict[str, list[str]]:
+    """Shuffle patients with ``seed`` and cut them into train, val and test.
+
+    With ``folds`` > 1, the test patients are held out first and the rest are cut into
+    ``folds`` parts; part ``fold`` is validation and the others are training (k-fold
+    cross-validation with a fixed test set). The same seed gives the same test set for every
+    fold.
+    """
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1:
+        raise TumorsegError("split fractions must lie in [0, 1)")
+    ids = sorted(set(case_ids))
+    if len(ids) != len(case_ids):
+        raise TumorsegError("split: case ids are not unique")
+    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    n_test = _count(len(ids), test_fraction)
+    test, rest = order[:n_test], order[n_test:]
+    if folds > 1:
+        if not 0 <= fold < folds:
+            raise TumorsegError(f"fold must be in 0..{folds - 1}, not {fold}")
+        if len(rest) < folds:
+            raise TumorsegError(f"{len(rest)} cases left after the test set: too few for {folds} folds")
+        parts = np.array_split(np.arange(len(rest)), folds)
+        val = [rest[i] for i in parts[fold]]
+    else:
+        val = rest[: _count(len(ids), val_fraction)]
+    train = [c for c in rest if c not in set(val)]
+    if not train:
+        raise TumorsegError(f"{len(ids)} cases are too few to leave any for training")
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def save_split(path: Path, split: dict[str, list[str]], **provenance: object) -> None:
+    """Write the split as JSON (atomically), with how it was made."""
+    check_split(split, path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({**split, "provenance": provenance}, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def load_split(path: Path) -> dict[str, list[str]]:
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise TumorsegError(f"{path}: split file does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TumorsegError(f"{path}: not a JSON split file ({err})") from None
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(p), list) for p in PARTS):
+        raise TumorsegError(f"{path}: a split file needs lists 'train', 'val' and 'test'")
+    split = {p: [str(c) for c in raw[p]] for p in PARTS}
+    check_split(split, path)
+    return split
+
+
+def check_split(split: dict[str, list[str]], where: object) -> None:
+    """No patient in two parts."""
+    for i, a in enumerate(PARTS):
+        for b in PARTS[i + 1 :]:
+            both = set(split[a]) & set(split[b])
+            if both:
+                raise TumorsegError(f"{where}: cases in both {a} and {b}: {sorted(both)[:5]}")

@@ -1,0 +1,48 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from tumorseg.data.synth import synthesize
+
+TINY = (32, 32, 16)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_data_root() -> Path | None:
+    """Real BraTS cases: $TUMORSEG_REAL_DATA, else ../shared/data/brats2018-sample beside the repo."""
+    root = Path(os.environ.get("TUMORSEG_REAL_DATA", REPO.parent / "shared/data/brats2018-sample"))
+    return root if root.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def phantoms(tmp_path_factory) -> Path:
+    """Three tiny phantom cases as BraTS 2020 case folders."""
+    root = tmp_path_factory.mktemp("phantoms")
+    synthesize(root, 3, shape=TINY, seed=7, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def kaggle_phantoms(tmp_path_factory) -> Path:
+    """The same three phantoms as Kaggle slice files (volumes 1..3)."""
+    root = tmp_path_factory.mktemp("kaggle")
+    synthesize(root, 3, shape=TINY, seed=7, layout="kaggle", progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def store(phantoms, tmp_path_factory) -> Path:
+    from tumorseg.data.store import prepare_store
+
+    out = tmp_path_factory.mktemp("store") / "store.h5"
+    prepare_store([phantoms], out, progress=False)
+    return out
+
+
+@pytest.fixture
+def real_root() -> Path:
+    root = real_data_root()
+    if root is None:
+        pytest.skip("real BraTS cases not found (set TUMORSEG_REAL_DATA)")
+    return root
