@@ -101,6 +101,30 @@ def cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from tumorseg.training.config import from_mapping, load_config, overrides
+    from tumorseg.training.loop import train
+
+    given = overrides(args)
+    if args.resume:
+        if args.config:
+            raise TumorsegError("train: --config cannot be combined with --resume (the run keeps its config)")
+        run = args.resume
+        config = None
+    else:
+        if args.out is None:
+            raise TumorsegError("train: --out RUN_DIR is required (or --resume RUN_DIR)")
+        run = args.out
+        base = from_mapping(load_config(args.config), str(args.config)) if args.config else None
+        config, given = (from_mapping(given, "command line", base) if given else base), {}
+    last = train(
+        args.data, run, config, resume=bool(args.resume), overrides=given, stop_after=args.stop_after
+    )
+    if last:
+        print(f"run: {run}  (best.pt, last.pt, history.csv, dice_iou.png, loss_accuracy.png)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tumorseg.demo import run_demo
 
@@ -186,6 +210,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation with K folds")
     p.add_argument("--fold", type=int, default=0, help="which fold is validation (0..K-1)")
     p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser(
+        "train",
+        help="train an Attention U-Net on a store, validating every epoch",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Train on 2D axial slices of the store's training patients and validate every epoch on whole\n"
+            "volumes of the validation patients (loss, pixel accuracy, Dice and IoU per region). The run\n"
+            "directory gets the resolved config, environment, split, history, figures and checkpoints.\n\n"
+            "Configuration: defaults < --config FILE.yaml < flags. Several GPUs or machines:\n"
+            "  torchrun --nproc_per_node N -m tumorseg train --data store.h5 --out runs/ddp"
+        ),
+        epilog="examples:\n"
+        "  tumorseg train --data store.h5 --out runs/first --epochs 20\n"
+        "  tumorseg train --data store.h5 --out runs/labels --target labels --config base.yaml\n"
+        "  tumorseg train --resume runs/first --epochs 40     # continue, with a longer schedule",
+    )
+    p.add_argument("--data", type=Path, help="the store (from `tumorseg prepare`)")
+    p.add_argument("--out", type=Path, help="run directory to create")
+    p.add_argument("--config", type=Path, help="YAML file of config keys (see the flags below)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="end this invocation after N epochs (resume later)",
+    )
+    from tumorseg.training.config import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "demo",

@@ -1,0 +1,71 @@
+"""Building blocks of the Attention U-Net, for 2D or 3D through ``spatial_dims``."""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.layers.factories import Conv, Norm
+from torch import nn
+from torch.nn import functional as F
+
+NORMS = {"batch": Norm.BATCH, "instance": Norm.INSTANCE}
+
+
+def norm_layer(kind: str, spatial_dims: int, channels: int) -> nn.Module:
+    if kind == "instance":
+        return Norm[Norm.INSTANCE, spatial_dims](channels, affine=True)
+    return Norm[NORMS[kind], spatial_dims](channels)
+
+
+class DoubleConv(nn.Sequential):
+    """(3x3 conv -> norm -> ReLU) twice: one encoder or decoder stage of the U-Net."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, norm: str = "batch"):
+        conv = Conv[Conv.CONV, spatial_dims]
+        super().__init__(
+            conv(in_channels, out_channels, 3, padding=1, bias=False),
+            norm_layer(norm, spatial_dims, out_channels),
+            nn.ReLU(inplace=True),
+            conv(out_channels, out_channels, 3, padding=1, bias=False),
+            norm_layer(norm, spatial_dims, out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class AttentionGate(nn.Module):
+    """Additive attention gate (Oktay et al. 2018, Fig. 2).
+
+    The skip features ``x`` are weighted by coefficients alpha in [0, 1] computed from ``x``
+    and the gating signal ``g`` of the next coarser level:
+    ``alpha = sigmoid(psi(relu(W_x x + W_g g)))``. As in the paper, ``x`` is brought to ``g``'s
+    resolution by a strided W_x, so the gate runs on the coarse grid; alpha is then resampled
+    to ``x``'s grid.
+    """
+
+    def __init__(self, spatial_dims: int, skip_channels: int, gate_channels: int, inter_channels: int):
+        super().__init__()
+        conv = Conv[Conv.CONV, spatial_dims]
+        self.theta_x = conv(skip_channels, inter_channels, kernel_size=2, stride=2, bias=False)
+        self.phi_g = conv(gate_channels, inter_channels, kernel_size=1, bias=True)
+        self.psi = conv(inter_channels, 1, kernel_size=1, bias=True)
+        self.mode = "bilinear" if spatial_dims == 2 else "trilinear"
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the gated skip features and the attention coefficients (on x's grid)."""
+        coarse = F.relu(self.theta_x(x) + self.phi_g(g))
+        alpha = torch.sigmoid(self.psi(coarse))
+        alpha = F.interpolate(alpha, size=x.shape[2:], mode=self.mode, align_corners=False)
+        return x * alpha, alpha
+
+
+class UpStage(nn.Module):
+    """Decoder stage: gate the skip with the coarser features, upsample those, concatenate, convolve."""
+
+    def __init__(self, spatial_dims: int, skip_channels: int, coarse_channels: int, norm: str):
+        super().__init__()
+        self.gate = AttentionGate(spatial_dims, skip_channels, coarse_channels, max(skip_channels // 2, 1))
+        self.up = Conv[Conv.CONVTRANS, spatial_dims](coarse_channels, skip_channels, kernel_size=2, stride=2)
+        self.conv = DoubleConv(spatial_dims, 2 * skip_channels, skip_channels, norm)
+
+    def forward(self, skip: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gated, alpha = self.gate(skip, coarse)
+        return self.conv(torch.cat([gated, self.up(coarse)], dim=1)), alpha

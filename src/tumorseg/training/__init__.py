@@ -1,0 +1,1 @@
+"""Training: configuration, objective, loop, checkpoints, several processes."""

@@ -1,0 +1,82 @@
+import errno
+import os
+import pickle
+
+import pytest
+import torch
+
+from tumorseg.errors import TumorsegError
+from tumorseg.training import checkpoint
+from tumorseg.training.checkpoint import load_checkpoint, save_checkpoint
+
+
+def test_round_trip_with_weights_only(tmp_path):
+    state = {"model": {"w": torch.arange(3.0)}, "epoch": 2, "history": [{"epoch": 1, "loss": 0.5}]}
+    save_checkpoint(state, tmp_path / "c.pt")
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    assert loaded["epoch"] == 2 and torch.equal(loaded["model"]["w"], torch.arange(3.0))
+    assert loaded["format"] == "tumorseg-checkpoint"
+    assert not [p for p in tmp_path.iterdir() if "tmp" in p.name]
+
+
+class Payload:
+    """Unpickling this would create a file: a stand-in for arbitrary code."""
+
+    def __reduce__(self):
+        return (os.mkdir, (os.environ["TUMORSEG_TEST_MARKER"],))
+
+
+def test_a_pickle_of_arbitrary_objects_is_refused_not_executed(tmp_path, monkeypatch):
+    marker = tmp_path / "executed"
+    monkeypatch.setenv("TUMORSEG_TEST_MARKER", str(marker))
+    torch.save({"format": "tumorseg-checkpoint", "model": Payload()}, tmp_path / "evil.pt")
+    assert not marker.exists()
+    with pytest.raises(TumorsegError, match="refused to load"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+    with open(tmp_path / "plain.pkl", "wb") as handle:
+        pickle.dump(Payload(), handle)
+    with pytest.raises(TumorsegError, match="plain.pkl"):
+        load_checkpoint(tmp_path / "plain.pkl")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "not a readable checkpoint"), (b"garbage" * 100, "not a readable checkpoint")],
+)
+def test_unreadable_files(tmp_path, content, message):
+    (tmp_path / "c.pt").write_bytes(content)
+    with pytest.raises(TumorsegError, match=message):
+        load_checkpoint(tmp_path / "c.pt")
+
+
+def test_truncated_and_foreign_and_newer(tmp_path):
+    save_checkpoint({"model": {"w": torch.zeros(1000)}}, tmp_path / "c.pt")
+    data = (tmp_path / "c.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(TumorsegError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(TumorsegError, match="not a tumorseg checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    torch.save({"format": "tumorseg-checkpoint", "format_version": 99}, tmp_path / "newer.pt")
+    with pytest.raises(TumorsegError, match="newer than this tumorseg reads"):
+        load_checkpoint(tmp_path / "newer.pt")
+    with pytest.raises(TumorsegError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    save_checkpoint({"epoch": 1}, tmp_path / "last.pt")
+
+    def full_disk(obj, handle):
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(TumorsegError, match="No space left.*previous one is unchanged"):
+        save_checkpoint({"epoch": 2}, tmp_path / "last.pt")
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

@@ -1,0 +1,64 @@
+import argparse
+
+import pytest
+
+from tumorseg.errors import TumorsegError
+from tumorseg.training.config import (
+    TrainConfig,
+    add_arguments,
+    from_mapping,
+    load_config,
+    overrides,
+    save_config,
+)
+
+
+def test_defaults_are_valid_and_round_trip(tmp_path):
+    config = TrainConfig().validate()
+    save_config(config, tmp_path / "c.yaml")
+    assert from_mapping(load_config(tmp_path / "c.yaml"), "c.yaml") == config
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"learning_rate": 1}, "unknown config key 'learning_rate'"),
+        ({"batch-size": 4}, "did you mean batch_size"),
+        ({"lr": -1}, "lr = -1.0 is out of range"),
+        ({"target": "voxels"}, "target = 'voxels' is out of range .expected regions or labels"),
+        ({"epochs": 2.5}, "epochs must be int"),
+        ({"amp": "yes"}, "amp must be true or false"),
+        ({"channels": 16}, "channels must be a list"),
+        ({"folds": 3, "fold": 3}, "fold = 3 is out of range"),
+        ({"size": [8, 8]}, "size = .8, 8. is out of range"),
+        (
+            {"model": "monai_attention_unet", "deep_supervision": True},
+            "deep_supervision needs model attention_unet",
+        ),
+    ],
+)
+def test_bad_values_are_named(values, message):
+    with pytest.raises(TumorsegError, match=message):
+        from_mapping(values, "my.yaml")
+
+
+def test_bad_files(tmp_path):
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(TumorsegError, match="a config file is a mapping"):
+        load_config(tmp_path / "list.yaml")
+    (tmp_path / "bad.yaml").write_text("lr: [\n")
+    with pytest.raises(TumorsegError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(TumorsegError, match="does not exist"):
+        load_config(tmp_path / "none.yaml")
+
+
+def test_flags_override_the_file_and_only_when_given(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--batch-size", "4", "--no-amp", "--channels", "8", "16"])
+    assert overrides(args) == {"batch_size": 4, "amp": False, "channels": [8, 16]}
+    base = from_mapping({"batch_size": 32, "lr": 0.01}, "file")
+    merged = from_mapping(overrides(args), "flags", base)
+    assert (merged.batch_size, merged.lr, merged.amp, merged.channels) == (4, 0.01, False, [8, 16])
+    assert overrides(parser.parse_args([])) == {}
