@@ -46,3 +46,35 @@ def real_root() -> Path:
     if root is None:
         pytest.skip("real BraTS cases not found (set TUMORSEG_REAL_DATA)")
     return root
+
+
+@pytest.fixture(scope="session")
+def cohort(tmp_path_factory) -> Path:
+    """A store of five tiny phantoms: three train, one validation, one test."""
+    from tumorseg.data.store import prepare_store
+
+    root = tmp_path_factory.mktemp("cohort")
+    synthesize(root / "cases", 5, shape=(32, 32, 12), seed=11, progress=False)
+    prepare_store([root / "cases"], root / "store.h5", progress=False)
+    return root / "store.h5"
+
+
+TINY_TRAINING = {
+    "channels": [4, 8],
+    "size": [32, 32],
+    "batch_size": 4,
+    "workers": 0,
+    "epochs": 2,
+    "val_batch_size": 8,
+}
+
+
+@pytest.fixture(scope="session")
+def trained_run(cohort, tmp_path_factory) -> Path:
+    """A tiny model trained for two epochs on the cohort."""
+    from tumorseg.training.config import TrainConfig
+    from tumorseg.training.loop import train
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train(cohort, run, TrainConfig(**TINY_TRAINING), progress=False)
+    return run

@@ -9,15 +9,14 @@ import time
 import pytest
 import torch
 
-from tumorseg.data.store import prepare_store
-from tumorseg.data.synth import synthesize
+from conftest import TINY_TRAINING
 from tumorseg.errors import TumorsegError
 from tumorseg.training import loop
 from tumorseg.training.checkpoint import load_checkpoint
 from tumorseg.training.config import TrainConfig
 from tumorseg.training.loop import HISTORY_FIELDS, train
 
-TINY = {"channels": [4, 8], "size": [32, 32], "batch_size": 4, "workers": 0, "epochs": 2, "val_batch_size": 8}
+TINY = TINY_TRAINING
 TINY_FLAGS = [
     "--channels",
     "4",
@@ -32,15 +31,6 @@ TINY_FLAGS = [
     "--val-batch-size",
     "8",
 ]
-
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    """Five tiny phantoms: three train, one validation, one test."""
-    root = tmp_path_factory.mktemp("cohort")
-    synthesize(root / "cases", 5, shape=(32, 32, 12), seed=11, progress=False)
-    prepare_store([root / "cases"], root / "store.h5", progress=False)
-    return root / "store.h5"
 
 
 def history(run):

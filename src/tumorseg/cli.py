@@ -125,6 +125,67 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tumorseg.evaluation.evaluate import evaluate
+
+    result = evaluate(args.run, args.data, split=args.split, out=args.out, tta=args.tta, device=args.device)
+    summary = result["summary"]
+    print(f"{summary['dice_WT']['n']} {args.split} patients, mean ± std over patients:\n")
+    print(result["table"])
+    accuracy = result["report"]["accuracy"]["value"]
+    print(
+        f"\nper-voxel accuracy {accuracy:.4f}; classification report, metrics.csv, figures: {result['out']}"
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tumorseg.evaluation.report import build_report
+
+    print(f"wrote {build_report(args.run, args.evaluation, args.out)}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tumorseg.inference.model import Segmenter
+    from tumorseg.inference.predict import files_from_paths, predict
+
+    explicit = [args.flair, args.t1, args.t1ce, args.t2]
+    if any(explicit):
+        if not all(explicit) or args.input:
+            raise TumorsegError("predict: give either INPUT or all four of --flair --t1 --t1ce --t2")
+        inputs = files_from_paths(*explicit)
+    elif args.input:
+        inputs = args.input
+    else:
+        raise TumorsegError(
+            "predict: give INPUT (a case folder or a folder of them) or --flair --t1 --t1ce --t2"
+        )
+    result = predict(
+        inputs,
+        args.out,
+        lambda: Segmenter(args.model, device=args.device, tta=args.tta),
+        overwrite=args.overwrite,
+        labels="brats2023" if args.labels == "2023" else "brats",
+        min_et_voxels=args.min_et_voxels,
+        probabilities=args.probabilities,
+    )
+    if result.volumes:
+        print(f"{'case':<28} {'WT mL':>8} {'TC mL':>8} {'ET mL':>8}")
+        for case_id, volumes in result.volumes.items():
+            print(f"{case_id:<28} {volumes['WT']:>8.1f} {volumes['TC']:>8.1f} {volumes['ET']:>8.1f}")
+    print(
+        f"wrote {len(result.written)} label maps under {args.out}"
+        if len(result.written) != 1
+        else f"wrote {args.out}"
+    )
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} cases already segmented (--overwrite to redo them)")
+    for case, problem in result.failed:
+        print(f"failed {case}: {problem}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tumorseg.demo import run_demo
 
@@ -244,6 +305,77 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
+        "evaluate",
+        help="measure a trained model on its test patients (Dice, IoU, HD95, ...)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Segment every patient of a part of the run's split from the store and compute, per patient,\n"
+            "Dice, IoU, HD95 (mm), sensitivity and specificity for WT, TC, ET, NCR/NET and edema, with the\n"
+            "BraTS rules for empty structures; plus a per-voxel classification report, a confusion matrix,\n"
+            "box plots and overlays. Writes metrics.csv and summary.json and prints a table."
+        ),
+        epilog="example:\n  tumorseg evaluate runs/first --data store.h5 --split test",
+    )
+    p.add_argument("run", type=Path, help="run directory (uses best.pt) or a checkpoint inside one")
+    p.add_argument("--data", type=Path, help="the store (default: the one the run trained on)")
+    p.add_argument(
+        "--split", choices=("train", "val", "test"), default="test", help="which patients (default test)"
+    )
+    p.add_argument("--out", type=Path, help="output folder (default RUN/evaluation-SPLIT)")
+    p.add_argument("--tta", action="store_true", help="average over the four in-plane flips")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "report",
+        help="write one self-contained HTML report of a run",
+        description="Write RUN/report.html: environment, training curves, metrics table, classification "
+        "report, confusion matrix, overlays and the configuration, figures embedded, for any browser.",
+    )
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("--evaluation", type=Path, help="evaluation folder (default RUN/evaluation-test)")
+    p.add_argument("--out", type=Path, help="HTML file (default RUN/report.html)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "predict",
+        help="segment new patients: NIfTI modalities in, BraTS label map out",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Segment cases with a trained model. The label map (0 background, 1 NCR/NET, 2 edema,\n"
+            "4 enhancing) is written on the input's grid, with its affine and header; tumor volumes\n"
+            "in mL are printed and saved as JSON. No ground truth is needed."
+        ),
+        epilog="examples:\n"
+        "  tumorseg predict --model runs/first BraTS20_Training_001 --out seg.nii.gz\n"
+        "  tumorseg predict --model runs/first/best.pt --flair f.nii.gz --t1 t1.nii.gz --t1ce c.nii.gz \\\n"
+        "      --t2 t2.nii.gz --out seg.nii.gz\n"
+        "  tumorseg predict --model runs/first cases/ --out predictions/ --tta     # every case folder",
+    )
+    p.add_argument("input", type=Path, nargs="?", help="a case folder, or a folder of case folders")
+    p.add_argument("--model", type=Path, required=True, help="a run directory (uses best.pt) or a checkpoint")
+    p.add_argument("--out", type=Path, required=True, help="output .nii.gz (one case) or folder (several)")
+    for modality in ("flair", "t1", "t1ce", "t2"):
+        p.add_argument(f"--{modality}", type=Path, help=f"the {modality.upper()} file, instead of INPUT")
+    p.add_argument(
+        "--labels", choices=("brats", "2023"), default="brats", help="2023: enhancing tumor is 3, not 4"
+    )
+    p.add_argument(
+        "--tta", action="store_true", help="average over the four in-plane flips (about 4x slower)"
+    )
+    p.add_argument(
+        "--min-et-voxels",
+        type=int,
+        default=0,
+        metavar="N",
+        help="relabel enhancing components under N voxels as NCR",
+    )
+    p.add_argument("--probabilities", action="store_true", help="also write <out>_probabilities.nii.gz")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
         "demo",
         help="run the pipeline end to end on synthetic phantoms",
         description="Synthesize phantoms (BraTS folders and Kaggle slices), prepare a store, inspect it.",
@@ -264,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except TumorsegError as err:
+        print(f"tumorseg: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a full disk, a read-only folder, ... met outside the checked paths
         print(f"tumorseg: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 
@@ -52,3 +54,99 @@ def plot_history(history_csv: Path, out_dir: Path) -> list[Path]:
         _save(fig, out_dir / name)
         written.append(out_dir / name)
     return written
+
+
+#: BraTS colors for NCR/NET, edema and enhancing tumor, as in most BraTS figures.
+LABEL_COLORS = {
+    1: ("NCR/NET", (0.9, 0.1, 0.1)),
+    2: ("edema", (0.1, 0.8, 0.2)),
+    3: ("enhancing", (1.0, 0.85, 0.0)),
+}
+
+
+def _overlay(ax: plt.Axes, image: np.ndarray, labels: np.ndarray | None, title: str) -> None:
+    ax.imshow(image.T, cmap="gray", origin="lower")
+    if labels is not None:
+        shown = labels.T  # rows = second array axis, as the image
+        rgba = np.zeros((*shown.shape, 4))
+        for value, (_, color) in LABEL_COLORS.items():
+            rgba[shown == value] = (*color, 0.45)
+        ax.imshow(rgba, origin="lower")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def plot_overlays(samples: list[dict], path: Path) -> Path:
+    """One row per sample: FLAIR and T1ce, each with the reference and the prediction overlaid.
+
+    A sample holds "title", "flair", "t1ce", "reference", "prediction" (2D arrays of one axial
+    slice) and optionally "attention" (the finest gate's coefficients).
+    """
+    columns = 5 if any("attention" in s for s in samples) else 4
+    fig, axes = plt.subplots(
+        len(samples), columns, figsize=(2.6 * columns, 2.8 * len(samples)), squeeze=False
+    )
+    for row, sample in zip(axes, samples, strict=True):
+        _overlay(row[0], sample["flair"], sample["reference"], f"{sample['title']}\nFLAIR + reference")
+        _overlay(row[1], sample["flair"], sample["prediction"], "FLAIR + prediction")
+        _overlay(row[2], sample["t1ce"], sample["reference"], "T1ce + reference")
+        _overlay(row[3], sample["t1ce"], sample["prediction"], "T1ce + prediction")
+        if columns == 5:
+            if "attention" in sample:
+                shown = row[4].imshow(sample["attention"].T, cmap="magma", origin="lower", vmin=0, vmax=1)
+                fig.colorbar(shown, ax=row[4], fraction=0.046)
+            row[4].set_title("attention (finest gate)", fontsize=9)
+            row[4].axis("off")
+    handles = [matplotlib.patches.Patch(color=color, label=name) for name, color in LABEL_COLORS.values()]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    _save(fig, path)
+    return path
+
+
+def plot_boxplots(metrics_csv: Path, path: Path, regions: tuple[str, ...] = ("WT", "TC", "ET")) -> Path:
+    """Per-patient Dice and IoU per region, as read from metrics.csv."""
+    with open(metrics_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, metric in zip(axes, ("dice", "iou"), strict=True):
+        data = [[float(r[f"{metric}_{region}"]) for r in rows] for region in regions]
+        ax.boxplot(data, tick_labels=list(regions))
+        for i, values in enumerate(data, start=1):
+            ax.scatter(
+                np.full(len(values), i) + np.linspace(-0.08, 0.08, len(values)), values, s=10, alpha=0.6
+            )
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{'Dice' if metric == 'dice' else 'IoU'} per patient ({len(rows)} patients)")
+        ax.grid(alpha=0.3, axis="y")
+    _save(fig, path)
+    return path
+
+
+def plot_confusion(confusion: np.ndarray, names: list[str], path: Path) -> Path:
+    """Row-normalized confusion matrix with the counts written in each cell."""
+    counts = np.asarray(confusion, dtype=np.float64)
+    rows = counts.sum(axis=1, keepdims=True)
+    normalized = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    shown = ax.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            color = "white" if normalized[i, j] > 0.5 else "black"
+            ax.text(
+                j,
+                i,
+                f"{normalized[i, j]:.3f}\n{int(counts[i, j]):,}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color=color,
+            )
+    ax.set_xticks(range(len(names)), names, rotation=30)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("reference")
+    fig.colorbar(shown, ax=ax, fraction=0.046, label="fraction of the reference class")
+    ax.set_title("Confusion matrix (per voxel)")
+    _save(fig, path)
+    return path

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from tumorseg import __version__
+from tumorseg.data.case import MODALITIES
 from tumorseg.data.dataset import SliceDataset, augmentation, seed_worker
 from tumorseg.data.splits import load_split, save_split, split_cases
 from tumorseg.data.store import Store
@@ -446,6 +447,7 @@ def _train(
                 "epoch": epoch,
                 "rng": {"torch": torch.get_rng_state()},
                 "config": config.to_dict(),
+                "modalities": list(MODALITIES),
                 "labels": {
                     "class_names": list(CLASS_NAMES),
                     "brats_values": {k: list(v) for k, v in BRATS_VALUES.items()},
@@ -456,7 +458,7 @@ def _train(
             }
             save_checkpoint(state, run / "last.pt")
             if improved:
-                keep = ("model", "epoch", "config", "labels")
+                keep = ("model", "epoch", "config", "modalities", "labels")
                 save_checkpoint({**{k: state[k] for k in keep}, "metrics": row}, run / "best.pt")
             write_history(run / "history.csv", history)
             plot_history(run / "history.csv", run.path)

@@ -60,11 +60,15 @@ class Objective(nn.Module):
         return total / sum(weights)
 
 
-def decode(logits: torch.Tensor, target: str) -> torch.Tensor:
-    """Logits (B, C, ...) -> internal class map (B, ...)."""
+def decode(scores: torch.Tensor, target: str, threshold: float = 0.0) -> torch.Tensor:
+    """Scores (B, C, ...) -> internal class map (B, ...).
+
+    Scores are logits (region threshold 0, i.e. sigmoid 0.5) or, with ``threshold=0.5``,
+    probabilities.
+    """
     if target == "labels":
-        return logits.argmax(dim=1)
-    wt, tc, et = (logits > 0).unbind(dim=1)  # sigmoid > 0.5
+        return scores.argmax(dim=1)
+    wt, tc, et = (scores > threshold).unbind(dim=1)
     labels = torch.zeros_like(wt, dtype=torch.long)
     labels[wt] = 2
     labels[tc] = 1

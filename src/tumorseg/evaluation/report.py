@@ -1,0 +1,111 @@
+"""``tumorseg report``: one self-contained HTML page (figures embedded) about a run."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import os
+from pathlib import Path
+
+from tumorseg.errors import TumorsegError
+from tumorseg.evaluation.metrics import METRICS, STRUCTURES
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: .6em 0; font-size: .9em; }
+td, th { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+img { max-width: 100%; } pre { background: #f6f6f6; padding: .8em; overflow-x: auto; }
+.missing { color: #a00; }
+"""
+
+
+def image_tag(path: Path, alt: str) -> str:
+    if not path.exists():
+        return f'<p class="missing">{html.escape(path.name)} not found</p>'
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def metrics_table(summary: dict) -> str:
+    rows = []
+    for metric in METRICS:
+        cells = []
+        for name in STRUCTURES:
+            stats = summary[f"{metric}_{name}"]
+            d = 2 if metric == "hd95" else 3
+            cells.append(f"{stats['mean']:.{d}f} ± {stats['std']:.{d}f} (median {stats['median']:.{d}f})")
+        rows.append([metric + (" (mm)" if metric == "hd95" else ""), *cells])
+    return table(rows, ["metric", *STRUCTURES])
+
+
+def csv_table(path: Path) -> str:
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    formatted = [[_number(cell) for cell in row] for row in rows[1:]]
+    return table(formatted, rows[0])
+
+
+def _number(cell: str) -> str:
+    try:
+        value = float(cell)
+    except ValueError:
+        return cell
+    return f"{int(value):,}" if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
+
+
+def build_report(run: Path, evaluation: Path | None = None, out: Path | None = None) -> Path:
+    """Write ``RUN/report.html`` from the run's files and its evaluation folder."""
+    run = Path(run)
+    if not (run / "config.yaml").exists():
+        raise TumorsegError(f"{run}: not a run directory (no config.yaml)")
+    evaluation = evaluation or run / "evaluation-test"
+    out = out or run / "report.html"
+    parts = [f"<h1>tumorseg run: {html.escape(run.name)}</h1>"]
+    environment = (
+        json.loads((run / "environment.json").read_text()) if (run / "environment.json").exists() else {}
+    )
+    if environment:
+        parts.append(table([[k, str(v)] for k, v in environment.items()], ["environment", "value"]))
+    parts.append("<h2>Training curves</h2>")
+    parts.append(image_tag(run / "loss_accuracy.png", "loss and accuracy per epoch"))
+    parts.append(image_tag(run / "dice_iou.png", "Dice and IoU per epoch"))
+    if (evaluation / "summary.json").exists():
+        summary = json.loads((evaluation / "summary.json").read_text())
+        parts.append(f"<h2>Evaluation: {summary['cases']} {html.escape(summary['split'])} patients</h2>")
+        parts.append("<p>Mean ± std over patients (BraTS rules for empty structures).</p>")
+        parts.append(metrics_table(summary["metrics"]))
+        parts.append(image_tag(evaluation / "boxplots.png", "per-patient Dice and IoU"))
+        parts.append("<h2>Per-voxel classification report</h2>")
+        parts.append(csv_table(evaluation / "classification_report.csv"))
+        parts.append("<h2>Confusion matrix</h2>")
+        parts.append(csv_table(evaluation / "confusion_matrix.csv"))
+        parts.append(image_tag(evaluation / "confusion_matrix.png", "confusion matrix"))
+        parts.append("<h2>Best, median and worst patient</h2>")
+        parts.append(image_tag(evaluation / "overlays.png", "overlays of reference and prediction"))
+        parts.append("<h2>Per-patient metrics</h2>")
+        parts.append(csv_table(evaluation / "metrics.csv"))
+    else:
+        parts.append(
+            f'<p class="missing">No evaluation in {html.escape(str(evaluation))}: run tumorseg evaluate.</p>'
+        )
+    parts.append("<h2>Configuration</h2>")
+    parts.append(f"<pre>{html.escape((run / 'config.yaml').read_text())}</pre>")
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>tumorseg report: {html.escape(run.name)}</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(parts)}</body></html>\n"
+    )
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page)
+    os.replace(tmp, out)
+    return out

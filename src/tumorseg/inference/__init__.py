@@ -1,0 +1,1 @@
+"""Inference: trained models applied to whole volumes, NIfTI in and out."""

@@ -1,0 +1,186 @@
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tumorseg.data.synth import synthesize
+from tumorseg.errors import TumorsegError
+from tumorseg.inference.model import Segmenter
+from tumorseg.inference.predict import files_from_paths, predict, remove_small_enhancing
+
+
+@pytest.fixture(scope="module")
+def new_patients(tmp_path_factory):
+    root = tmp_path_factory.mktemp("new")
+    synthesize(root, 2, shape=(32, 32, 12), seed=21, progress=False)
+    return root
+
+
+def run_predict(model, inputs, out, **options):
+    return predict(inputs, out, lambda: Segmenter(model), progress=False, **options)
+
+
+def test_label_map_on_the_input_grid(trained_run, new_patients, tmp_path):
+    case = new_patients / "Phantom_001"
+    out = tmp_path / "seg.nii.gz"
+    result = run_predict(trained_run, case, out, probabilities=True)
+    source = nib.load(case / "Phantom_001_flair.nii.gz")
+    written = nib.load(out)
+    assert written.shape == source.shape
+    np.testing.assert_array_equal(written.affine, source.affine)
+    assert written.header["sform_code"] == source.header["sform_code"]
+    assert written.header["qform_code"] == source.header["qform_code"]
+    np.testing.assert_array_equal(written.header.get_zooms(), source.header.get_zooms())
+    assert written.get_data_dtype() == np.uint8
+    assert set(np.unique(np.asarray(written.dataobj)).tolist()) <= {0, 1, 2, 4}
+    probabilities = nib.load(tmp_path / "seg_probabilities.nii.gz")
+    assert probabilities.shape == (*source.shape, 3)
+    volumes = json.loads((tmp_path / "seg_volumes.json").read_text())["Phantom_001"]
+    labels = np.asarray(written.dataobj)
+    assert volumes["WT"] == pytest.approx(np.isin(labels, (1, 2, 4)).sum() / 1000)
+    assert result.volumes["Phantom_001"] == volumes
+
+
+def test_orientation_does_not_change_the_answer(trained_run, new_patients, tmp_path):
+    """The same patient stored in another axis order and direction gets the same labels."""
+    case = new_patients / "Phantom_002"
+    ornt = np.array([[1, -1], [0, 1], [2, -1]])  # swap the first two axes, flip two of them
+    for modality in ("flair", "t1", "t1ce", "t2"):
+        image = nib.load(case / f"Phantom_002_{modality}.nii.gz")
+        nib.save(image.as_reoriented(ornt), tmp_path / f"R_{modality}.nii.gz")
+    run_predict(trained_run, case, tmp_path / "plain.nii.gz")
+    reoriented = files_from_paths(*(tmp_path / f"R_{m}.nii.gz" for m in ("flair", "t1", "t1ce", "t2")))
+    run_predict(trained_run, reoriented, tmp_path / "turned.nii.gz")
+    plain, turned = nib.load(tmp_path / "plain.nii.gz"), nib.load(tmp_path / "turned.nii.gz")
+    np.testing.assert_array_equal(turned.affine, nib.load(tmp_path / "R_flair.nii.gz").affine)
+    io = nib.orientations.io_orientation
+    back = turned.as_reoriented(nib.orientations.ornt_transform(io(turned.affine), io(plain.affine)))
+    np.testing.assert_array_equal(np.asarray(back.dataobj), np.asarray(plain.dataobj))
+
+
+def test_batch_goes_on_past_a_bad_case_and_skips_finished_ones(trained_run, new_patients, tmp_path):
+    cases = tmp_path / "cases"
+    for folder in new_patients.iterdir():
+        (cases / folder.name).mkdir(parents=True)
+        for path in folder.iterdir():
+            if "seg" not in path.name:
+                (cases / folder.name / path.name).write_bytes(path.read_bytes())
+    (cases / "Broken_1").mkdir()
+    (cases / "Broken_1" / "Broken_1_flair.nii.gz").write_bytes(b"")
+    out = tmp_path / "out"
+    result = run_predict(trained_run, cases, out)
+    assert sorted(p.name for p in result.written) == ["Phantom_001.nii.gz", "Phantom_002.nii.gz"]
+    assert len(result.failed) == 1 and "missing modality" in result.failed[0][1]
+    stamp = (out / "Phantom_001.nii.gz").stat().st_mtime_ns
+    again = run_predict(trained_run, cases, out)
+    assert len(again.skipped) == 2 and not again.written
+    assert (out / "Phantom_001.nii.gz").stat().st_mtime_ns == stamp
+    assert sorted(json.loads((out / "volumes.json").read_text())) == ["Phantom_001", "Phantom_002"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_labels_2023_and_tta(trained_run, new_patients, tmp_path):
+    run_predict(trained_run, new_patients / "Phantom_001", tmp_path / "a.nii.gz", labels="brats2023")
+    labels = np.asarray(nib.load(tmp_path / "a.nii.gz").dataobj)
+    assert set(np.unique(labels).tolist()) <= {0, 1, 2, 3}
+    tta = predict(
+        new_patients / "Phantom_001",
+        tmp_path / "b.nii.gz",
+        lambda: Segmenter(trained_run, tta=True),
+        progress=False,
+    )
+    assert tta.written
+
+
+def test_small_enhancing_components_become_core():
+    classes = np.zeros((10, 10, 10), np.uint8)
+    classes[1:4, 1:4, 1:4] = 3  # 27 voxels
+    classes[8, 8, 8] = 3  # 1 voxel
+    cleaned = remove_small_enhancing(classes, 5)
+    assert (cleaned[1:4, 1:4, 1:4] == 3).all() and cleaned[8, 8, 8] == 1
+    assert np.array_equal(remove_small_enhancing(classes, 0), classes)
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda t, c: (t / "seg.nii.gz").write_bytes(b"old"), "exists; pass --overwrite"),
+        (lambda t, c: (c / "Phantom_001_t1ce.nii.gz").unlink(), "missing modality t1ce"),
+        (
+            lambda t, c: (c / "Phantom_001_t2.nii.gz").write_bytes(
+                (c / "Phantom_001_t2.nii.gz").read_bytes()[:99]
+            ),
+            "not a readable NIfTI",
+        ),
+    ],
+)
+def test_bad_predict_requests(trained_run, new_patients, tmp_path, setup, message):
+    case = tmp_path / "Phantom_001"
+    case.mkdir()
+    for path in (new_patients / "Phantom_001").iterdir():
+        (case / path.name).write_bytes(path.read_bytes())
+    setup(tmp_path, case)
+    before = (tmp_path / "seg.nii.gz").read_bytes() if (tmp_path / "seg.nii.gz").exists() else None
+    with pytest.raises(TumorsegError, match=message):
+        run_predict(trained_run, case, tmp_path / "seg.nii.gz")
+    after = (tmp_path / "seg.nii.gz").read_bytes() if (tmp_path / "seg.nii.gz").exists() else None
+    assert after == before
+
+
+def test_checkpoints_that_do_not_fit(trained_run, tmp_path):
+    import torch
+
+    state = torch.load(trained_run / "best.pt", weights_only=True)
+    state["config"]["channels"] = [8, 16]
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises(TumorsegError, match="weights do not fit"):
+        Segmenter(tmp_path / "other.pt")
+    state = torch.load(trained_run / "best.pt", weights_only=True)
+    state["modalities"] = ["t1", "t2"]
+    torch.save(state, tmp_path / "two.pt")
+    with pytest.raises(TumorsegError, match="trained on modalities"):
+        Segmenter(tmp_path / "two.pt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TumorsegError, match="no best.pt or last.pt"):
+        Segmenter(tmp_path / "empty")
+
+
+def test_cli_predict_with_four_files(trained_run, new_patients, tmp_path):
+    case = new_patients / "Phantom_002"
+    files = [f"--{m}={case / f'Phantom_002_{m}.nii.gz'}" for m in ("flair", "t1", "t1ce", "t2")]
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tumorseg",
+            "predict",
+            "--model",
+            str(trained_run),
+            *files,
+            "--out",
+            str(tmp_path / "s.nii.gz"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Phantom_002_flair" in run.stdout and "WT mL" in run.stdout
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tumorseg",
+            "predict",
+            "--model",
+            str(trained_run),
+            *files,
+            "--out",
+            str(tmp_path / "s.nii.gz"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1 and "--overwrite" in refused.stderr and "Traceback" not in refused.stderr
