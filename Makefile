@@ -26,7 +26,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
 bench: $(STAMP)
-	$(PY) benchmarks/store_reads.py
+	$(PY) benchmarks/data_io.py
+	$(PY) benchmarks/model_speed.py
+	$(PY) benchmarks/patient_speed.py
 
 clean:
 	rm -rf demo-output .pytest_cache

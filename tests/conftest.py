@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,9 @@ def trained_run(cohort, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("trained") / "run"
     train(cohort, run, TrainConfig(**TINY_TRAINING), progress=False)
     return run
+
+
+def tumorseg(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the command line in a fresh process, as a user would."""
+    command = [sys.executable, "-m", "tumorseg", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)

@@ -1,11 +1,10 @@
 import json
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import tumorseg
 from tumorseg.data.synth import synthesize
 from tumorseg.errors import TumorsegError
 from tumorseg.inference.model import Segmenter
@@ -151,36 +150,48 @@ def test_checkpoints_that_do_not_fit(trained_run, tmp_path):
 def test_cli_predict_with_four_files(trained_run, new_patients, tmp_path):
     case = new_patients / "Phantom_002"
     files = [f"--{m}={case / f'Phantom_002_{m}.nii.gz'}" for m in ("flair", "t1", "t1ce", "t2")]
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tumorseg",
-            "predict",
-            "--model",
-            str(trained_run),
-            *files,
-            "--out",
-            str(tmp_path / "s.nii.gz"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    run = tumorseg("predict", "--model", trained_run, *files, "--out", tmp_path / "s.nii.gz")
     assert run.returncode == 0, run.stderr
     assert "Phantom_002_flair" in run.stdout and "WT mL" in run.stdout
-    refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tumorseg",
-            "predict",
-            "--model",
-            str(trained_run),
-            *files,
-            "--out",
-            str(tmp_path / "s.nii.gz"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    refused = tumorseg("predict", "--model", trained_run, *files, "--out", tmp_path / "s.nii.gz")
     assert refused.returncode == 1 and "--overwrite" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_onnx_export_agrees_with_pytorch(trained_run, new_patients, tmp_path):
+    from tumorseg.cli import main
+    from tumorseg.data.store import Store
+
+    assert main(["export", str(trained_run), "--format", "onnx"]) == 0
+    assert (trained_run / "best.onnx").exists()
+    torch_engine, onnx_engine = Segmenter(trained_run), Segmenter(trained_run, engine="onnx")
+    with Store(json.loads((trained_run / "run.json").read_text())["store"]) as store:
+        volume, _ = store.read_volume(store.case_ids[0])
+    np.testing.assert_allclose(
+        onnx_engine.probabilities(volume), torch_engine.probabilities(volume), atol=1e-4
+    )
+    for engine in ("torch", "onnx"):
+        segmenter = Segmenter(trained_run, engine=engine)
+        predict(
+            new_patients / "Phantom_001", tmp_path / f"{engine}.nii.gz", lambda s=segmenter: s, progress=False
+        )
+    a, b = (np.asarray(nib.load(tmp_path / f"{e}.nii.gz").dataobj) for e in ("torch", "onnx"))
+    assert (a != b).mean() < 1e-3  # only voxels within 1e-4 of probability 0.5 could differ
+
+
+def test_stale_or_missing_onnx_is_refused(trained_run, tmp_path):
+    import shutil
+
+    import torch
+
+    from tumorseg.inference.onnx import export_onnx
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("*.onnx"))
+    with pytest.raises(TumorsegError, match="no ONNX model; run `tumorseg export"):
+        Segmenter(run, engine="onnx")
+    export_onnx(Segmenter(run), run / "best.onnx")
+    state = torch.load(run / "best.pt", weights_only=True)
+    state["epoch"] += 1  # as if training had saved a newer best since the export
+    torch.save(state, run / "best.pt")
+    with pytest.raises(TumorsegError, match="exported from another checkpoint"):
+        Segmenter(run, engine="onnx")

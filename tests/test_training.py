@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import TINY_TRAINING
+from conftest import TINY_TRAINING, tumorseg
 from tumorseg.errors import TumorsegError
 from tumorseg.training import loop
 from tumorseg.training.checkpoint import load_checkpoint
@@ -84,14 +84,14 @@ def test_sigkill_mid_epoch_then_resume_keeps_every_epoch_once(cohort, tmp_path):
         "tumorseg",
         "train",
         "--data",
-        str(cohort),
+        cohort,
         "--out",
-        str(run),
+        run,
         *TINY_FLAGS,
+        "--epochs",
+        40,
     ]
-    child = subprocess.Popen(
-        [*command, "--epochs", "40"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    child = subprocess.Popen(list(map(str, command)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (run / "history.csv").exists():
         time.sleep(0.05)
@@ -100,11 +100,7 @@ def test_sigkill_mid_epoch_then_resume_keeps_every_epoch_once(cohort, tmp_path):
     child.wait()
     done = load_checkpoint(run / "last.pt")["epoch"]
     assert done < 40
-    resumed = subprocess.run(
-        [sys.executable, "-m", "tumorseg", "train", "--resume", str(run), "--epochs", str(done + 2)],
-        capture_output=True,
-        text=True,
-    )
+    resumed = tumorseg("train", "--resume", run, "--epochs", done + 2)
     assert resumed.returncode == 0, resumed.stderr
     assert [int(r["epoch"]) for r in history(run)] == list(range(1, done + 3))
 
@@ -147,35 +143,14 @@ def test_bad_requests(cohort, tmp_path):
 
 
 def test_cli_train_prints_an_epoch_line_per_epoch(cohort, tmp_path):
-    run = subprocess.run(
-        [sys.executable, "-m", "tumorseg", "train", "--data", str(cohort), "--out", str(tmp_path / "r"),
-         *TINY_FLAGS, "--epochs", "2", "--target", "labels", "--deep-supervision", "--deterministic"],
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
+    run = tumorseg("train", "--data", cohort, "--out", tmp_path / "r", *TINY_FLAGS, "--epochs", 2,
+                   "--target", "labels", "--deep-supervision", "--deterministic")  # fmt: skip
     assert run.returncode == 0, run.stderr
     lines = [line for line in run.stdout.splitlines() if line.startswith("epoch ")]
     assert len(lines) == 2 and "val loss" in lines[0] and "slices/s" in lines[0]
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tumorseg",
-            "train",
-            "--data",
-            str(cohort),
-            "--out",
-            str(tmp_path / "x"),
-            "--lr",
-            "-1",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert (
-        bad.returncode == 1
-        and bad.stderr.strip() == "tumorseg: error: command line: lr = -1.0 is out of range (expected > 0)"
-    )
+    bad = tumorseg("train", "--data", cohort, "--out", tmp_path / "x", "--lr", -1)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "tumorseg: error: command line: lr = -1.0 is out of range (expected > 0)"
 
 
 def test_two_processes_with_torchrun_and_gloo(cohort, tmp_path):

@@ -86,7 +86,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     from tumorseg.data.store import Store
 
     with Store(args.store) as store:
-        case_ids = [c for c in store.case_ids if store.info(c).has_label]
+        case_ids = store.labeled_case_ids
     split = split_cases(
         case_ids,
         val_fraction=args.val,
@@ -146,6 +146,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from tumorseg.inference.model import Segmenter, onnx_path
+    from tumorseg.inference.onnx import export_onnx
+
+    segmenter = Segmenter(args.model)
+    print(f"wrote {export_onnx(segmenter, args.out or onnx_path(segmenter.path))}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from tumorseg.inference.model import Segmenter
     from tumorseg.inference.predict import files_from_paths, predict
@@ -164,7 +173,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     result = predict(
         inputs,
         args.out,
-        lambda: Segmenter(args.model, device=args.device, tta=args.tta),
+        lambda: Segmenter(args.model, device=args.device, tta=args.tta, engine=args.engine),
         overwrite=args.overwrite,
         labels="brats2023" if args.labels == "2023" else "brats",
         min_et_voxels=args.min_et_voxels,
@@ -373,7 +382,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", action="store_true", help="also write <out>_probabilities.nii.gz")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument(
+        "--engine",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="onnx: ONNX Runtime (after tumorseg export)",
+    )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export",
+        help="export a trained model to ONNX",
+        description="Write the model of a run (best.pt) or checkpoint as ONNX beside it (best.onnx), with "
+        "its output activation, for `tumorseg predict --engine onnx` or any ONNX runtime. Input: z-scored "
+        "slices (B, 4, H, W), H and W multiples of 2**depth; output: probabilities.",
+    )
+    p.add_argument("model", type=Path, help="run directory or checkpoint")
+    p.add_argument("--format", choices=("onnx",), default="onnx")
+    p.add_argument("--out", type=Path, help="output file (default: beside the checkpoint, .onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "demo",

@@ -1,4 +1,4 @@
-"""``make demo``: the pipeline end to end on synthetic phantoms, printing where each output is."""
+"""``make demo``: the whole pipeline on synthetic phantoms, printing where each output is."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from pathlib import Path
 from tumorseg import cli
 from tumorseg.data.store import prepare_store
 from tumorseg.data.synth import synthesize
+from tumorseg.evaluation.evaluate import evaluate
+from tumorseg.evaluation.report import build_report
+from tumorseg.inference.model import Segmenter
+from tumorseg.inference.predict import predict
 from tumorseg.training.config import TrainConfig
 from tumorseg.training.loop import train
 
@@ -19,16 +23,18 @@ DEMO_SHAPE = (96, 96, 64)
 DEMO_TRAINING = TrainConfig(
     channels=[8, 16, 32, 64], size=[96, 96], batch_size=8, epochs=6, workers=0, val_batch_size=64
 )
+OUTPUTS = ("phantoms", "kaggle", "store.h5", "run", "new-patient", "new-patient-seg.nii.gz",
+           "new-patient-seg_volumes.json")  # fmt: skip
 
 
 def run_demo(out: Path, seed: int = 0) -> None:
     start = time.perf_counter()
-    for stale in ("phantoms", "kaggle", "store.h5", "run"):
-        path = out / stale
+    for name in OUTPUTS:
+        path = out / name
         if path.is_dir():
             shutil.rmtree(path)
         path.unlink(missing_ok=True)
-    print(f"1/4 synthesize {DEMO_CASES} phantom cases and {DEMO_KAGGLE_VOLUMES} Kaggle-layout volumes")
+    print(f"1/6 synthesize {DEMO_CASES} phantom cases and {DEMO_KAGGLE_VOLUMES} Kaggle-layout volumes")
     synthesize(out / "phantoms", DEMO_CASES, shape=DEMO_SHAPE, seed=seed)
     synthesize(
         out / "kaggle",
@@ -38,18 +44,31 @@ def run_demo(out: Path, seed: int = 0) -> None:
         layout="kaggle",
         start=DEMO_CASES + 1,
     )
-    print("2/4 prepare the HDF5 store from both layouts")
-    result = prepare_store([out / "phantoms", out / "kaggle"], out / "store.h5")
-    print(f"    added {len(result.added)} cases")
-    print("3/4 inspect the store")
+    print("2/6 prepare the HDF5 store from both layouts")
+    prepare_store([out / "phantoms", out / "kaggle"], out / "store.h5")
     cli.main(["inspect", str(out / "store.h5")])
-    print(f"4/4 train an Attention U-Net for {DEMO_TRAINING.epochs} epochs on CPU")
+    print(f"3/6 train an Attention U-Net for {DEMO_TRAINING.epochs} epochs on the CPU")
     config = TrainConfig(**{**DEMO_TRAINING.to_dict(), "seed": seed})
-    last = train(out / "store.h5", out / "run", config)
-    regions = ", ".join(f"{r} {last[f'val_dice_{r}']:.3f}" for r in ("WT", "TC", "ET"))
-    seconds = time.perf_counter() - start
-    print(f"\ndone in {seconds:.0f} s; validation Dice {last['val_dice']:.3f} ({regions}); outputs:")
-    print(f"  {out / 'phantoms'}   BraTS-style NIfTI case folders")
-    print(f"  {out / 'kaggle'}     Kaggle-style per-slice .h5 files")
-    print(f"  {out / 'store.h5'}   the HDF5 store (tumorseg inspect {out / 'store.h5'} --cases)")
-    print(f"  {out / 'run'}        the training run: history.csv, dice_iou.png, loss_accuracy.png, best.pt")
+    train(out / "store.h5", out / "run", config)
+    print("4/6 evaluate on the held-out test patients")
+    result = evaluate(out / "run", out / "store.h5", split="test")
+    print(result["table"])
+    print("5/6 write the HTML report")
+    report = build_report(out / "run", result["out"])
+    print("6/6 segment a new synthetic patient (not in the store) to NIfTI")
+    synthesize(out / "new-patient", 1, shape=DEMO_SHAPE, seed=seed + 1000)
+    new_case = next((out / "new-patient").iterdir())
+    segmented = predict(new_case, out / "new-patient-seg.nii.gz", lambda: Segmenter(out / "run"))
+    volumes = segmented.volumes[new_case.name]
+
+    summary = result["summary"]
+    dice = ", ".join(f"{r} {summary[f'dice_{r}']['mean']:.3f}" for r in ("WT", "TC", "ET"))
+    print(f"\ndone in {time.perf_counter() - start:.0f} s. Test Dice (mean over patients): {dice}; outputs:")
+    print(
+        f"  {out / 'store.h5'}                  the HDF5 store of {DEMO_CASES + DEMO_KAGGLE_VOLUMES} phantoms"
+    )
+    print(f"  {out / 'run'}                       checkpoints, history.csv, training curves")
+    print(f"  {result['out']}   metrics.csv, summary.json, classification report, figures")
+    print(f"  {report}           open in a browser")
+    print(f"  {out / 'new-patient-seg.nii.gz'}    labels of {new_case.name} "
+          f"(WT {volumes['WT']:.1f} mL, TC {volumes['TC']:.1f} mL, ET {volumes['ET']:.1f} mL)")  # fmt: skip

@@ -254,6 +254,10 @@ class Store:
         return list(self._cases.keys())
 
     @property
+    def labeled_case_ids(self) -> list[str]:
+        return [c for c in self.case_ids if self.info(c).has_label]
+
+    @property
     def attrs(self) -> dict:
         return dict(self._file.attrs)
 

@@ -32,10 +32,19 @@ class Segmenter:
 
     ``probabilities`` takes a volume (Z, 4, H, W) of z-scored slices, as the store holds them,
     and returns (Z, C, H, W) float32: sigmoid region probabilities (WT, TC, ET) or softmax class
-    probabilities, depending on what the model was trained on.
+    probabilities, depending on what the model was trained on. Slices are zero-padded to a
+    multiple of the network's total stride and cropped back. ``engine="onnx"`` runs the model
+    exported by ``tumorseg export`` with ONNX Runtime instead of PyTorch.
     """
 
-    def __init__(self, source: Path, device: str = "cpu", batch_size: int = 32, tta: bool = False):
+    def __init__(
+        self,
+        source: Path,
+        device: str = "cpu",
+        batch_size: int = 32,
+        tta: bool = False,
+        engine: str = "torch",
+    ):
         path = checkpoint_path(source)
         state = load_checkpoint(path)
         if "model" not in state or "config" not in state:
@@ -46,9 +55,11 @@ class Segmenter:
             raise TumorsegError(f"{path}: model was trained on modalities {list(modalities)}, not {wanted}")
         self.config = from_mapping(state["config"], f"{path} (config)")
         self.path = path
+        self.epoch = int(state.get("epoch", 0))
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.tta = tta
+        self.multiple = 2 ** (len(self.config.channels) - 1)
         model = build_model(
             self.config.model,
             out_channels=out_channels(self.config.target),
@@ -64,30 +75,48 @@ class Segmenter:
                 f"{path}: weights do not fit the model its config describes ({first})"
             ) from None
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self.session = None
+        if engine == "onnx":
+            from tumorseg.inference.onnx import open_session
+
+            self.session = open_session(onnx_path(path), self)
+        elif engine != "torch":
+            raise TumorsegError(f"unknown engine {engine!r}; choose torch or onnx")
 
     @property
     def target(self) -> str:
         return self.config.target
 
-    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.target == "regions" else F.softmax(logits, dim=1)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities of a padded batch (B, 4, H, W)."""
+        if self.session is not None:
+            return self.session.run(None, {"image": batch})[0]
+        x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
+        return self.activate(self.model(x).float()).cpu().numpy()
 
     @torch.inference_mode()
     def probabilities(self, volume: np.ndarray) -> np.ndarray:
-        out = np.empty((volume.shape[0], out_channels(self.target), *volume.shape[2:]), dtype=np.float32)
+        depth, _, height, width = volume.shape
+        pad = ((0, 0), (0, 0), (0, (-height) % self.multiple), (0, (-width) % self.multiple))
+        out = np.empty((depth, out_channels(self.target), height, width), dtype=np.float32)
         flips = [(), (2,), (3,), (2, 3)] if self.tta else [()]
-        for start in range(0, volume.shape[0], self.batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(volume[start : start + self.batch_size])).to(
-                self.device
-            )
-            x = x.contiguous(memory_format=torch.channels_last)
-            total = None
-            for dims in flips:
-                probs = self._activate(self.model(x.flip(dims) if dims else x).float())
-                probs = probs.flip(dims) if dims else probs
-                total = probs if total is None else total + probs
-            out[start : start + len(x)] = (total / len(flips)).cpu().numpy()
+        for start in range(0, depth, self.batch_size):
+            batch = np.pad(volume[start : start + self.batch_size], pad).astype(np.float32, copy=False)
+            total = 0
+            for axes in flips:
+                flipped = np.ascontiguousarray(np.flip(batch, axes)) if axes else batch
+                probabilities = self._run(flipped)
+                total = total + (np.flip(probabilities, axes) if axes else probabilities)
+            out[start : start + len(batch)] = (total / len(flips))[..., :height, :width]
         return out
+
+
+def onnx_path(checkpoint: Path) -> Path:
+    """Where ``tumorseg export`` writes the ONNX model of a checkpoint: beside it, .onnx."""
+    return checkpoint.with_suffix(".onnx")
 
 
 def probabilities_to_classes(probabilities: np.ndarray, target: str) -> np.ndarray:

@@ -83,7 +83,9 @@ class AttentionUNet(nn.Module):
             decoded.append(x)
 
         crop = (..., *(slice(0, s) for s in size))
-        logits = self.head(x)[crop]
+        logits = self.head(x)
+        if any(pad):  # only then: an unpadded forward holds no size-specific slicing
+            logits = logits[crop]
         if return_attention:  # finest gate first, each on its own level's grid
             maps = []
             for level, alpha in enumerate(reversed(attention)):

@@ -53,7 +53,8 @@ class AttentionGate(nn.Module):
         """Return the gated skip features and the attention coefficients (on x's grid)."""
         coarse = F.relu(self.theta_x(x) + self.phi_g(g))
         alpha = torch.sigmoid(self.psi(coarse))
-        alpha = F.interpolate(alpha, size=x.shape[2:], mode=self.mode, align_corners=False)
+        # scale_factor, not size: the same graph then serves every input size (ONNX export)
+        alpha = F.interpolate(alpha, scale_factor=2, mode=self.mode, align_corners=False)
         return x * alpha, alpha
 
 

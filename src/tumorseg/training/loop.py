@@ -221,9 +221,8 @@ def make_split(config: TrainConfig, store: Store, run: RunDir, resume: bool) -> 
         if unknown:
             raise TumorsegError(f"{config.split}: cases not in {store.path}: {unknown[:5]}")
     else:
-        labeled = [c for c in store.case_ids if store.info(c).has_label]
         split = split_cases(
-            labeled,
+            store.labeled_case_ids,
             val_fraction=config.val_fraction,
             test_fraction=config.test_fraction,
             seed=config.seed,

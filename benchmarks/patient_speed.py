@@ -1,0 +1,98 @@
+"""Patient benchmark: seconds to segment one real 240x240x155 patient end to end.
+
+Reads the four NIfTI files, reorients, crops and z-scores, runs the network slice by slice,
+and writes the label map: PyTorch versus ONNX Runtime, without and with flip TTA. Timing does
+not depend on the weights, so by default an untrained model of the default width (channels 16..256)
+is used; pass --model RUN to time a trained one. Medians over cases and repeats.
+
+    python benchmarks/patient_speed.py --cases 3 --repeats 2 [--json patient_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from tumorseg.data.brats import find_case_files, find_case_folders
+from tumorseg.inference.model import Segmenter, checkpoint_path, onnx_path
+from tumorseg.inference.onnx import export_onnx
+from tumorseg.inference.predict import predict_case
+from tumorseg.labels import BRATS_VALUES, CLASS_NAMES
+from tumorseg.models import build_model
+from tumorseg.training.checkpoint import save_checkpoint
+from tumorseg.training.config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def untrained_checkpoint(folder: Path) -> Path:
+    config = TrainConfig()
+    torch.manual_seed(0)
+    model = build_model(config.model, out_channels=3, channels=config.channels)
+    path = folder / "best.pt"
+    labels = {"class_names": list(CLASS_NAMES), "brats_values": {k: list(v) for k, v in BRATS_VALUES.items()}}
+    save_checkpoint(
+        {"model": model.state_dict(), "config": config.to_dict(), "epoch": 0, "labels": labels}, path
+    )
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", type=Path, help="run directory or checkpoint (default: untrained default model)"
+    )
+    parser.add_argument("--cases", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    root = Path(os.environ.get("TUMORSEG_REAL_DATA", REPO.parent / "shared/data/brats2018-sample"))
+    if not root.is_dir():
+        raise SystemExit(f"real cases not found at {root}; set TUMORSEG_REAL_DATA")
+    cases = [find_case_files(f, require_label=False) for f in find_case_folders(root)[: args.cases]]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if args.model:  # a private copy, so the ONNX export lands beside it and not in the run
+            shutil.copy(checkpoint_path(args.model), work / "best.pt")
+            checkpoint = work / "best.pt"
+        else:
+            checkpoint = untrained_checkpoint(work)
+        export_onnx(Segmenter(checkpoint), onnx_path(checkpoint))
+        segmenters = {
+            f"{engine}{' + TTA' if tta else ''}": Segmenter(checkpoint, tta=tta, engine=engine)
+            for engine in ("torch", "onnx")
+            for tta in (False, True)
+        }
+        times = {name: [] for name in segmenters}
+        for segmenter in segmenters.values():
+            predict_case(cases[0], segmenter, work / "warmup.nii.gz")
+        for _ in range(args.repeats):
+            for files in cases:
+                for name, segmenter in segmenters.items():  # in turns, so drift hits all alike
+                    start = time.perf_counter()
+                    predict_case(files, segmenter, work / "seg.nii.gz")
+                    times[name].append(time.perf_counter() - start)
+    device = platform.processor() or platform.machine()
+    print(
+        f"{device}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"{len(cases)} real cases x {args.repeats} repeats, median seconds per patient, NIfTI in to NIfTI out"
+    )
+    for name, values in times.items():
+        print(f"{name:<14} {statistics.median(values):6.2f} s")
+    if args.json:
+        args.json.write_text(json.dumps({n: statistics.median(v) for n, v in times.items()}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
