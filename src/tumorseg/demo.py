@@ -56,7 +56,9 @@ def run_demo(out: Path, seed: int = 0) -> None:
     print("5/6 write the HTML report")
     report = build_report(out / "run", result["out"])
     print("6/6 segment a new synthetic patient (not in the store) to NIfTI")
-    synthesize(out / "new-patient", 1, shape=DEMO_SHAPE, seed=seed + 1000)
+    synthesize(
+        out / "new-patient", 1, shape=DEMO_SHAPE, seed=seed, start=DEMO_CASES + DEMO_KAGGLE_VOLUMES + 1
+    )
     new_case = next((out / "new-patient").iterdir())
     segmented = predict(new_case, out / "new-patient-seg.nii.gz", lambda: Segmenter(out / "run"))
     volumes = segmented.volumes[new_case.name]
@@ -64,11 +66,14 @@ def run_demo(out: Path, seed: int = 0) -> None:
     summary = result["summary"]
     dice = ", ".join(f"{r} {summary[f'dice_{r}']['mean']:.3f}" for r in ("WT", "TC", "ET"))
     print(f"\ndone in {time.perf_counter() - start:.0f} s. Test Dice (mean over patients): {dice}; outputs:")
-    print(
-        f"  {out / 'store.h5'}                  the HDF5 store of {DEMO_CASES + DEMO_KAGGLE_VOLUMES} phantoms"
-    )
-    print(f"  {out / 'run'}                       checkpoints, history.csv, training curves")
-    print(f"  {result['out']}   metrics.csv, summary.json, classification report, figures")
-    print(f"  {report}           open in a browser")
-    print(f"  {out / 'new-patient-seg.nii.gz'}    labels of {new_case.name} "
-          f"(WT {volumes['WT']:.1f} mL, TC {volumes['TC']:.1f} mL, ET {volumes['ET']:.1f} mL)")  # fmt: skip
+    rows = [
+        (out / "store.h5", f"the HDF5 store of {DEMO_CASES + DEMO_KAGGLE_VOLUMES} phantoms"),
+        (out / "run", "checkpoints, history.csv, training curves"),
+        (result["out"], "metrics.csv, summary.json, classification report, figures"),
+        (report, "the report: open it in a browser"),
+        (out / "new-patient-seg.nii.gz", f"labels of {new_case.name}: WT {volumes['WT']:.1f} mL, "
+         f"TC {volumes['TC']:.1f} mL, ET {volumes['ET']:.1f} mL"),
+    ]  # fmt: skip
+    width = max(len(str(path)) for path, _ in rows)
+    for path, what in rows:
+        print(f"  {str(path):<{width}}  {what}")
