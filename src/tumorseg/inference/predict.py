@@ -199,6 +199,9 @@ def predict(
         raise TumorsegError(f"{out if batch else out.parent}: cannot write here")
 
     segmenter = make_segmenter()
+    if batch:
+        for stale in out.glob(".*.tmp-*"):  # left by a run that was killed mid-write
+            stale.unlink()
     result = BatchResult([], [], [], {})
     bar = tqdm(cases, desc="predict", unit="case", disable=None if progress is None else not progress)
     for item in bar:
