@@ -4,6 +4,9 @@ Builds both layouts from the same real BraTS cases, then prints (and writes as J
 - size on disk of the NIfTI sources, the Kaggle layout and the store;
 - random axial-slice reads per second (image and label, ready for a model), medians of
   repeated runs, single process;
+- the same through a PyTorch DataLoader with 2 worker processes (batches of 16, random order);
+- peak resident memory of one process iterating a whole epoch, for stores of more and more
+  cases (it must not grow with the number of cases);
 - with --codecs, the store-format candidates measured on one case (size, write, read).
 
 Real cases come from $TUMORSEG_REAL_DATA or ../shared/data/brats2018-sample.
@@ -15,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import time
@@ -25,9 +30,11 @@ from pathlib import Path
 import h5py
 import hdf5plugin
 import numpy as np
+import torch
 
 from tumorseg.data import kaggle
 from tumorseg.data.brats import find_case_files, find_case_folders, read_case
+from tumorseg.data.dataset import SliceDataset
 from tumorseg.data.store import Store, encode, prepare_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +67,45 @@ def read_kaggle_slice(folder: Path, volume: int, index: int) -> tuple[np.ndarray
         return handle["image"][()].astype(np.float32), handle["mask"][()]
 
 
+class KaggleSlices(torch.utils.data.Dataset):
+    """The per-slice layout as a training script reads it: one file per item."""
+
+    def __init__(self, folder: Path, pairs: list[tuple[int, int]]):
+        self.folder, self.pairs = folder, pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict:
+        image, mask = read_kaggle_slice(self.folder, *self.pairs[i])
+        return {
+            "image": torch.from_numpy(np.moveaxis(image, -1, 0).copy()),
+            "label": torch.from_numpy(mask.argmax(-1)),
+        }
+
+
+def loader_rate(dataset, repeats: int) -> float:
+    """Median slices/s through a DataLoader with 2 workers, random order, batches of 16."""
+    rates = []
+    for seed in range(repeats):
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=16, shuffle=True, num_workers=2, generator=torch.Generator().manual_seed(seed)
+        )
+        start = time.perf_counter()
+        count = sum(len(batch["image"]) for batch in loader)
+        rates.append(count / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def epoch_peak_rss(store_path: str, case_ids: list[str]) -> float:
+    """Peak RSS (MB) of a fresh process that reads every slice of ``case_ids`` in random order."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    dataset = SliceDataset(store_path, case_ids, size=(192, 192))
+    for i in np.random.default_rng(0).permutation(len(dataset)):
+        dataset[i]
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, before / 1024
+
+
 def compare_layouts(folders: list[Path], work: Path, reads: int, repeats: int) -> dict:
     kaggle_dir, store_path = work / "kaggle", work / "store.h5"
     for number, folder in enumerate(folders, start=1):
@@ -73,6 +119,10 @@ def compare_layouts(folders: list[Path], work: Path, reads: int, repeats: int) -
         store_rate = rate(store.read_slice, store_pairs, repeats)
     kaggle_pairs = [(int(v), int(rng.integers(155))) for v in rng.integers(1, len(folders) + 1, reads)]
     kaggle_rate = rate(lambda v, s: read_kaggle_slice(kaggle_dir, v, s), kaggle_pairs, repeats)
+    workers = {
+        "kaggle": loader_rate(KaggleSlices(kaggle_dir, kaggle_pairs[:1000]), repeats),
+        "store": loader_rate(SliceDataset(store_path, ids, size=(240, 240)), repeats),
+    }
     sizes = {
         "nifti_gz": sum(folder_bytes(f) for f in folders),
         "kaggle": folder_bytes(kaggle_dir),
@@ -82,6 +132,7 @@ def compare_layouts(folders: list[Path], work: Path, reads: int, repeats: int) -
         "cases": len(folders),
         "bytes": sizes,
         "slices_per_s": {"kaggle": kaggle_rate, "store": store_rate},
+        "slices_per_s_2_workers": workers,
         "size_ratio_kaggle_over_store": sizes["kaggle"] / sizes["store"],
         "speed_ratio_store_over_kaggle": store_rate / kaggle_rate,
     }
@@ -145,6 +196,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--codecs", action="store_true", help="also compare store formats on one case")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--rss-store", type=Path, help="a store of many cases for the peak-RSS measurement")
     args = parser.parse_args()
 
     folders = find_case_folders(real_root())[: args.cases]
@@ -168,6 +220,22 @@ def main() -> None:
             f"store vs Kaggle: {layouts['size_ratio_kaggle_over_store']:.1f}x smaller, "
             f"{layouts['speed_ratio_store_over_kaggle']:.1f}x the reads per second"
         )
+        workers = layouts["slices_per_s_2_workers"]
+        print(
+            f"DataLoader, 2 workers, batches of 16: Kaggle {workers['kaggle']:,.0f} slices/s, "
+            f"store {workers['store']:,.0f} slices/s ({workers['store'] / workers['kaggle']:.1f}x)"
+        )
+        if args.rss_store:
+            with Store(args.rss_store) as store:
+                ids = store.labeled_case_ids
+            context = multiprocessing.get_context("spawn")
+            result["peak_rss_mb"] = {}
+            print(f"\npeak RSS of one process reading every slice of an epoch ({args.rss_store.name}):")
+            for count in sorted({2, len(ids) // 4, len(ids) // 2, len(ids)} - {0}):
+                with context.Pool(1) as pool:
+                    peak, start = pool.apply(epoch_peak_rss, (str(args.rss_store), ids[:count]))
+                result["peak_rss_mb"][count] = peak
+                print(f"  {count:>4} cases: {peak:7.0f} MB (after imports {start:.0f} MB)")
         if args.codecs:
             rows = compare_codecs(folders[0], Path(tmp), args.reads, args.repeats)
             result["codecs"] = rows

@@ -208,7 +208,9 @@ def _open(path: Path) -> h5py.File:
     if not path.exists():
         raise TumorsegError(f"{path}: store does not exist")
     try:
-        handle = h5py.File(path, "r")
+        # No chunk cache: slices are read in random order, each chunk once; a cache per dataset
+        # would only make memory grow with the number of cases touched.
+        handle = h5py.File(path, "r", rdcc_nbytes=0)
     except OSError as err:
         raise TumorsegError(f"{path}: not an HDF5 file ({err})") from None
     if handle.attrs.get("format") != FORMAT or "cases" not in handle:
