@@ -97,8 +97,8 @@ def loader_rate(dataset, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def epoch_peak_rss(store_path: str, case_ids: list[str]) -> float:
-    """Peak RSS (MB) of a fresh process that reads every slice of ``case_ids`` in random order."""
+def epoch_peak_rss(store_path: str, case_ids: list[str]) -> tuple[float, float]:
+    """(peak, before) RSS in MB of a fresh process reading every slice of ``case_ids`` in random order."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     dataset = SliceDataset(store_path, case_ids, size=(192, 192))
     for i in np.random.default_rng(0).permutation(len(dataset)):

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from tumorseg.data.dataset import SliceDataset, augmentation, seed_worker, tumor_sampler
+from tumorseg.data.dataset import SliceDataset, augmentation, seed_worker, tumor_weights
 from tumorseg.data.store import Store
 
 
@@ -55,10 +55,14 @@ def test_augmentation_is_seeded_and_changes_images(store):
     assert set(labels.unique().tolist()) <= {0, 1, 2, 3}
 
 
-def test_tumor_sampler_oversamples_tumor_slices(store):
+def test_tumor_weights_oversample_tumor_slices(store):
+    from tumorseg.training.distributed import EpochSampler
+
     dataset = SliceDataset(store, Store(store).case_ids, size=(32, 32))
     natural = dataset.has_tumor.mean()
     assert 0 < natural < 0.8
-    sampler = tumor_sampler(dataset, 0.8, num_samples=4000, generator=torch.Generator().manual_seed(0))
-    drawn = dataset.has_tumor[list(sampler)].mean()
+    weights = tumor_weights(dataset.has_tumor, 0.8)
+    drawn = dataset.has_tumor[list(EpochSampler(len(dataset), 4000, seed=0, epoch=1, weights=weights))].mean()
     assert abs(drawn - 0.8) < 0.03
+    assert tumor_weights(dataset.has_tumor, 0) is None
+    assert tumor_weights(np.ones(5, bool), 0.5) is None

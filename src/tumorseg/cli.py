@@ -105,20 +105,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tumorseg.training.config import from_mapping, load_config, overrides
     from tumorseg.training.loop import train
 
-    given = overrides(args)
     if args.resume:
         if args.config:
             raise TumorsegError("train: --config cannot be combined with --resume (the run keeps its config)")
-        run = args.resume
-        config = None
+        run, base = args.resume, None
     else:
         if args.out is None:
             raise TumorsegError("train: --out RUN_DIR is required (or --resume RUN_DIR)")
         run = args.out
         base = from_mapping(load_config(args.config), str(args.config)) if args.config else None
-        config, given = (from_mapping(given, "command line", base) if given else base), {}
     last = train(
-        args.data, run, config, resume=bool(args.resume), overrides=given, stop_after=args.stop_after
+        args.data, run, base, resume=bool(args.resume), overrides=overrides(args), stop_after=args.stop_after
     )
     if last:
         print(f"run: {run}  (best.pt, last.pt, history.csv, dice_iou.png, loss_accuracy.png)")

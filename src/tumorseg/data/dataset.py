@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai import transforms as mt
-from torch.utils.data import Dataset, WeightedRandomSampler, get_worker_info
+from torch.utils.data import Dataset, get_worker_info
 
 from tumorseg.data.store import Store
 
@@ -121,22 +121,12 @@ def seed_worker(worker_id: int) -> None:
         info.dataset.transform.set_random_state(info.seed % 2**32)
 
 
-def tumor_sampler(
-    dataset: SliceDataset,
-    tumor_fraction: float,
-    num_samples: int | None = None,
-    generator: torch.Generator | None = None,
-) -> WeightedRandomSampler:
-    """Draw slices so that about ``tumor_fraction`` of them hold tumor (with replacement)."""
-    n_tumor = int(dataset.has_tumor.sum())
-    n_other = len(dataset) - n_tumor
-    if n_tumor == 0 or n_other == 0:
-        weights = np.ones(len(dataset))
-    else:
-        weights = np.where(dataset.has_tumor, tumor_fraction / n_tumor, (1 - tumor_fraction) / n_other)
-    return WeightedRandomSampler(
-        torch.as_tensor(weights, dtype=torch.double),
-        num_samples=num_samples or len(dataset),
-        replacement=True,
-        generator=generator,
-    )
+def tumor_weights(has_tumor: np.ndarray, tumor_fraction: float) -> np.ndarray | None:
+    """Sampling weights under which about ``tumor_fraction`` of the draws hold tumor.
+
+    None (uniform sampling) when the fraction is 0 or every slice, or none, holds tumor.
+    """
+    n_tumor = int(has_tumor.sum())
+    if tumor_fraction <= 0 or n_tumor in (0, len(has_tumor)):
+        return None
+    return np.where(has_tumor, tumor_fraction / n_tumor, (1 - tumor_fraction) / (len(has_tumor) - n_tumor))

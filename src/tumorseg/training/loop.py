@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from tumorseg import __version__
 from tumorseg.data.case import MODALITIES
-from tumorseg.data.dataset import SliceDataset, augmentation, seed_worker
+from tumorseg.data.dataset import SliceDataset, augmentation, seed_worker, tumor_weights
 from tumorseg.data.splits import load_split, save_split, split_cases
 from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError
@@ -251,10 +251,8 @@ def train(
     """
     run = RunDir(Path(run_path))
     overrides = overrides or {}
-    if config is not None and overrides:
+    if not resume and overrides:
         config = from_mapping(overrides, "command line", config)
-    elif overrides and not resume:
-        config = from_mapping(overrides, "command line")
     config, store_path, checkpoint = prepare_run(store_path, run, config, resume, overrides)
     device = resolve_device(config.device)
     context = distributed.setup(device.type)
@@ -306,14 +304,7 @@ def _train(
     )
     if len(train_set) == 0:
         raise TumorsegError(f"{store_path}: the training patients hold no labeled slices")
-    weights = None
-    if config.tumor_fraction > 0 and 0 < train_set.has_tumor.sum() < len(train_set):
-        n_tumor = train_set.has_tumor.sum()
-        weights = np.where(
-            train_set.has_tumor,
-            config.tumor_fraction / n_tumor,
-            (1 - config.tumor_fraction) / (len(train_set) - n_tumor),
-        )
+    weights = tumor_weights(train_set.has_tumor, config.tumor_fraction)
     samples = config.samples_per_epoch or len(train_set)
     steps_per_epoch = max(1, samples // context.world // config.batch_size)
 
