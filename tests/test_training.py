@@ -167,3 +167,11 @@ def test_two_processes_with_torchrun_and_gloo(cohort, tmp_path):
     assert result.stdout.count("epoch 2/2") == 1  # only rank 0 reports
     environment = json.loads((run / "environment.json").read_text())
     assert environment["processes"] == 2
+
+
+def test_monai_model_trains_and_validates_on_any_volume_size(cohort, tmp_path):
+    """Validation volumes are cropped to the brain, sizes MONAI's network cannot take unpadded."""
+    last = train(
+        cohort, tmp_path / "m", TrainConfig(**{**TINY, "model": "monai_attention_unet", "epochs": 1})
+    )
+    assert 0 <= last["val_dice"] <= 1

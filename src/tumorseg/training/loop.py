@@ -40,7 +40,7 @@ from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.figures import plot_history
 from tumorseg.evaluation.metrics import REGION_NAMES, dice_iou, overlap_counts
 from tumorseg.labels import BRATS_VALUES, CLASS_NAMES
-from tumorseg.models import build_model
+from tumorseg.models import build_model, forward_padded
 from tumorseg.training import distributed
 from tumorseg.training.checkpoint import load_checkpoint, save_checkpoint
 from tumorseg.training.config import TrainConfig, from_mapping, load_config, save_config
@@ -158,6 +158,7 @@ def validate(
     """Loss, pixel accuracy, and per-case Dice and IoU per region (averaged over cases)."""
     model.eval()
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    multiple = 2 ** (len(config.channels) - 1)
     loss_sum, slices, correct, voxels = 0.0, 0, 0, 0
     dices, ious = [], []
     for case_id in case_ids:
@@ -167,7 +168,7 @@ def validate(
             x = torch.from_numpy(image[start : start + config.val_batch_size]).to(device)
             y = torch.from_numpy(label[start : start + config.val_batch_size]).long().to(device)
             with autocast(device, dtype):
-                logits = model(x.contiguous(memory_format=memory_format))
+                logits = forward_padded(model, x.contiguous(memory_format=memory_format), multiple)
             loss_sum += objective(logits, y).item() * len(x)
             slices += len(x)
             prediction = decode(logits.float(), config.target)
