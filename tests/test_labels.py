@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tumorseg.labels import region_masks, to_brats, to_internal
+from tumorseg.labels import to_brats, to_internal
 
 
 def test_round_trip_both_conventions():
@@ -17,10 +17,3 @@ def test_round_trip_both_conventions():
 def test_unknown_values_are_refused(values, convention):
     with pytest.raises(ValueError, match="unknown label values"):
         to_internal(np.array(values), convention)
-
-
-def test_regions_nest():
-    wt, tc, et = region_masks(np.array([0, 1, 2, 3]))
-    assert wt.tolist() == [False, True, True, True]
-    assert tc.tolist() == [False, True, False, True]
-    assert et.tolist() == [False, False, False, True]

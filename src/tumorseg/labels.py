@@ -49,8 +49,3 @@ def to_brats(classes: np.ndarray, convention: str = "brats") -> np.ndarray:
     """Map internal classes back to BraTS label values (uint8)."""
     lut = np.asarray(BRATS_VALUES[convention], dtype=np.uint8)
     return lut[classes]
-
-
-def region_masks(classes: np.ndarray) -> np.ndarray:
-    """Stack the WT, TC and ET masks of an internal label map along a new first axis."""
-    return np.stack([np.isin(classes, members) for members in REGIONS.values()])

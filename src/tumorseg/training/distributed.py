@@ -11,7 +11,6 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
@@ -94,14 +93,3 @@ def seed_for(seed: int, epoch: int) -> int:
     return int(
         np.random.SeedSequence([seed, epoch]).generate_state(2, np.uint32).astype(np.uint64) @ [1 << 31, 1]
     )
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain model inside DistributedDataParallel and torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module"):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
