@@ -6,7 +6,18 @@ import pytest
 
 from tumorseg.cli import main
 
-COMMANDS = ("synth", "prepare", "inspect", "split", "demo")
+COMMANDS = (
+    "synth",
+    "prepare",
+    "inspect",
+    "split",
+    "train",
+    "evaluate",
+    "report",
+    "predict",
+    "export",
+    "demo",
+)
 
 
 def test_help_teaches_every_command(capsys):

@@ -11,12 +11,15 @@ from tumorseg import __version__
 from tumorseg.errors import TumorsegError
 
 EXAMPLES = """\
-pipeline:
-  tumorseg synth phantoms --cases 8               # synthetic BraTS-style cases
-  tumorseg prepare phantoms --out store.h5        # NIfTI or Kaggle slices -> HDF5 store
-  tumorseg inspect store.h5                       # what the store holds
-  tumorseg split store.h5 --out split.json        # patient-level train/val/test split
-  tumorseg demo                                   # all of the above on phantoms
+the pipeline:
+  tumorseg synth phantoms --cases 8                       # synthetic BraTS-style cases
+  tumorseg prepare phantoms --out store.h5                # NIfTI or Kaggle slices -> HDF5 store
+  tumorseg inspect store.h5                               # what the store holds
+  tumorseg train --data store.h5 --out runs/first         # train, validating every epoch
+  tumorseg evaluate runs/first                            # Dice, IoU, HD95 on the test patients
+  tumorseg report runs/first                              # runs/first/report.html
+  tumorseg predict --model runs/first CASE --out seg.nii.gz   # a new patient
+  tumorseg demo                                           # all of it, on phantoms
 
 Run `tumorseg COMMAND --help` for each command's options.
 """
