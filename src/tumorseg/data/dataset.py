@@ -59,6 +59,27 @@ def augmentation(seed: int = 0) -> Augmentation:
     )
 
 
+def center_fit(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Zero-pad or center-crop the last two axes of ``array`` to ``size``.
+
+    (MONAI's ResizeWithPadOrCropd does the same at about 2 ms a slice, twelve times the cost of
+    reading the slice; this is plain slicing.)
+    """
+    out = np.zeros((*array.shape[:-2], *size), dtype=array.dtype)
+    source, target = [], []
+    for have, want in zip(array.shape[-2:], size, strict=True):
+        if have >= want:
+            start = (have - want) // 2
+            source.append(slice(start, start + want))
+            target.append(slice(0, want))
+        else:
+            start = (want - have) // 2
+            source.append(slice(0, have))
+            target.append(slice(start, start + have))
+    out[(..., *target)] = array[(..., *source)]
+    return out
+
+
 class SliceDataset(Dataset):
     """Every axial slice of the given (labeled) cases, padded or cropped to ``size``.
 
@@ -76,7 +97,7 @@ class SliceDataset(Dataset):
     ):
         self.store_path = Path(store_path)
         self.transform = transform
-        self.resize = mt.ResizeWithPadOrCropd(KEYS, spatial_size=size) if size else None
+        self.size = tuple(size) if size else None
         self.index: list[tuple[str, int]] = []
         tumor: list[bool] = []
         with Store(self.store_path) as store:
@@ -103,9 +124,9 @@ class SliceDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         case_id, z = self.index[i]
         image, label = self._open().read_slice(case_id, z)
+        if self.size:
+            image, label = center_fit(image, self.size), center_fit(label, self.size)
         item = {"image": image, "label": label[None]}
-        if self.resize:
-            item = self.resize(item)
         if self.transform:
             item = self.transform(item)
         return {
