@@ -156,13 +156,13 @@ def test_cli_train_prints_an_epoch_line_per_epoch(cohort, tmp_path):
 def test_two_processes_with_torchrun_and_gloo(cohort, tmp_path):
     run = tmp_path / "ddp"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "tumorseg", "train", "--data", str(cohort), "--out", str(run), *TINY_FLAGS, "--epochs", "2"],
         capture_output=True,
         text=True,
         timeout=300,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-2000:]}\nstderr:\n{result.stderr[-6000:]}"
     assert [int(r["epoch"]) for r in history(run)] == [1, 2]
     assert result.stdout.count("epoch 2/2") == 1  # only rank 0 reports
     environment = json.loads((run / "environment.json").read_text())

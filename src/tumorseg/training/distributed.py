@@ -39,6 +39,13 @@ def setup(device_type: str) -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def barrier(context: Context) -> None:
+    """Wait for every rank; at the end of training, so no rank leaves while a peer still sends
+    (gloo aborts a process whose peer has already closed its connection)."""
+    if context.active:
+        dist.barrier()
+
+
 def teardown(context: Context) -> None:
     if context.active and dist.is_initialized():
         dist.destroy_process_group()

@@ -461,6 +461,7 @@ def _train(
         if distributed.broadcast(context, stop) or (stop_after and epoch - start_epoch + 1 >= stop_after):
             break
     store.close()
+    distributed.barrier(context)
     return last_row
 
 
