@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from tumorseg.errors import TumorsegError
+from tumorseg.files import write_json
 
 PARTS = ("train", "val", "test")
 
@@ -62,9 +62,7 @@ def split_cases(
 def save_split(path: Path, split: dict[str, list[str]], **provenance: object) -> None:
     """Write the split as JSON (atomically), with how it was made."""
     check_split(split, path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({**split, "provenance": provenance}, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, {**split, "provenance": provenance})
 
 
 def load_split(path: Path) -> dict[str, list[str]]:

@@ -12,9 +12,7 @@ Writes into the output folder:
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,7 @@ from tumorseg.evaluation.metrics import (
     confusion_matrix,
     patient_metrics,
 )
+from tumorseg.files import write_csv, write_json, write_text
 from tumorseg.inference.model import Segmenter, probabilities_to_classes
 from tumorseg.labels import CLASS_NAMES
 
@@ -86,15 +85,6 @@ def format_report(report: dict) -> str:
         )
     lines.append(f"\n{'accuracy':<14}{report['accuracy']['value']:>30.4f}")
     return "\n".join(lines)
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def overlay_sample(
@@ -170,16 +160,15 @@ def evaluate(
             confusion[0, 0] += outside
             predictions[case_id] = prediction
 
-        write_csv(out / "metrics.csv", rows)
+        write_csv(out / "metrics.csv", rows, list(rows[0]))
         summary = summarize(rows)
         report = classification_report(confusion)
-        (out / "summary.json").write_text(
-            json.dumps({"split": split, "cases": len(rows), "metrics": summary}, indent=2) + "\n"
-        )
-        (out / "classification_report.txt").write_text(format_report(report) + "\n")
+        write_json(out / "summary.json", {"split": split, "cases": len(rows), "metrics": summary})
+        write_text(out / "classification_report.txt", format_report(report) + "\n")
         write_csv(
             out / "classification_report.csv",
             [{"class": name, **values} for name, values in report.items() if name != "accuracy"],
+            ["class", "precision", "recall", "f1", "support"],
         )
         write_csv(
             out / "confusion_matrix.csv",
@@ -187,6 +176,7 @@ def evaluate(
                 {"reference": name, **dict(zip(CLASS_NAMES, map(int, counts), strict=True))}
                 for name, counts in zip(CLASS_NAMES, confusion, strict=True)
             ],
+            ["reference", *CLASS_NAMES],
         )
         plot_confusion(confusion, list(CLASS_NAMES), out / "confusion_matrix.png")
         plot_boxplots(out / "metrics.csv", out / "boxplots.png")

@@ -6,11 +6,11 @@ import base64
 import csv
 import html
 import json
-import os
 from pathlib import Path
 
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.metrics import METRICS, STRUCTURES
+from tumorseg.files import write_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
@@ -105,7 +105,5 @@ def build_report(run: Path, evaluation: Path | None = None, out: Path | None = N
         f"<title>tumorseg report: {html.escape(run.name)}</title><style>{STYLE}</style></head>"
         f"<body>{''.join(parts)}</body></html>\n"
     )
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page)
-    os.replace(tmp, out)
+    write_text(out, page)
     return out

@@ -24,6 +24,7 @@ from tumorseg.data.brats import CaseFiles, find_case_files, find_case_folders, r
 from tumorseg.data.case import Case
 from tumorseg.data.store import encode, normalize, zscore_coefficients
 from tumorseg.errors import TumorsegError
+from tumorseg.files import write_json
 from tumorseg.inference.model import probabilities_to_classes
 from tumorseg.labels import REGIONS, to_brats
 
@@ -104,12 +105,6 @@ def write_nifti(data: np.ndarray, reference: nib.Nifti1Image, path: Path) -> Non
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise TumorsegError(f"{path}: could not write ({err.strerror or err})") from None
-
-
-def write_json(path: Path, value: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def predict_case(

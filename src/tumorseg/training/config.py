@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
 from tumorseg.errors import TumorsegError
+from tumorseg.files import write_text
 from tumorseg.training.objective import TARGETS
 
 
@@ -164,9 +164,7 @@ def load_config(path: Path) -> dict:
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,6 @@ The run directory holds everything needed to read, trust and continue a run:
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -39,6 +38,7 @@ from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.figures import plot_history
 from tumorseg.evaluation.metrics import REGION_NAMES, dice_iou, overlap_counts
+from tumorseg.files import write_csv, write_json
 from tumorseg.labels import BRATS_VALUES, CLASS_NAMES
 from tumorseg.models import build_model, forward_padded
 from tumorseg.training import distributed
@@ -105,23 +105,6 @@ def environment(device: torch.device, world: int) -> dict:
         "git_commit": git_commit(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def write_json(path: Path, value: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def write_history(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -341,7 +324,9 @@ def _train(
         start_epoch = checkpoint["epoch"] + 1
         best, stale = checkpoint["best_metric"], checkpoint["epochs_since_best"]
         if context.is_main:
-            write_history(run / "history.csv", history)  # drop rows of an epoch that never checkpointed
+            write_csv(
+                run / "history.csv", history, HISTORY_FIELDS
+            )  # drop rows of an epoch that never checkpointed
     net: torch.nn.Module = model
     if context.active:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -451,7 +436,7 @@ def _train(
             if improved:
                 keep = ("model", "epoch", "config", "modalities", "labels")
                 save_checkpoint({**{k: state[k] for k in keep}, "metrics": row}, run / "best.pt")
-            write_history(run / "history.csv", history)
+            write_csv(run / "history.csv", history, HISTORY_FIELDS)
             plot_history(run / "history.csv", run.path)
             print(summary_line(row, config.epochs, improved), flush=True)
             last_row = row

@@ -1,0 +1,38 @@
+"""Writing small text outputs whole: a temporary file beside the target, then a rename.
+
+A reader (or a process killed mid-write) sees the old file or the new one, never half of one.
+Large binary outputs (the store, checkpoints, NIfTI, figures) follow the same rule in their
+own modules, since each library writes its own files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+
+def write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, value: object) -> None:
+    write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def write_csv(path: Path, rows: list[dict], fieldnames: list[str]) -> None:
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
