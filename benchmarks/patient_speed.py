@@ -22,16 +22,15 @@ from pathlib import Path
 
 import torch
 
+from data_io import real_root  # this folder's data benchmark; scripts run from here
 from tumorseg.data.brats import find_case_files, find_case_folders
 from tumorseg.inference.model import Segmenter, checkpoint_path, onnx_path
 from tumorseg.inference.onnx import export_onnx
 from tumorseg.inference.predict import predict_case
-from tumorseg.labels import BRATS_VALUES, CLASS_NAMES
+from tumorseg.labels import label_convention
 from tumorseg.models import build_model
 from tumorseg.training.checkpoint import save_checkpoint
 from tumorseg.training.config import TrainConfig
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def untrained_checkpoint(folder: Path) -> Path:
@@ -39,10 +38,13 @@ def untrained_checkpoint(folder: Path) -> Path:
     torch.manual_seed(0)
     model = build_model(config.model, out_channels=3, channels=config.channels)
     path = folder / "best.pt"
-    labels = {"class_names": list(CLASS_NAMES), "brats_values": {k: list(v) for k, v in BRATS_VALUES.items()}}
-    save_checkpoint(
-        {"model": model.state_dict(), "config": config.to_dict(), "epoch": 0, "labels": labels}, path
-    )
+    state = {
+        "model": model.state_dict(),
+        "config": config.to_dict(),
+        "epoch": 0,
+        "labels": label_convention(),
+    }
+    save_checkpoint(state, path)
     return path
 
 
@@ -57,10 +59,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    root = Path(os.environ.get("TUMORSEG_REAL_DATA", REPO.parent / "shared/data/brats2018-sample"))
-    if not root.is_dir():
-        raise SystemExit(f"real cases not found at {root}; set TUMORSEG_REAL_DATA")
-    cases = [find_case_files(f, require_label=False) for f in find_case_folders(root)[: args.cases]]
+    cases = [find_case_files(f, require_label=False) for f in find_case_folders(real_root())[: args.cases]]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.model:  # a private copy, so the ONNX export lands beside it and not in the run

@@ -49,3 +49,8 @@ def to_brats(classes: np.ndarray, convention: str = "brats") -> np.ndarray:
     """Map internal classes back to BraTS label values (uint8)."""
     lut = np.asarray(BRATS_VALUES[convention], dtype=np.uint8)
     return lut[classes]
+
+
+def label_convention() -> dict:
+    """The class names and BraTS values as plain data, as checkpoints record them."""
+    return {"class_names": list(CLASS_NAMES), "brats_values": {k: list(v) for k, v in BRATS_VALUES.items()}}

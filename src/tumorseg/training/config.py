@@ -118,9 +118,13 @@ class TrainConfig:
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 
 
+def _default(key: str) -> object:
+    spec = FIELDS[key]
+    return spec.default if spec.default is not MISSING else spec.default_factory()
+
+
 def _coerce(key: str, value: object, where: str) -> object:
-    default = FIELDS[key].default if FIELDS[key].default is not MISSING else FIELDS[key].default_factory()
-    kind = type(default)
+    kind = type(_default(key))
     if kind is bool:
         if not isinstance(value, bool):
             raise TumorsegError(f"{where}: {key} must be true or false, not {value!r}")
@@ -172,7 +176,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("configuration (override the config file)")
     for name, spec in FIELDS.items():
         flag = "--" + name.replace("_", "-")
-        default = spec.default if spec.default is not MISSING else spec.default_factory()
+        default = _default(name)
         help_text = f"{spec.metadata['help']} (default {default})"
         if isinstance(default, bool):
             group.add_argument(

@@ -21,7 +21,6 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.figures import plot_history
 from tumorseg.evaluation.metrics import REGION_NAMES, dice_iou, overlap_counts
 from tumorseg.files import write_csv, write_json
-from tumorseg.labels import BRATS_VALUES, CLASS_NAMES
+from tumorseg.labels import label_convention
 from tumorseg.models import build_model, forward_padded
 from tumorseg.training import distributed
 from tumorseg.training.checkpoint import load_checkpoint, save_checkpoint
@@ -54,14 +53,6 @@ HISTORY_FIELDS = [
 ]  # fmt: skip
 #: Keys that may change when a run is resumed; the rest define the run.
 RESUMABLE_KEYS = {"epochs", "patience", "workers", "device", "val_batch_size"}
-
-
-@dataclass(frozen=True)
-class RunDir:
-    path: Path
-
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
 
 
 def resolve_device(name: str) -> torch.device:
@@ -171,17 +162,17 @@ def validate(
 
 
 def prepare_run(
-    store_path: Path | None, run: RunDir, config: TrainConfig | None, resume: bool, overrides: dict
+    store_path: Path | None, run: Path, config: TrainConfig | None, resume: bool, overrides: dict
 ) -> tuple[TrainConfig, Path, dict | None]:
     """Resolve the configuration, the store and (when resuming) the last checkpoint."""
     if resume:
         if not (run / "last.pt").exists():
-            raise TumorsegError(f"{run.path}: no last.pt to resume from")
+            raise TumorsegError(f"{run}: no last.pt to resume from")
         saved = load_config(run / "config.yaml")
         changed = sorted(k for k, v in overrides.items() if k not in RESUMABLE_KEYS and saved.get(k) != v)
         if changed:
             raise TumorsegError(
-                f"{run.path}: cannot change {', '.join(changed)} when resuming "
+                f"{run}: cannot change {', '.join(changed)} when resuming "
                 f"(only {', '.join(sorted(RESUMABLE_KEYS))})"
             )
         config = from_mapping({**saved, **overrides}, str(run / "config.yaml"))
@@ -190,13 +181,11 @@ def prepare_run(
     if store_path is None:
         raise TumorsegError("train: --data STORE is required (or --resume RUN)")
     if (run / "last.pt").exists() or (run / "config.yaml").exists():
-        raise TumorsegError(
-            f"{run.path}: already holds a run; continue it with --resume or choose another --out"
-        )
+        raise TumorsegError(f"{run}: already holds a run; continue it with --resume or choose another --out")
     return config or TrainConfig(), store_path, None
 
 
-def make_split(config: TrainConfig, store: Store, run: RunDir, resume: bool) -> dict[str, list[str]]:
+def make_split(config: TrainConfig, store: Store, run: Path, resume: bool) -> dict[str, list[str]]:
     if resume:
         return load_split(run / "split.json")
     if config.split:
@@ -233,7 +222,7 @@ def train(
     ``stop_after`` > 0 ends this invocation after that many epochs (resume later), for jobs
     that must fit a time slot.
     """
-    run = RunDir(Path(run_path))
+    run = Path(run_path)
     overrides = overrides or {}
     if not resume and overrides:
         config = from_mapping(overrides, "command line", config)
@@ -252,7 +241,7 @@ def train(
 def _train(
     config: TrainConfig,
     store_path: Path,
-    run: RunDir,
+    run: Path,
     device: torch.device,
     context: distributed.Context,
     checkpoint: dict | None,
@@ -270,7 +259,7 @@ def _train(
     store = Store(store_path)
     split = make_split(config, store, run, checkpoint is not None)
     if context.is_main:
-        run.path.mkdir(parents=True, exist_ok=True)
+        run.mkdir(parents=True, exist_ok=True)
         save_config(config, run / "config.yaml")
         save_split(run / "split.json", split, seed=config.seed, folds=config.folds, fold=config.fold)
         write_json(run / "environment.json", environment(device, context.world))
@@ -424,10 +413,7 @@ def _train(
                 "rng": {"torch": torch.get_rng_state()},
                 "config": config.to_dict(),
                 "modalities": list(MODALITIES),
-                "labels": {
-                    "class_names": list(CLASS_NAMES),
-                    "brats_values": {k: list(v) for k, v in BRATS_VALUES.items()},
-                },
+                "labels": label_convention(),
                 "history": history,
                 "best_metric": best,
                 "epochs_since_best": stale,
@@ -437,7 +423,7 @@ def _train(
                 keep = ("model", "epoch", "config", "modalities", "labels")
                 save_checkpoint({**{k: state[k] for k in keep}, "metrics": row}, run / "best.pt")
             write_csv(run / "history.csv", history, HISTORY_FIELDS)
-            plot_history(run / "history.csv", run.path)
+            plot_history(run / "history.csv", run)
             print(summary_line(row, config.epochs, improved), flush=True)
             last_row = row
             stop = bool(config.patience and stale >= config.patience)
