@@ -51,6 +51,7 @@ def test_sigkill_during_a_predict_batch(trained_run, tmp_path):
         [f"Phantom_{i:03d}.nii.gz" for i in range(1, 7)] + ["volumes.json"]
     )
     assert all(out.joinpath(name).stat().st_mtime_ns == stamp for name, stamp in stamps.items())
+    assert sorted(json.loads((out / "volumes.json").read_text())) == [f"Phantom_{i:03d}" for i in range(1, 7)]
 
 
 def test_two_prepares_on_the_same_store(tmp_path):

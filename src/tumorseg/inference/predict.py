@@ -228,8 +228,8 @@ def predict(
             continue
         result.written.append(target)
         result.volumes[files.case_id] = prediction.volumes_ml
-    if result.volumes:
+        # after each case, so that a killed batch keeps the volumes of the cases it finished
         volumes_file = out / "volumes.json" if batch else beside(out, "_volumes.json")
         previous = json.loads(volumes_file.read_text()) if batch and volumes_file.exists() else {}
-        write_json(volumes_file, {**previous, **result.volumes})
+        write_json(volumes_file, {**previous, files.case_id: prediction.volumes_ml})
     return result
