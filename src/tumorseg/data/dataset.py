@@ -105,7 +105,7 @@ class SliceDataset(Dataset):
                 info = store.info(case_id)
                 if not info.has_label:
                     continue
-                has_tumor = info.label_counts[:, 1:].sum(axis=1) > 0
+                has_tumor = info.tumor_voxels > 0
                 self.index += [(case_id, z) for z in range(info.num_slices)]
                 tumor += has_tumor.tolist()
         self.has_tumor = np.asarray(tumor, dtype=bool)

@@ -238,7 +238,12 @@ class CaseInfo:
     @property
     def tumor_slices(self) -> np.ndarray:
         """Indices of the stored slices that hold any tumor voxel."""
-        return np.flatnonzero(self.label_counts[:, 1:].sum(axis=1))
+        return np.flatnonzero(self.tumor_voxels)
+
+    @property
+    def tumor_voxels(self) -> np.ndarray:
+        """Tumor voxels (any class but background) in each stored slice."""
+        return self.label_counts[:, 1:].sum(axis=1)
 
 
 class Store:

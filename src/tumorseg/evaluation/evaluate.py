@@ -92,7 +92,7 @@ def overlay_sample(
 ) -> dict:
     """The axial slice with the most reference tumor, with the finest gate's attention if available."""
     info = store.info(case_id)
-    z = int(np.argmax(info.label_counts[:, 1:].sum(axis=1)))
+    z = int(np.argmax(info.tumor_voxels))
     image, reference = store.read_slice(case_id, z)
     sample = {
         "title": title,
