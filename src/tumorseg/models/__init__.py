@@ -1,9 +1,9 @@
 """Models: the Attention U-Net (and MONAI's, for side-by-side comparisons)."""
 
 import torch
-from torch.nn import functional as F
 
 from tumorseg.models.attention_unet import AttentionUNet, build_model
+from tumorseg.models.blocks import pad_to_multiple
 
 __all__ = ["AttentionUNet", "build_model", "forward_padded"]
 
@@ -13,9 +13,7 @@ def forward_padded(model: torch.nn.Module, x: torch.Tensor, multiple: int) -> to
 
     MONAI's AttentionUnet needs such sizes; tumorseg's pads inside, so this is a no-op for it.
     """
-    size = x.shape[2:]
-    pad = [(-s) % multiple for s in size]
-    if not any(pad):
+    padded = pad_to_multiple(x, multiple)
+    if padded is x:
         return model(x)
-    padded = F.pad(x, [p for amount in reversed(pad) for p in (0, amount)])
-    return model(padded)[(..., *(slice(0, s) for s in size))]
+    return model(padded)[(..., *(slice(0, s) for s in x.shape[2:]))]

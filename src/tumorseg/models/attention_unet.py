@@ -21,7 +21,7 @@ from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 from torch.nn import functional as F
 
-from tumorseg.models.blocks import DoubleConv, UpStage
+from tumorseg.models.blocks import DoubleConv, UpStage, pad_to_multiple
 
 
 class AttentionUNet(nn.Module):
@@ -66,10 +66,8 @@ class AttentionUNet(nn.Module):
         self, x: torch.Tensor, return_attention: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, ...] | tuple[torch.Tensor, list[torch.Tensor]]:
         size = x.shape[2:]
-        multiple = 2**self.depth
-        pad = [(-s) % multiple for s in size]
-        if any(pad):
-            x = F.pad(x, [p for amount in reversed(pad) for p in (0, amount)])
+        padded = pad_to_multiple(x, 2**self.depth)
+        x, was_padded = padded, padded is not x
 
         skips = []
         for i, stage in enumerate(self.encoder):
@@ -84,7 +82,7 @@ class AttentionUNet(nn.Module):
 
         crop = (..., *(slice(0, s) for s in size))
         logits = self.head(x)
-        if any(pad):  # only then: an unpadded forward holds no size-specific slicing
+        if was_padded:  # only then: an unpadded forward holds no size-specific slicing
             logits = logits[crop]
         if return_attention:  # finest gate first, each on its own level's grid
             maps = []

@@ -10,6 +10,15 @@ from torch.nn import functional as F
 NORMS = {"batch": Norm.BATCH, "instance": Norm.INSTANCE}
 
 
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad the spatial axes of ``x`` (at their ends) to multiples of ``multiple``; ``x`` itself
+    when they already are."""
+    pad = [(-s) % multiple for s in x.shape[2:]]
+    if not any(pad):
+        return x
+    return F.pad(x, [p for amount in reversed(pad) for p in (0, amount)])
+
+
 def norm_layer(kind: str, spatial_dims: int, channels: int) -> nn.Module:
     if kind == "instance":
         return Norm[Norm.INSTANCE, spatial_dims](channels, affine=True)
