@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from tumorseg.data.case import MODALITIES
 from tumorseg.errors import TumorsegError
 from tumorseg.models import build_model
+from tumorseg.models.blocks import pad_to_multiple
 from tumorseg.training.checkpoint import load_checkpoint
 from tumorseg.training.config import from_mapping
 from tumorseg.training.objective import decode, out_channels
@@ -100,11 +101,13 @@ class Segmenter:
     @torch.inference_mode()
     def probabilities(self, volume: np.ndarray) -> np.ndarray:
         depth, _, height, width = volume.shape
-        pad = ((0, 0), (0, 0), (0, (-height) % self.multiple), (0, (-width) % self.multiple))
         out = np.empty((depth, out_channels(self.target), height, width), dtype=np.float32)
         flips = [(), (2,), (3,), (2, 3)] if self.tta else [()]
         for start in range(0, depth, self.batch_size):
-            batch = np.pad(volume[start : start + self.batch_size], pad).astype(np.float32, copy=False)
+            chunk = torch.from_numpy(
+                np.ascontiguousarray(volume[start : start + self.batch_size], np.float32)
+            )
+            batch = pad_to_multiple(chunk, self.multiple).numpy()
             total = 0
             for axes in flips:
                 flipped = np.ascontiguousarray(np.flip(batch, axes)) if axes else batch
