@@ -78,6 +78,11 @@ def test_batch_goes_on_past_a_bad_case_and_skips_finished_ones(trained_run, new_
     assert len(again.skipped) == 2 and not again.written
     assert (out / "Phantom_001.nii.gz").stat().st_mtime_ns == stamp
     assert sorted(json.loads((out / "volumes.json").read_text())) == ["Phantom_001", "Phantom_002"]
+    # a batch killed between a label map and volumes.json: the re-run fills the entry in from the file
+    volumes = json.loads((out / "volumes.json").read_text())
+    (out / "volumes.json").write_text(json.dumps({"Phantom_002": volumes["Phantom_002"]}))
+    run_predict(trained_run, cases, out)
+    assert json.loads((out / "volumes.json").read_text()) == volumes
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 

@@ -26,7 +26,7 @@ from tumorseg.data.store import encode, normalize, zscore_coefficients
 from tumorseg.errors import TumorsegError
 from tumorseg.files import write_json
 from tumorseg.inference.model import probabilities_to_classes
-from tumorseg.labels import REGIONS, to_brats
+from tumorseg.labels import REGIONS, to_brats, to_internal
 
 #: Axis codes of the BraTS files (and so of the slices the models learned from).
 TRAINING_AXES = ("L", "P", "S")
@@ -197,6 +197,7 @@ def predict(
     if batch:
         for stale in out.glob(".*.tmp-*"):  # left by a run that was killed mid-write
             stale.unlink()
+    volumes_file = out / "volumes.json" if batch else beside(out, "_volumes.json")
     result = BatchResult([], [], [], {})
     bar = tqdm(cases, desc="predict", unit="case", disable=None if progress is None else not progress)
     for item in bar:
@@ -210,6 +211,14 @@ def predict(
         target = out / f"{files.case_id}.nii.gz" if batch else out
         if batch and target.exists() and not overwrite:
             result.skipped.append(target)
+            recorded = json.loads(volumes_file.read_text()) if volumes_file.exists() else {}
+            if files.case_id not in recorded:  # killed between the label map and volumes.json
+                image = nib.load(target)
+                try:
+                    classes = to_internal(np.asarray(image.dataobj), labels)
+                except ValueError:  # written with the other --labels convention: left unrecorded
+                    continue
+                write_json(volumes_file, {**recorded, files.case_id: tumor_volumes(classes, image.affine)})
             continue
         bar.set_postfix_str(files.case_id)
         try:
@@ -229,7 +238,6 @@ def predict(
         result.written.append(target)
         result.volumes[files.case_id] = prediction.volumes_ml
         # after each case, so that a killed batch keeps the volumes of the cases it finished
-        volumes_file = out / "volumes.json" if batch else beside(out, "_volumes.json")
         previous = json.loads(volumes_file.read_text()) if batch and volumes_file.exists() else {}
         write_json(volumes_file, {**previous, files.case_id: prediction.volumes_ml})
     return result
