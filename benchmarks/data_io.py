@@ -35,7 +35,9 @@ import torch
 from tumorseg.data import kaggle
 from tumorseg.data.brats import find_case_files, find_case_folders, read_case
 from tumorseg.data.dataset import SliceDataset
-from tumorseg.data.store import Store, encode, prepare_store
+from tumorseg.data.prepare import prepare_store
+from tumorseg.data.preprocess import preprocess
+from tumorseg.data.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,10 +142,10 @@ def compare_layouts(folders: list[Path], work: Path, reads: int, repeats: int) -
 
 def compare_codecs(folder: Path, work: Path, reads: int, repeats: int) -> list[dict]:
     """Candidate formats for one case's cropped image, (Z, 4, H, W), one chunk per slice."""
-    encoded = encode(read_case(find_case_files(folder)))
+    encoded = preprocess(read_case(find_case_files(folder)))
     raw = encoded.image
-    mean = encoded.attrs["norm_mean"][None, :, None, None]
-    std = encoded.attrs["norm_std"][None, :, None, None]
+    mean = encoded.norm_mean[None, :, None, None]
+    std = encoded.norm_std[None, :, None, None]
     zscores = np.where(raw != 0, (raw - mean) / std, 0)
     blosc = hdf5plugin.Blosc
     candidates = {

@@ -23,24 +23,24 @@ from pathlib import Path
 import torch
 
 from data_io import real_root  # this folder's data benchmark; scripts run from here
+from tumorseg.checkpoint import save_checkpoint
 from tumorseg.data.brats import find_case_files, find_case_folders
-from tumorseg.inference.model import Segmenter, checkpoint_path, onnx_path
-from tumorseg.inference.onnx import export_onnx
+from tumorseg.inference.onnx import export_onnx, onnx_path
 from tumorseg.inference.predict import predict_case
+from tumorseg.inference.segmenter import Segmenter
 from tumorseg.labels import label_convention
-from tumorseg.models import build_model
-from tumorseg.training.checkpoint import save_checkpoint
-from tumorseg.training.config import TrainConfig
+from tumorseg.models import ModelConfig, create_network
+from tumorseg.rundir import model_checkpoint
 
 
 def untrained_checkpoint(folder: Path) -> Path:
-    config = TrainConfig()
+    config = ModelConfig()
     torch.manual_seed(0)
-    model = build_model(config.model, out_channels=3, channels=config.channels)
+    model = create_network(config)
     path = folder / "best.pt"
     state = {
         "model": model.state_dict(),
-        "config": config.to_dict(),
+        "model_config": config.to_dict(),
         "epoch": 0,
         "labels": label_convention(),
     }
@@ -63,7 +63,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.model:  # a private copy, so the ONNX export lands beside it and not in the run
-            shutil.copy(checkpoint_path(args.model), work / "best.pt")
+            shutil.copy(model_checkpoint(args.model), work / "best.pt")
             checkpoint = work / "best.pt"
         else:
             checkpoint = untrained_checkpoint(work)

@@ -35,7 +35,7 @@ def kaggle_phantoms(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def store(phantoms, tmp_path_factory) -> Path:
-    from tumorseg.data.store import prepare_store
+    from tumorseg.data.prepare import prepare_store
 
     out = tmp_path_factory.mktemp("store") / "store.h5"
     prepare_store([phantoms], out, progress=False)
@@ -53,7 +53,7 @@ def real_root() -> Path:
 @pytest.fixture(scope="session")
 def cohort(tmp_path_factory) -> Path:
     """A store of five tiny phantoms: three train, one validation, one test."""
-    from tumorseg.data.store import prepare_store
+    from tumorseg.data.prepare import prepare_store
 
     root = tmp_path_factory.mktemp("cohort")
     synthesize(root / "cases", 5, shape=(32, 32, 12), seed=11, progress=False)
@@ -78,7 +78,7 @@ def trained_run(cohort, tmp_path_factory) -> Path:
     from tumorseg.training.loop import train
 
     run = tmp_path_factory.mktemp("trained") / "run"
-    train(cohort, run, TrainConfig(**TINY_TRAINING), progress=False)
+    train(cohort, run, TrainConfig.of(**TINY_TRAINING), progress=False)
     return run
 
 

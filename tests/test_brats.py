@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tumorseg.data.brats import find_case_files, read_case
-from tumorseg.data.synth import brats_affine
+from tumorseg.data.case import brats_affine
 from tumorseg.errors import TumorsegError
 
 SHAPE = (6, 5, 4)

@@ -1,13 +1,16 @@
 import errno
 import os
 import pickle
+import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from tumorseg import checkpoint
+from tumorseg.checkpoint import load_checkpoint, save_checkpoint
 from tumorseg.errors import TumorsegError
-from tumorseg.training import checkpoint
-from tumorseg.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_round_trip_with_weights_only(tmp_path):
@@ -80,3 +83,32 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+OLD_RUN = Path(__file__).parent / "data" / "run-v0.1"
+
+
+def test_checkpoints_of_tumorseg_0_1_still_load_and_predict_the_same():
+    """best.pt and last.pt were written by tumorseg 0.1 (checkpoint format 1, one flat config) on
+    the test cohort; probabilities.npz holds what 0.1 computed with that best.pt on a fixed input."""
+    from tumorseg.inference.segmenter import Segmenter
+
+    state = load_checkpoint(OLD_RUN / "best.pt")
+    assert state["format_version"] == 2 and state["model_config"]["channels"] == [4, 8]
+    assert state["model_config"]["modalities"] == ["flair", "t1", "t1ce", "t2"]
+    expected = np.load(OLD_RUN / "probabilities.npz")
+    segmenter = Segmenter(OLD_RUN / "best.pt")
+    np.testing.assert_allclose(
+        segmenter.probabilities(expected["volume"]), expected["probabilities"], atol=1e-6
+    )
+
+
+def test_a_run_of_tumorseg_0_1_resumes(cohort, tmp_path):
+    from tumorseg.training.loop import train
+
+    run = tmp_path / "old"
+    shutil.copytree(OLD_RUN, run)
+    last = train(cohort, run, resume=True, overrides={"epochs": 2}, progress=False)
+    assert last["epoch"] == 2
+    state = load_checkpoint(run / "last.pt")
+    assert state["format_version"] == 2 and state["epoch"] == 2 and len(state["history"]) == 2

@@ -9,14 +9,15 @@ import pytest
 from tumorseg.cli import main
 from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError
-from tumorseg.evaluation.evaluate import evaluate
+from tumorseg.evaluation.evaluate import evaluate_run
 from tumorseg.evaluation.report import build_report
-from tumorseg.inference.model import Segmenter, probabilities_to_classes
+from tumorseg.inference.segmenter import Segmenter
+from tumorseg.rundir import RunDir
 
 
 @pytest.fixture(scope="module")
 def evaluated(trained_run, cohort):
-    evaluate(trained_run, cohort, split="val", progress=False)
+    evaluate_run(RunDir(trained_run), Segmenter(trained_run), cohort, split="val", progress=False)
     return trained_run / "evaluation-val"
 
 
@@ -29,7 +30,7 @@ def test_metrics_match_an_independent_computation(evaluated, trained_run, cohort
     with Store(cohort) as store:
         for case_id in val:
             image, reference = store.read_volume(case_id)
-            prediction = probabilities_to_classes(segmenter.probabilities(image), segmenter.target)
+            prediction = segmenter.classes(segmenter.probabilities(image))
             for region, members in {"WT": [1, 2, 3], "TC": [1, 3], "ET": [3]}.items():
                 p, r = np.isin(prediction, members), np.isin(reference, members)
                 expected = 1.0 if not (p.any() or r.any()) else 2 * (p & r).sum() / (p.sum() + r.sum())
@@ -113,4 +114,28 @@ def test_evaluate_cli_and_errors(trained_run, cohort, tmp_path, capsys):
     (tmp_path / "run").mkdir()
     shutil.copy(trained_run / "best.pt", tmp_path / "run" / "best.pt")
     with pytest.raises(TumorsegError, match="no split.json"):
-        evaluate(tmp_path / "run", cohort)
+        evaluate_run(RunDir(tmp_path / "run"), Segmenter(tmp_path / "run"), cohort)
+
+
+def test_validation_dice_of_best_pt_is_what_evaluate_reports(cohort, tmp_path):
+    """Training validates through the same whole-volume segmentation that evaluation uses (here
+    with another batch size), so best.pt's recorded validation Dice is what evaluate reports."""
+    import torch
+
+    from conftest import TINY_TRAINING
+    from tumorseg.training.config import TrainConfig
+    from tumorseg.training.loop import train
+
+    run = tmp_path / "run"
+    config = TrainConfig.of(**{**TINY_TRAINING, "channels": [8, 16], "lr": 0.02, "epochs": 3})
+    train(cohort, run, config, progress=False)
+    recorded = torch.load(run / "best.pt", weights_only=True)["metrics"]
+    assert recorded["val_dice_WT"] > 0.5  # a model that segments, so the comparison means something
+    result = evaluate_run(RunDir(run), Segmenter(run, batch_size=32), cohort, split="val", progress=False)
+    for region in ("WT", "TC", "ET"):
+        assert result.summary[f"dice_{region}"]["mean"] == pytest.approx(
+            recorded[f"val_dice_{region}"], abs=1e-12
+        )
+        assert result.summary[f"iou_{region}"]["mean"] == pytest.approx(
+            recorded[f"val_iou_{region}"], abs=1e-12
+        )

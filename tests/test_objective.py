@@ -2,20 +2,28 @@ import torch
 import torch.nn.functional as F
 
 from tumorseg.evaluation.metrics import dice_iou, overlap_counts
-from tumorseg.training.objective import Objective, decode
+from tumorseg.targets import Target
+from tumorseg.training.objective import Objective
+
+
+def decode(logits, target):
+    """Logits -> classes, through the target's activation and decoding."""
+    spec = Target(target)
+    return spec.decode(spec.activate(logits))
+
 
 LABELS = torch.tensor([[[0, 1, 2, 3], [0, 0, 2, 3]]])  # (1, 2, 4)
 
 
 def test_regions_encode_nested_masks():
-    wt, tc, et = Objective("regions").encode(LABELS)[0]
+    wt, tc, et = Target("regions").encode(LABELS)[0]
     assert wt.tolist() == [[0, 1, 1, 1], [0, 0, 1, 1]]
     assert tc.tolist() == [[0, 1, 0, 1], [0, 0, 0, 1]]
     assert et.tolist() == [[0, 0, 0, 1], [0, 0, 0, 1]]
 
 
 def test_decoding_regions_back_to_labels():
-    regions = Objective("regions").encode(LABELS)
+    regions = Target("regions").encode(LABELS)
     assert torch.equal(decode(regions * 20 - 10, "regions"), LABELS)
     # ET without WT still reads as enhancing: the innermost region wins
     logits = torch.full((1, 3, 1, 1), -5.0)
@@ -25,9 +33,9 @@ def test_decoding_regions_back_to_labels():
 
 def test_losses_are_small_for_right_and_large_for_wrong_predictions():
     for target in ("regions", "labels"):
-        objective = Objective(target)
+        objective = Objective(Target(target))
         right = (
-            objective.encode(LABELS) * 20 - 10
+            objective.target.encode(LABELS) * 20 - 10
             if target == "regions"
             else F.one_hot(LABELS, 4).permute(0, 3, 1, 2).float() * 20
         )

@@ -7,8 +7,8 @@ import pytest
 from conftest import tumorseg
 from tumorseg.data.synth import synthesize
 from tumorseg.errors import TumorsegError
-from tumorseg.inference.model import Segmenter
 from tumorseg.inference.predict import files_from_paths, predict, remove_small_enhancing
+from tumorseg.inference.segmenter import Segmenter
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +138,12 @@ def test_checkpoints_that_do_not_fit(trained_run, tmp_path):
     import torch
 
     state = torch.load(trained_run / "best.pt", weights_only=True)
-    state["config"]["channels"] = [8, 16]
+    state["model_config"]["channels"] = [8, 16]
     torch.save(state, tmp_path / "other.pt")
     with pytest.raises(TumorsegError, match="weights do not fit"):
         Segmenter(tmp_path / "other.pt")
     state = torch.load(trained_run / "best.pt", weights_only=True)
-    state["modalities"] = ["t1", "t2"]
+    state["model_config"]["modalities"] = ["t1", "t2"]
     torch.save(state, tmp_path / "two.pt")
     with pytest.raises(TumorsegError, match="trained on modalities"):
         Segmenter(tmp_path / "two.pt")

@@ -4,7 +4,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tumorseg.data.store import Store, prepare_store
+from tumorseg.data.prepare import prepare_store
+from tumorseg.data.store import Store
 
 # One case with int16 labels (Brats18_2013_*) and one with uint8 labels.
 CASES = ("Brats18_2013_3_1", "Brats18_CBICA_AME_1")
@@ -51,3 +52,19 @@ def test_real_case_matches_nifti(real_store, case_id):
         np.testing.assert_array_equal(label[k], np.searchsorted(BRATS_VALUES, seg[x0:x1, y0:y1, z0 + k]))
     # the crop dropped no brain: all FLAIR voxels outside it are zero
     assert int(brain.sum()) == int((image[:, 0] != 0).sum())
+
+
+def test_a_reoriented_copy_of_a_real_case_gives_the_same_stored_slices(real_store, tmp_path):
+    """Axes swapped and flipped on disk: prepare turns the case back to the same axial slices."""
+    out, root = real_store
+    case_id = CASES[1]
+    folder = tmp_path / case_id
+    folder.mkdir()
+    ornt = np.array([[1, -1], [2, 1], [0, 1]])
+    for path in (root / case_id).iterdir():
+        nib.save(nib.load(path).as_reoriented(ornt), folder / path.name)
+    prepare_store([folder], tmp_path / "turned.h5", progress=False)
+    with Store(out) as plain, Store(tmp_path / "turned.h5") as turned:
+        for a, b in zip(plain.read_volume(case_id), turned.read_volume(case_id), strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(plain.info(case_id).attrs["bbox"], turned.info(case_id).attrs["bbox"])

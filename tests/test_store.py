@@ -11,7 +11,9 @@ import pytest
 
 from tumorseg.data import kaggle
 from tumorseg.data.case import MODALITIES
-from tumorseg.data.store import FORMAT_VERSION, Store, prepare_store, store_lock, summarize
+from tumorseg.data.prepare import prepare_store, store_lock
+from tumorseg.data.store import FORMAT_VERSION, Store
+from tumorseg.data.store import describe as summarize
 from tumorseg.data.synth import synthesize
 from tumorseg.errors import TumorsegError
 from tumorseg.labels import to_internal
@@ -230,13 +232,35 @@ def test_all_zero_case_is_refused(tmp_path):
 
 
 def test_crop_keeps_labels_outside_the_brain():
-    from tumorseg.data.case import Case
-    from tumorseg.data.store import encode
+    from tumorseg.data.case import Case, brats_affine
+    from tumorseg.data.preprocess import preprocess
 
     image = np.zeros((4, 10, 10, 10), np.int16)
     image[:, 2:5, 2:5, 2:5] = np.arange(1, 28).reshape(3, 3, 3)
     label = np.zeros((10, 10, 10), np.uint8)
     label[8, 8, 8] = 2
-    encoded = encode(Case("c", image, label, np.eye(4)))
-    assert encoded.attrs["bbox"].tolist() == [[2, 9], [2, 9], [2, 9]]
-    assert encoded.attrs["label_counts"][:, 2].sum() == 1
+    encoded = preprocess(Case("c", image, label, brats_affine(label.shape)))  # already in training axes
+    assert encoded.bbox.tolist() == [[2, 9], [2, 9], [2, 9]]
+    assert encoded.label_counts[:, 2].sum() == 1
+
+
+def reoriented_copy(folder, out, ornt):
+    """The case's files with their arrays in another axis order and direction (same voxels in space)."""
+    out.mkdir(parents=True)
+    for path in folder.iterdir():
+        nib.save(nib.load(path).as_reoriented(ornt), out / path.name)
+    return out
+
+
+def test_prepare_stores_any_orientation_as_the_same_axial_slices(phantoms, tmp_path):
+    case = phantoms / "Phantom_002"
+    turned = reoriented_copy(case, tmp_path / "turned" / case.name, np.array([[2, 1], [0, -1], [1, -1]]))
+    assert nib.load(next(turned.glob("*_t1.nii.gz"))).shape != nib.load(next(case.glob("*_t1.nii.gz"))).shape
+    prepare_store([case], tmp_path / "a.h5", progress=False)
+    prepare_store([turned], tmp_path / "b.h5", progress=False)
+    with Store(tmp_path / "a.h5") as a, Store(tmp_path / "b.h5") as b:
+        for part_a, part_b in zip(a.read_volume(case.name), b.read_volume(case.name), strict=True):
+            np.testing.assert_array_equal(part_a, part_b)
+        np.testing.assert_allclose(
+            a.info(case.name).attrs["affine"], b.info(case.name).attrs["affine"], atol=1e-6
+        )

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from conftest import TINY_TRAINING, tumorseg
+from tumorseg.checkpoint import load_checkpoint
 from tumorseg.errors import TumorsegError
 from tumorseg.training import loop
-from tumorseg.training.checkpoint import load_checkpoint
 from tumorseg.training.config import TrainConfig
-from tumorseg.training.loop import HISTORY_FIELDS, train
+from tumorseg.training.history import HISTORY_FIELDS
+from tumorseg.training.loop import train
 
 TINY = TINY_TRAINING
 TINY_FLAGS = [
@@ -40,7 +41,7 @@ def history(run):
 
 def test_a_run_directory_holds_everything(cohort, tmp_path):
     run = tmp_path / "run"
-    last = train(cohort, run, TrainConfig(**TINY), progress=False)
+    last = train(cohort, run, TrainConfig.of(**TINY), progress=False)
     assert {"config.yaml", "run.json", "environment.json", "split.json", "history.csv", "last.pt", "best.pt",
             "loss_accuracy.png", "dice_iou.png"} <= {p.name for p in run.iterdir()}  # fmt: skip
     rows = history(run)
@@ -53,7 +54,7 @@ def test_a_run_directory_holds_everything(cohort, tmp_path):
     split = json.loads((run / "split.json").read_text())
     assert len(split["train"]) == 3 and len(split["val"]) == 1 and len(split["test"]) == 1
     state = load_checkpoint(run / "last.pt")
-    assert state["epoch"] == 2 and state["config"]["channels"] == [4, 8]
+    assert state["epoch"] == 2 and state["model_config"]["channels"] == [4, 8]
     assert len(state["history"]) == 2 and "optimizer" in state and "scheduler" in state
     assert load_checkpoint(run / "best.pt")["metrics"]["val_dice"] == max(float(r["val_dice"]) for r in rows)
     # the figures are drawn from history.csv: changing it changes them
@@ -63,8 +64,8 @@ def test_a_run_directory_holds_everything(cohort, tmp_path):
 
 
 def test_resume_gives_the_same_weights_as_a_straight_run(cohort, tmp_path):
-    train(cohort, tmp_path / "straight", TrainConfig(**TINY), progress=False)
-    train(cohort, tmp_path / "split", TrainConfig(**TINY), stop_after=1, progress=False)
+    train(cohort, tmp_path / "straight", TrainConfig.of(**TINY), progress=False)
+    train(cohort, tmp_path / "split", TrainConfig.of(**TINY), stop_after=1, progress=False)
     assert [int(r["epoch"]) for r in history(tmp_path / "split")] == [1]
     train(None, tmp_path / "split", resume=True, progress=False)
     a = load_checkpoint(tmp_path / "straight" / "last.pt")
@@ -107,7 +108,7 @@ def test_sigkill_mid_epoch_then_resume_keeps_every_epoch_once(cohort, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cohort, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    train(cohort, run, TrainConfig(**{**TINY, "epochs": 1}), progress=False)
+    train(cohort, run, TrainConfig.of(**{**TINY, "epochs": 1}), progress=False)
     real = loop.Objective.forward
     calls = {"n": 0}
 
@@ -126,20 +127,20 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cohort, tmp_pa
 
 def test_bad_requests(cohort, tmp_path):
     with pytest.raises(TumorsegError, match="store does not exist"):
-        train(tmp_path / "none.h5", tmp_path / "r1", TrainConfig(**TINY))
+        train(tmp_path / "none.h5", tmp_path / "r1", TrainConfig.of(**TINY))
     (tmp_path / "fake.h5").write_bytes(b"nope")
     with pytest.raises(TumorsegError, match="not an HDF5 file"):
-        train(tmp_path / "fake.h5", tmp_path / "r2", TrainConfig(**TINY))
-    train(cohort, tmp_path / "r3", TrainConfig(**{**TINY, "epochs": 1}), progress=False)
+        train(tmp_path / "fake.h5", tmp_path / "r2", TrainConfig.of(**TINY))
+    train(cohort, tmp_path / "r3", TrainConfig.of(**{**TINY, "epochs": 1}), progress=False)
     with pytest.raises(TumorsegError, match="already holds a run"):
-        train(cohort, tmp_path / "r3", TrainConfig(**TINY))
+        train(cohort, tmp_path / "r3", TrainConfig.of(**TINY))
     with pytest.raises(TumorsegError, match="cannot change lr when resuming"):
         train(None, tmp_path / "r3", resume=True, overrides={"lr": 0.5})
     with pytest.raises(TumorsegError, match="no last.pt to resume from"):
         train(None, tmp_path / "r4", resume=True)
     if not torch.cuda.is_available():
         with pytest.raises(TumorsegError, match="no CUDA device"):
-            train(cohort, tmp_path / "r5", TrainConfig(**{**TINY, "device": "cuda"}))
+            train(cohort, tmp_path / "r5", TrainConfig.of(**{**TINY, "device": "cuda"}))
 
 
 def test_cli_train_prints_an_epoch_line_per_epoch(cohort, tmp_path):
@@ -172,6 +173,6 @@ def test_two_processes_with_torchrun_and_gloo(cohort, tmp_path):
 def test_monai_model_trains_and_validates_on_any_volume_size(cohort, tmp_path):
     """Validation volumes are cropped to the brain, sizes MONAI's network cannot take unpadded."""
     last = train(
-        cohort, tmp_path / "m", TrainConfig(**{**TINY, "model": "monai_attention_unet", "epochs": 1})
+        cohort, tmp_path / "m", TrainConfig.of(**{**TINY, "model": "monai_attention_unet", "epochs": 1})
     )
     assert 0 <= last["val_dice"] <= 1

@@ -42,7 +42,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from tumorseg.data.store import prepare_store
+    from tumorseg.data.prepare import prepare_store
 
     result = prepare_store(
         args.sources,
@@ -62,10 +62,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from tumorseg.data.store import summarize
+    from tumorseg.data.store import describe
     from tumorseg.labels import CLASS_NAMES
 
-    summary = summarize(args.store)
+    summary = describe(args.store)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -126,16 +126,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tumorseg.evaluation.evaluate import evaluate
+    from tumorseg.evaluation.evaluate import evaluate_run
+    from tumorseg.inference.segmenter import Segmenter
+    from tumorseg.rundir import RunDir
 
-    result = evaluate(args.run, args.data, split=args.split, out=args.out, tta=args.tta, device=args.device)
-    summary = result["summary"]
-    print(f"{summary['dice_WT']['n']} {args.split} patients, mean ± std over patients:\n")
-    print(result["table"])
-    accuracy = result["report"]["accuracy"]["value"]
-    print(
-        f"\nper-voxel accuracy {accuracy:.4f}; classification report, metrics.csv, figures: {result['out']}"
-    )
+    segmenter = Segmenter(args.run, device=args.device, tta=args.tta)
+    result = evaluate_run(RunDir.of(args.run), segmenter, args.data, args.split, args.out)
+    print(f"{result.summary['dice_WT']['n']} {args.split} patients, mean ± std over patients:\n")
+    print(result.table)
+    accuracy = result.report["accuracy"]["value"]
+    print(f"\nper-voxel accuracy {accuracy:.4f}; classification report, metrics.csv, figures: {result.out}")
     return 0
 
 
@@ -147,17 +147,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tumorseg.inference.model import Segmenter, onnx_path
-    from tumorseg.inference.onnx import export_onnx
+    from tumorseg.inference import onnx
+    from tumorseg.inference.segmenter import Segmenter
 
+    exporters = {"onnx": (onnx.export_onnx, onnx.onnx_path)}  # --format chooses; ONNX is the one so far
+    export, default_path = exporters[args.format]
     segmenter = Segmenter(args.model)
-    print(f"wrote {export_onnx(segmenter, args.out or onnx_path(segmenter.path))}")
+    print(f"wrote {export(segmenter, args.out or default_path(segmenter.path))}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tumorseg.inference.model import Segmenter
     from tumorseg.inference.predict import files_from_paths, predict
+    from tumorseg.inference.segmenter import Segmenter
 
     explicit = [args.flair, args.t1, args.t1ce, args.t2]
     if any(explicit):
@@ -211,7 +213,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tumorseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        add_synth,
+        add_prepare,
+        add_inspect,
+        add_split,
+        add_train,
+        add_evaluate,
+        add_report,
+        add_predict,
+        add_export,
+        add_demo,
+    ):
+        add(sub)
+    return parser
 
+
+def add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "synth",
         help="write synthetic phantom cases (BraTS folders or Kaggle slices)",
@@ -230,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_synth)
 
+
+def add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prepare",
         help="build or extend an HDF5 store from BraTS NIfTI cases or Kaggle slice files",
@@ -255,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unlabeled", action="store_true", help="accept cases without a label file")
     p.set_defaults(func=cmd_prepare)
 
+
+def add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "inspect",
         help="print what a store holds",
@@ -265,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full summary as JSON")
     p.set_defaults(func=cmd_inspect)
 
+
+def add_split(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "split",
         help="write a patient-level train/val/test split",
@@ -281,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", type=int, default=0, help="which fold is validation (0..K-1)")
     p.set_defaults(func=cmd_split)
 
+
+def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train an Attention U-Net on a store, validating every epoch",
@@ -313,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_train)
 
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="measure a trained model on its test patients (Dice, IoU, HD95, ...)",
@@ -335,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.set_defaults(func=cmd_evaluate)
 
+
+def add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
         help="write one self-contained HTML report of a run",
@@ -346,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="HTML file (default RUN/report.html)")
     p.set_defaults(func=cmd_report)
 
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="segment new patients: NIfTI modalities in, BraTS label map out",
@@ -390,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_predict)
 
+
+def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="export a trained model to ONNX",
@@ -398,14 +432,18 @@ def build_parser() -> argparse.ArgumentParser:
         "slices (B, 4, H, W), H and W multiples of 2**depth; output: probabilities.",
     )
     p.add_argument("model", type=Path, help="run directory or checkpoint")
-    p.add_argument("--format", choices=("onnx",), default="onnx")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="the export format (default onnx)")
     p.add_argument("--out", type=Path, help="output file (default: beside the checkpoint, .onnx)")
     p.set_defaults(func=cmd_export)
 
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="run the pipeline end to end on synthetic phantoms",
-        description="Synthesize phantoms (BraTS folders and Kaggle slices), prepare a store, inspect it.",
+        description="On synthetic phantoms: synthesize BraTS folders and Kaggle slices, prepare one store, "
+        "train a small Attention U-Net, evaluate it on held-out phantoms, write the HTML report and "
+        "segment a new phantom to NIfTI; ends with the test Dice and where every output is.",
     )
     p.add_argument(
         "--out",
@@ -415,7 +453,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

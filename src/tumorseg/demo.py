@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from tumorseg import cli
-from tumorseg.data.store import prepare_store
+from tumorseg.data.prepare import prepare_store
+from tumorseg.data.store import describe
 from tumorseg.data.synth import synthesize
-from tumorseg.evaluation.evaluate import evaluate
+from tumorseg.evaluation.evaluate import evaluate_run
 from tumorseg.evaluation.report import build_report
-from tumorseg.inference.model import Segmenter
 from tumorseg.inference.predict import predict
+from tumorseg.inference.segmenter import Segmenter
+from tumorseg.rundir import RunDir
 from tumorseg.training.config import TrainConfig
 from tumorseg.training.loop import train
 
@@ -20,7 +22,7 @@ DEMO_CASES = 8
 DEMO_KAGGLE_VOLUMES = 2
 DEMO_SHAPE = (96, 96, 64)
 #: A small model and schedule that learns the phantoms in about a minute on 2 CPU cores.
-DEMO_TRAINING = TrainConfig(
+DEMO_TRAINING = TrainConfig.of(
     channels=[8, 16, 32, 64], size=[96, 96], batch_size=8, epochs=6, workers=0, val_batch_size=64
 )
 OUTPUTS = ("phantoms", "kaggle", "store.h5", "run", "new-patient", "new-patient-seg.nii.gz",
@@ -46,15 +48,17 @@ def run_demo(out: Path, seed: int = 0) -> None:
     )
     print("2/6 prepare the HDF5 store from both layouts")
     prepare_store([out / "phantoms", out / "kaggle"], out / "store.h5")
-    cli.main(["inspect", str(out / "store.h5")])
+    store = describe(out / "store.h5")
+    print(f"    {len(store['cases'])} cases, {store['slices']} slices ({store['tumor_slices']} with tumor), "
+          f"{store['size_bytes'] / 1e6:.1f} MB")  # fmt: skip
     print(f"3/6 train an Attention U-Net for {DEMO_TRAINING.epochs} epochs on the CPU")
-    config = TrainConfig(**{**DEMO_TRAINING.to_dict(), "seed": seed})
-    train(out / "store.h5", out / "run", config)
+    run = RunDir(out / "run")
+    train(out / "store.h5", run.root, replace(DEMO_TRAINING, seed=seed))
     print("4/6 evaluate on the held-out test patients")
-    result = evaluate(out / "run", out / "store.h5", split="test")
-    print(result["table"])
+    result = evaluate_run(run, Segmenter(run.root))
+    print(result.table)
     print("5/6 write the HTML report")
-    report = build_report(out / "run", result["out"])
+    report = build_report(run.root, result.out)
     print("6/6 segment a new synthetic patient (not in the store) to NIfTI")
     synthesize(
         out / "new-patient", 1, shape=DEMO_SHAPE, seed=seed, start=DEMO_CASES + DEMO_KAGGLE_VOLUMES + 1
@@ -63,13 +67,13 @@ def run_demo(out: Path, seed: int = 0) -> None:
     segmented = predict(new_case, out / "new-patient-seg.nii.gz", lambda: Segmenter(out / "run"))
     volumes = segmented.volumes[new_case.name]
 
-    summary = result["summary"]
+    summary = result.summary
     dice = ", ".join(f"{r} {summary[f'dice_{r}']['mean']:.3f}" for r in ("WT", "TC", "ET"))
     print(f"\ndone in {time.perf_counter() - start:.0f} s. Test Dice (mean over patients): {dice}; outputs:")
     rows = [
         (out / "store.h5", f"the HDF5 store of {DEMO_CASES + DEMO_KAGGLE_VOLUMES} phantoms"),
         (out / "run", "checkpoints, history.csv, training curves"),
-        (result["out"], "metrics.csv, summary.json, classification report, figures"),
+        (result.out, "metrics.csv, summary.json, classification report, figures"),
         (report, "the report: open it in a browser"),
         (out / "new-patient-seg.nii.gz", f"labels of {new_case.name}: WT {volumes['WT']:.1f} mL, "
          f"TC {volumes['TC']:.1f} mL, ET {volumes['ET']:.1f} mL"),

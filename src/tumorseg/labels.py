@@ -30,6 +30,9 @@ REGIONS: dict[str, tuple[int, ...]] = {
     "TC": (1, 3),  # tumor core
     "ET": (3,),  # enhancing tumor
 }
+REGION_NAMES: tuple[str, ...] = tuple(REGIONS)
+#: REGION_MEMBERSHIP[r, c]: whether class c belongs to region r (rows in REGION_NAMES order).
+REGION_MEMBERSHIP = np.array([[c in members for c in range(NUM_CLASSES)] for members in REGIONS.values()])
 
 
 def to_internal(values: np.ndarray, convention: str = "brats") -> np.ndarray:
@@ -49,6 +52,16 @@ def to_brats(classes: np.ndarray, convention: str = "brats") -> np.ndarray:
     """Map internal classes back to BraTS label values (uint8)."""
     lut = np.asarray(BRATS_VALUES[convention], dtype=np.uint8)
     return lut[classes]
+
+
+def region_masks(classes):
+    """A class map (...) -> boolean masks (3, ...) of WT, TC and ET; a NumPy array or a torch tensor.
+
+    One table lookup, so the same function serves the loss targets, the metrics and any device.
+    """
+    if isinstance(classes, np.ndarray):
+        return REGION_MEMBERSHIP[:, classes]
+    return classes.new_tensor(REGION_MEMBERSHIP)[:, classes.long()]
 
 
 def label_convention() -> dict:

@@ -58,29 +58,33 @@ class CaseFiles:
         return [self.modalities[m] for m in MODALITIES] + ([self.seg] if self.seg else [])
 
 
-def find_case_files(folder: Path, require_label: bool = True) -> CaseFiles:
-    """Recognize one case folder's files by their BraTS names, or say what is missing."""
-    if not folder.is_dir():
-        raise TumorsegError(f"{folder}: not a folder")
+def name_files(folder: Path) -> tuple[dict[str, Path], set[str], set[str], list[str]]:
+    """A folder's NIfTI files by role (modality or "seg"), with the case ids and naming conventions
+    their names carry, and the NIfTI names not understood."""
     found: dict[str, Path] = {}
     ids: set[str] = set()
     conventions: set[str] = set()
     unrecognized: list[str] = []
-    for path in sorted(folder.iterdir()):
-        if not is_nifti(path):
-            continue
+    for path in sorted(p for p in folder.iterdir() if is_nifti(p)):
         match = _NAME.match(path.name)
         if not match:
             unrecognized.append(path.name)
             continue
-        suffix = match["suffix"].lower()
-        role, convention = SUFFIXES.get(suffix, ("seg", None))
+        role, convention = SUFFIXES.get(match["suffix"].lower(), ("seg", None))
         if convention:
             conventions.add(convention)
         if role in found:
             raise TumorsegError(f"{folder}: two files for {role}: {found[role].name}, {path.name}")
         found[role] = path
         ids.add(match["id"])
+    return found, ids, conventions, unrecognized
+
+
+def find_case_files(folder: Path, require_label: bool = True) -> CaseFiles:
+    """Recognize one case folder's files by their BraTS names, or say what is missing."""
+    if not folder.is_dir():
+        raise TumorsegError(f"{folder}: not a folder")
+    found, ids, conventions, unrecognized = name_files(folder)
     if not found:
         raise TumorsegError(f"{folder}: no BraTS NIfTI files (<id>_flair.nii.gz, ...) found")
     if len(conventions) > 1:
@@ -90,14 +94,15 @@ def find_case_files(folder: Path, require_label: bool = True) -> CaseFiles:
     missing = [m for m in MODALITIES if m not in found]
     if missing:
         raise TumorsegError(f"{folder}: missing modality {', '.join(missing)}")
+    (case_id,) = ids
     if require_label and "seg" not in found:
         hint = f"; unrecognized NIfTI files: {', '.join(unrecognized)}" if unrecognized else ""
         raise TumorsegError(
             f"{folder}: no label file <id>_seg.nii[.gz]{hint} (rename the label file to "
-            f"{ids.pop()}_seg.nii.gz, or prepare without labels)"
+            f"{case_id}_seg.nii.gz, or prepare without labels)"
         )
     return CaseFiles(
-        case_id=ids.pop(),
+        case_id=case_id,
         folder=folder,
         modalities={m: found[m] for m in MODALITIES},
         seg=found.get("seg"),
@@ -110,11 +115,11 @@ def load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
     try:
         image = nib.load(path)
         data = np.asanyarray(image.dataobj)
-    except FileNotFoundError:
-        raise TumorsegError(f"{path}: file does not exist") from None
+    except FileNotFoundError as err:
+        raise TumorsegError(f"{path}: file does not exist") from err
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise TumorsegError(f"{path}: not a readable NIfTI file ({reason})") from None
+        raise TumorsegError(f"{path}: not a readable NIfTI file ({reason})") from err
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:

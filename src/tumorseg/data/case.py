@@ -30,8 +30,19 @@ class Case:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along the array axes, from the affine's column norms."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+        return voxel_spacing(self.affine)
+
+
+def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along the array axes, from the affine's column norms."""
+    return tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+
+
+def brats_affine(shape: tuple[int, ...]) -> np.ndarray:
+    """The grid of the BraTS files: 1 mm voxels, x and y flipped (LPS), as their affines hold."""
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    affine[1, 3] = shape[1] - 1
+    return affine
 
 
 def check_finite(array: np.ndarray, where: str) -> None:
@@ -49,4 +60,4 @@ def labels_to_internal(values: np.ndarray, convention: str, where: str) -> np.nd
     try:
         return to_internal(values, convention)
     except ValueError as err:
-        raise TumorsegError(f"{where}: {err}") from None
+        raise TumorsegError(f"{where}: {err}") from err

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from tumorseg.data.case import MODALITIES, Case, check_finite
+from tumorseg.data.case import MODALITIES, Case, brats_affine, check_finite
 from tumorseg.errors import TumorsegError
 
 #: ``image[..., i]`` is modality IMAGE_CHANNELS[i].
@@ -52,7 +52,7 @@ def check_meta(folder: Path, volumes: dict[int, dict[int, Path]]) -> None:
             rows = list(csv.DictReader(handle))
         listed = {(int(r["volume"]), int(r["slice"])) for r in rows}
     except (KeyError, ValueError, csv.Error, UnicodeDecodeError) as err:
-        raise TumorsegError(f"{meta}: not a Kaggle meta_data.csv ({err})") from None
+        raise TumorsegError(f"{meta}: not a Kaggle meta_data.csv ({err})") from err
     missing = sorted(vs for vs in listed if vs[1] not in volumes.get(vs[0], {}))
     if missing:
         v, s = missing[0]
@@ -70,7 +70,7 @@ def _read_slice(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 )
             image, mask = handle["image"][()], handle["mask"][()]
     except OSError as err:
-        raise TumorsegError(f"{path}: not a readable HDF5 file ({err})") from None
+        raise TumorsegError(f"{path}: not a readable HDF5 file ({err})") from err
     if image.ndim != 3 or image.shape[-1] != len(IMAGE_CHANNELS):
         raise TumorsegError(f"{path}: 'image' has shape {image.shape}, expected (H, W, 4)")
     if mask.shape != image.shape[:2] + (len(MASK_CLASSES),):
@@ -109,7 +109,8 @@ def read_volume(volume: int, slices: dict[int, Path]) -> Case:
         case_id=f"volume_{volume}",
         image=np.moveaxis(stacked, 3, 0)[order],
         label=np.stack(labels, axis=2),
-        affine=np.eye(4),  # the layout keeps no geometry; 1 mm isotropic is assumed
+        # the layout keeps no geometry: its arrays are slices of BraTS files, so their grid is assumed
+        affine=brats_affine(stacked.shape[:3]),
         sources=[str(first.parent / f"volume_{volume}_slice_*.h5")],
     )
 

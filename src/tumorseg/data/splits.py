@@ -68,10 +68,10 @@ def save_split(path: Path, split: dict[str, list[str]], **provenance: object) ->
 def load_split(path: Path) -> dict[str, list[str]]:
     try:
         raw = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise TumorsegError(f"{path}: split file does not exist") from None
+    except FileNotFoundError as err:
+        raise TumorsegError(f"{path}: split file does not exist") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TumorsegError(f"{path}: not a JSON split file ({err})") from None
+        raise TumorsegError(f"{path}: not a JSON split file ({err})") from err
     if not isinstance(raw, dict) or not all(isinstance(raw.get(p), list) for p in PARTS):
         raise TumorsegError(f"{path}: a split file needs lists 'train', 'val' and 'test'")
     split = {p: [str(c) for c in raw[p]] for p in PARTS}

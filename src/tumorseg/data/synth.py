@@ -19,7 +19,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from tumorseg.data import kaggle
-from tumorseg.data.case import MODALITIES
+from tumorseg.data.case import MODALITIES, brats_affine
 from tumorseg.labels import to_internal
 
 TISSUES = ("csf", "gray", "white", "edema", "necrosis", "enhancing")
@@ -102,13 +102,6 @@ def phantom(
         image[channel][brain] = values[brain]
     label[~brain] = 0
     return image, label
-
-
-def brats_affine(shape: tuple[int, int, int]) -> np.ndarray:
-    """1 mm voxels in the orientation the BraTS files use (LPS-flipped x and y)."""
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
-    affine[1, 3] = shape[1] - 1
-    return affine
 
 
 def write_brats_case(folder: Path, case_id: str, image: np.ndarray, label: np.ndarray | None) -> None:

@@ -1,5 +1,8 @@
 """``tumorseg evaluate``: segment every patient of a split and measure it as BraTS does.
 
+Evaluation receives the model as a ``Predictor`` and builds none itself, so it depends only on
+the data, the labels and the metrics below it.
+
 Writes into the output folder:
 
     metrics.csv                 one row per patient: Dice, IoU, HD95, sensitivity, specificity
@@ -12,11 +15,11 @@ Writes into the output folder:
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from tumorseg.data.splits import load_split
@@ -31,15 +34,33 @@ from tumorseg.evaluation.metrics import (
     patient_metrics,
 )
 from tumorseg.files import write_csv, write_json, write_text
-from tumorseg.inference.model import Segmenter, probabilities_to_classes
-from tumorseg.labels import CLASS_NAMES
+from tumorseg.labels import CLASS_NAMES, REGION_NAMES
+from tumorseg.rundir import RunDir
 
 
-def run_directory(source: Path) -> Path:
-    return source if source.is_dir() else source.parent
+class Predictor(Protocol):
+    """What evaluation needs of a model; ``tumorseg.inference.Segmenter`` is one."""
+
+    def probabilities(self, volume: np.ndarray) -> np.ndarray:
+        """Z-scored slices (Z, 4, H, W) -> probabilities (Z, C, H, W)."""
+
+    def classes(self, probabilities: np.ndarray) -> np.ndarray:
+        """Probabilities (Z, C, H, W) -> internal classes (Z, H, W)."""
+
+    def attention(self, image: np.ndarray) -> np.ndarray | None:
+        """The finest attention gate's coefficients on one slice (4, H, W), if the model has gates."""
 
 
-def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
+@dataclass
+class Evaluation:
+    out: Path
+    summary: dict[str, dict[str, float]]
+    report: dict[str, dict[str, float]]
+    table: str
+
+
+def statistics(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean, std, median, quartiles and count of every numeric column over the patients."""
     summary = {}
     for key in rows[0]:
         if key == "case_id":
@@ -88,11 +109,10 @@ def format_report(report: dict) -> str:
 
 
 def overlay_sample(
-    store: Store, case_id: str, prediction: np.ndarray, segmenter: Segmenter, title: str
+    store: Store, case_id: str, prediction: np.ndarray, predictor: Predictor, title: str
 ) -> dict:
     """The axial slice with the most reference tumor, with the finest gate's attention if available."""
-    info = store.info(case_id)
-    z = int(np.argmax(info.tumor_voxels))
+    z = int(np.argmax(store.info(case_id).tumor_voxels))
     image, reference = store.read_slice(case_id, z)
     sample = {
         "title": title,
@@ -101,37 +121,25 @@ def overlay_sample(
         "reference": reference,
         "prediction": prediction[z],
     }
-    model = segmenter.model
-    if hasattr(model, "head"):  # tumorseg's model returns its gates' coefficients
-        with torch.inference_mode():
-            x = torch.from_numpy(image[None]).contiguous(memory_format=torch.channels_last)
-            _, maps = model(x.to(segmenter.device), return_attention=True)
-        sample["attention"] = maps[0][0, 0].float().cpu().numpy()
+    attention = predictor.attention(image)
+    if attention is not None:
+        sample["attention"] = attention
     return sample
 
 
 def evaluate(
-    source: Path,
-    store_path: Path | None = None,
+    predictor: Predictor,
+    store_path: Path,
+    case_ids: list[str],
+    out: Path,
+    *,
     split: str = "test",
-    out: Path | None = None,
-    tta: bool = False,
-    device: str = "cpu",
     progress: bool | None = None,
-) -> dict:
-    """Evaluate the model of a run (or checkpoint) on one part of its split; return the summary."""
-    segmenter = Segmenter(source, device=device, tta=tta)
-    run = run_directory(Path(source))
-    if not (run / "split.json").exists():
-        raise TumorsegError(f"{run}: no split.json beside the model; evaluate needs the run's split")
-    case_ids = load_split(run / "split.json")[split]
+) -> Evaluation:
+    """Segment each case of the store with ``predictor`` and measure it against its labels."""
     if not case_ids:
-        raise TumorsegError(f"{run / 'split.json'}: the {split} part is empty")
-    if store_path is None:
-        store_path = Path(json.loads((run / "run.json").read_text())["store"])
-    out = out or run / f"evaluation-{split}"
+        raise TumorsegError(f"{store_path}: no {split} cases to evaluate")
     out.mkdir(parents=True, exist_ok=True)
-
     rows, predictions = [], {}
     confusion = np.zeros((4, 4), dtype=np.int64)
     with Store(store_path) as store:
@@ -140,53 +148,85 @@ def evaluate(
             raise TumorsegError(
                 f"{store_path}: lacks {len(missing)} {split} cases of the run, e.g. {missing[0]}"
             )
-        for case_id in tqdm(
+        bar = tqdm(
             case_ids,
             desc=f"evaluate {split}",
             unit="case",
             disable=None if progress is None else not progress,
-        ):
+        )
+        for case_id in bar:
             info = store.info(case_id)
             if not info.has_label:
                 raise TumorsegError(f"{store_path}: case {case_id} has no labels to evaluate against")
             volume, reference = store.read_volume(case_id)
-            prediction = probabilities_to_classes(segmenter.probabilities(volume), segmenter.target)
-            spacing = info.attrs["spacing"]
-            outside = int(np.prod(info.attrs["original_shape"])) - prediction.size
-            # stored axes are (k, i, j) of the source array: spacing in that order
-            row = patient_metrics(prediction, reference, (spacing[2], spacing[0], spacing[1]), outside)
+            prediction = predictor.classes(predictor.probabilities(volume))
+            row = patient_metrics(prediction, reference, info.spacing, info.outside_voxels)
             rows.append({"case_id": case_id, **row})
             confusion += confusion_matrix(prediction, reference)
-            confusion[0, 0] += outside
+            confusion[0, 0] += info.outside_voxels
             predictions[case_id] = prediction
-
-        write_csv(out / "metrics.csv", rows, list(rows[0]))
-        summary = summarize(rows)
-        report = classification_report(confusion)
-        write_json(out / "summary.json", {"split": split, "cases": len(rows), "metrics": summary})
-        write_text(out / "classification_report.txt", format_report(report) + "\n")
-        write_csv(
-            out / "classification_report.csv",
-            [{"class": name, **values} for name, values in report.items() if name != "accuracy"],
-            ["class", "precision", "recall", "f1", "support"],
-        )
-        write_csv(
-            out / "confusion_matrix.csv",
-            [
-                {"reference": name, **dict(zip(CLASS_NAMES, map(int, counts), strict=True))}
-                for name, counts in zip(CLASS_NAMES, confusion, strict=True)
-            ],
-            ["reference", *CLASS_NAMES],
-        )
-        plot_confusion(confusion, list(CLASS_NAMES), out / "confusion_matrix.png")
+        summary, report = write_tables(out, split, rows, confusion)
         plot_boxplots(out / "metrics.csv", out / "boxplots.png")
-        mean_dice = [np.mean([r[f"dice_{k}"] for k in ("WT", "TC", "ET")]) for r in rows]
-        order = np.argsort(mean_dice)
-        chosen = {"best": order[-1], "median": order[len(order) // 2], "worst": order[0]}
-        samples = []
-        for label, index in chosen.items():
-            case_id = rows[index]["case_id"]
-            title = f"{label}: {case_id} (Dice {mean_dice[index]:.3f})"
-            samples.append(overlay_sample(store, case_id, predictions[case_id], segmenter, title))
+        samples = [
+            overlay_sample(store, case_id, predictions[case_id], predictor, title)
+            for case_id, title in overlay_choices(rows)
+        ]
         plot_overlays(samples, out / "overlays.png")
-    return {"out": out, "summary": summary, "report": report, "table": format_table(summary)}
+    return Evaluation(out, summary, report, format_table(summary))
+
+
+def evaluate_run(
+    run: RunDir,
+    predictor: Predictor,
+    store_path: Path | None = None,
+    split: str = "test",
+    out: Path | None = None,
+    progress: bool | None = None,
+) -> Evaluation:
+    """Evaluate ``predictor`` (a run's model) on one part of the run's split, from the run's store
+    unless another is given, into ``RUN/evaluation-SPLIT`` unless ``out`` says otherwise."""
+    if not run.split.exists():
+        raise TumorsegError(f"{run.root}: no split.json beside the model; evaluate needs the run's split")
+    case_ids = load_split(run.split)[split]
+    if not case_ids:
+        raise TumorsegError(f"{run.split}: the {split} part is empty")
+    store_path = store_path or run.store()
+    return evaluate(
+        predictor, store_path, case_ids, out or run.evaluation(split), split=split, progress=progress
+    )
+
+
+def write_tables(out: Path, split: str, rows: list[dict], confusion: np.ndarray) -> tuple[dict, dict]:
+    """metrics.csv, summary.json, the classification report and the confusion matrix; returns the
+    summary and the report."""
+    write_csv(out / "metrics.csv", rows, list(rows[0]))
+    summary = statistics(rows)
+    report = classification_report(confusion)
+    write_json(out / "summary.json", {"split": split, "cases": len(rows), "metrics": summary})
+    write_text(out / "classification_report.txt", format_report(report) + "\n")
+    write_csv(
+        out / "classification_report.csv",
+        [{"class": name, **values} for name, values in report.items() if name != "accuracy"],
+        ["class", "precision", "recall", "f1", "support"],
+    )
+    write_csv(
+        out / "confusion_matrix.csv",
+        [
+            {"reference": name, **dict(zip(CLASS_NAMES, map(int, counts), strict=True))}
+            for name, counts in zip(CLASS_NAMES, confusion, strict=True)
+        ],
+        ["reference", *CLASS_NAMES],
+    )
+    plot_confusion(confusion, list(CLASS_NAMES), out / "confusion_matrix.png")
+    return summary, report
+
+
+def overlay_choices(rows: list[dict]) -> list[tuple[str, str]]:
+    """(case id, title) of the best, median and worst patient by mean Dice over WT, TC and ET."""
+    mean_dice = [np.mean([r[f"dice_{k}"] for k in REGION_NAMES]) for r in rows]
+    order = np.argsort(mean_dice)
+    chosen = {"best": order[-1], "median": order[len(order) // 2], "worst": order[0]}
+    return [
+        (rows[index]["case_id"], f"{label}: {rows[index]['case_id']} (Dice {mean_dice[index]:.3f})")
+        for label, index in chosen.items()
+    ]

@@ -1,4 +1,4 @@
-"""Figures drawn from files a run wrote (history.csv, metrics.csv) and nothing else."""
+"""Evaluation figures: overlays, per-patient box plots (from metrics.csv alone), the confusion matrix."""
 
 from __future__ import annotations
 
@@ -14,46 +14,12 @@ import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def read_history(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as handle:
-        return [
-            {k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
-            for row in csv.DictReader(handle)
-        ]
-
-
-def _save(fig: plt.Figure, path: Path) -> None:
+def save_figure(fig: plt.Figure, path: Path) -> None:
+    """Save and close ``fig``, written beside ``path`` and renamed over it (never half a PNG)."""
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     os.replace(tmp, path)
-
-
-def plot_history(history_csv: Path, out_dir: Path) -> list[Path]:
-    """Two figures: "loss and accuracy" and "Dice and IoU", train and validation per epoch."""
-    rows = read_history(history_csv)
-    epochs = [r["epoch"] for r in rows]
-    panels = {
-        "loss_accuracy.png": ("Loss and accuracy", [("loss", "loss"), ("accuracy", "pixel accuracy")]),
-        "dice_iou.png": ("Dice and IoU (mean of WT, TC, ET)", [("dice", "Dice"), ("iou", "IoU")]),
-    }
-    written = []
-    for name, (title, metrics) in panels.items():
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-        for ax, (key, label) in zip(axes, metrics, strict=True):
-            for part, style in (("train", "-o"), ("val", "-s")):
-                values = [r.get(f"{part}_{key}", float("nan")) for r in rows]
-                ax.plot(
-                    epochs, values, style, markersize=3, label="training" if part == "train" else "validation"
-                )
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(label)
-            ax.grid(alpha=0.3)
-            ax.legend()
-        fig.suptitle(title)
-        _save(fig, out_dir / name)
-        written.append(out_dir / name)
-    return written
 
 
 #: BraTS colors for NCR/NET, edema and enhancing tumor, as in most BraTS figures.
@@ -100,7 +66,7 @@ def plot_overlays(samples: list[dict], path: Path) -> Path:
     handles = [matplotlib.patches.Patch(color=color, label=name) for name, color in LABEL_COLORS.values()]
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -119,7 +85,7 @@ def plot_boxplots(metrics_csv: Path, path: Path, regions: tuple[str, ...] = ("WT
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{'Dice' if metric == 'dice' else 'IoU'} per patient ({len(rows)} patients)")
         ax.grid(alpha=0.3, axis="y")
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -148,5 +114,5 @@ def plot_confusion(confusion: np.ndarray, names: list[str], path: Path) -> Path:
     ax.set_ylabel("reference")
     fig.colorbar(shown, ax=ax, fraction=0.046, label="fraction of the reference class")
     ax.set_title("Confusion matrix (per voxel)")
-    _save(fig, path)
+    save_figure(fig, path)
     return path

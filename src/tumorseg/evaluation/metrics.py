@@ -7,19 +7,12 @@ import warnings
 import numpy as np
 import torch
 
-from tumorseg.labels import REGIONS
-
-REGION_NAMES = tuple(REGIONS)
-
-
-def region_stack(labels: torch.Tensor) -> torch.Tensor:
-    """(..., ) internal classes -> (3, ...) bool masks of WT, TC and ET."""
-    return torch.stack([torch.isin(labels, torch.tensor(m, device=labels.device)) for m in REGIONS.values()])
+from tumorseg.labels import CLASS_NAMES, REGIONS, region_masks
 
 
 def overlap_counts(prediction: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """True positives, false positives and false negatives per region: a (3, 3) int64 tensor."""
-    pred, ref = region_stack(prediction), region_stack(reference)
+    pred, ref = region_masks(prediction), region_masks(reference)
     flat = (pred.flatten(1), ref.flatten(1))
     tp = (flat[0] & flat[1]).sum(1)
     fp = (flat[0] & ~flat[1]).sum(1)
@@ -97,8 +90,6 @@ def confusion_matrix(prediction: np.ndarray, reference: np.ndarray, classes: int
 
 def classification_report(confusion: np.ndarray) -> dict[str, dict[str, float]]:
     """Per-class precision, recall, F1 and support, with macro and weighted averages."""
-    from tumorseg.labels import CLASS_NAMES
-
     confusion = np.asarray(confusion, dtype=np.float64)
     support = confusion.sum(axis=1)
     predicted = confusion.sum(axis=0)

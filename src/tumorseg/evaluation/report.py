@@ -11,6 +11,7 @@ from pathlib import Path
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.metrics import METRICS, STRUCTURES
 from tumorseg.files import write_text
+from tumorseg.rundir import RunDir
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
@@ -65,20 +66,19 @@ def _number(cell: str) -> str:
 
 def build_report(run: Path, evaluation: Path | None = None, out: Path | None = None) -> Path:
     """Write ``RUN/report.html`` from the run's files and its evaluation folder."""
-    run = Path(run)
-    if not (run / "config.yaml").exists():
-        raise TumorsegError(f"{run}: not a run directory (no config.yaml)")
-    evaluation = evaluation or run / "evaluation-test"
-    out = out or run / "report.html"
-    parts = [f"<h1>tumorseg run: {html.escape(run.name)}</h1>"]
-    environment = (
-        json.loads((run / "environment.json").read_text()) if (run / "environment.json").exists() else {}
-    )
+    run = RunDir(Path(run))
+    if not run.config.exists():
+        raise TumorsegError(f"{run.root}: not a run directory (no config.yaml)")
+    evaluation = evaluation or run.evaluation("test")
+    out = out or run.report
+    parts = [f"<h1>tumorseg run: {html.escape(run.root.name)}</h1>"]
+    environment = json.loads(run.environment.read_text()) if run.environment.exists() else {}
     if environment:
         parts.append(table([[k, str(v)] for k, v in environment.items()], ["environment", "value"]))
     parts.append("<h2>Training curves</h2>")
-    parts.append(image_tag(run / "loss_accuracy.png", "loss and accuracy per epoch"))
-    parts.append(image_tag(run / "dice_iou.png", "Dice and IoU per epoch"))
+    curves, overlaps = run.figures
+    parts.append(image_tag(curves, "loss and accuracy per epoch"))
+    parts.append(image_tag(overlaps, "Dice and IoU per epoch"))
     if (evaluation / "summary.json").exists():
         summary = json.loads((evaluation / "summary.json").read_text())
         parts.append(f"<h2>Evaluation: {summary['cases']} {html.escape(summary['split'])} patients</h2>")
@@ -99,10 +99,10 @@ def build_report(run: Path, evaluation: Path | None = None, out: Path | None = N
             f'<p class="missing">No evaluation in {html.escape(str(evaluation))}: run tumorseg evaluate.</p>'
         )
     parts.append("<h2>Configuration</h2>")
-    parts.append(f"<pre>{html.escape((run / 'config.yaml').read_text())}</pre>")
+    parts.append(f"<pre>{html.escape(run.config.read_text())}</pre>")
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>tumorseg report: {html.escape(run.name)}</title><style>{STYLE}</style></head>"
+        f"<title>tumorseg report: {html.escape(run.root.name)}</title><style>{STYLE}</style></head>"
         f"<body>{''.join(parts)}</body></html>\n"
     )
     write_text(out, page)

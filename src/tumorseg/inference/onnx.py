@@ -1,14 +1,15 @@
 """Export to ONNX and run with ONNX Runtime.
 
 The exported graph takes z-scored slices (B, 4, H, W), H and W multiples of the network's total
-stride (``Segmenter`` pads), and returns probabilities, so the two engines share everything
-but the forward pass. Its metadata names the checkpoint epoch it came from, so a stale export
-is refused.
+stride (``segment_volume`` pads), and returns probabilities, so the two engines share everything
+but the forward pass. Its metadata holds the SHA-256 of the checkpoint it came from, so an
+export of any other checkpoint (a newer best.pt, another run's) is refused.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -16,27 +17,36 @@ from torch import nn
 
 from tumorseg import __version__
 from tumorseg.errors import TumorsegError
+from tumorseg.inference.segmenter import Segmenter, file_digest
 
 OPSET = 17
 
 
+def onnx_path(checkpoint: Path) -> Path:
+    """Where ``tumorseg export`` writes the ONNX model of a checkpoint: beside it, .onnx."""
+    return checkpoint.with_suffix(".onnx")
+
+
 class WithActivation(nn.Module):
-    def __init__(self, segmenter):
+    def __init__(self, segmenter: Segmenter):
         super().__init__()
         self.model = segmenter.model
-        self.activate = segmenter.activate
+        self.activate = segmenter.target.activate
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.activate(self.model(image))
 
 
-def export_onnx(segmenter, out: Path) -> Path:
+def export_onnx(segmenter: Segmenter, out: Path) -> Path:
     """Write the segmenter's model (with its output activation) as ONNX, atomically."""
-    import onnx
+    try:
+        import onnx
+    except ImportError as err:
+        raise TumorsegError("export needs the onnx package: pip install 'tumorseg[onnx]'") from err
 
     model = WithActivation(segmenter).eval().to("cpu", memory_format=torch.contiguous_format)
-    side = 2 * segmenter.multiple
-    example = torch.zeros(1, 4, side, side)
+    side = 2 * segmenter.config.stride
+    example = torch.zeros(1, len(segmenter.config.modalities), side, side)
     tmp = out.with_name(f".{out.name}.tmp")
     dynamic = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():
@@ -54,9 +64,10 @@ def export_onnx(segmenter, out: Path) -> Path:
     graph = onnx.load(str(tmp))
     for key, value in {
         "tumorseg_version": __version__,
+        "checkpoint_sha256": file_digest(segmenter.path),
         "checkpoint_epoch": str(segmenter.epoch),
-        "target": segmenter.target,
-        "size_multiple": str(segmenter.multiple),
+        "target": segmenter.target.name,
+        "size_multiple": str(segmenter.config.stride),
     }.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.save(graph, str(tmp))
@@ -64,12 +75,13 @@ def export_onnx(segmenter, out: Path) -> Path:
     return out
 
 
-def open_session(path: Path, segmenter):
-    """An ONNX Runtime session for ``path``, checked against the checkpoint it should come from."""
+def onnx_forward(segmenter: Segmenter) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The forward pass of the segmenter's ONNX export, checked to come from its very checkpoint."""
     try:
         import onnxruntime
-    except ImportError:
-        raise TumorsegError("--engine onnx needs onnxruntime: pip install onnxruntime") from None
+    except ImportError as err:
+        raise TumorsegError("--engine onnx needs onnxruntime: pip install 'tumorseg[onnx]'") from err
+    path = onnx_path(segmenter.path)
     if not path.is_file():
         raise TumorsegError(
             f"{path}: no ONNX model; run `tumorseg export {segmenter.path.parent} --format onnx`"
@@ -77,8 +89,12 @@ def open_session(path: Path, segmenter):
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types
-        raise TumorsegError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0]})") from None
+        raise TumorsegError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0]})") from err
     meta = session.get_modelmeta().custom_metadata_map
-    if meta.get("checkpoint_epoch") != str(segmenter.epoch) or meta.get("target") != segmenter.target:
+    if meta.get("checkpoint_sha256") != file_digest(segmenter.path):
         raise TumorsegError(f"{path}: exported from another checkpoint than {segmenter.path}; export again")
-    return session
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"image": batch.numpy()})[0])
+
+    return forward

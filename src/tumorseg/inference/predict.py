@@ -16,20 +16,16 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel import orientations
 from scipy import ndimage
 from tqdm import tqdm
 
 from tumorseg.data.brats import CaseFiles, find_case_files, find_case_folders, read_case
 from tumorseg.data.case import Case
-from tumorseg.data.store import encode, normalize, zscore_coefficients
+from tumorseg.data.preprocess import preprocess
 from tumorseg.errors import TumorsegError
 from tumorseg.files import write_json
-from tumorseg.inference.model import probabilities_to_classes
+from tumorseg.inference.segmenter import Segmenter
 from tumorseg.labels import REGIONS, to_brats, to_internal
-
-#: Axis codes of the BraTS files (and so of the slices the models learned from).
-TRAINING_AXES = ("L", "P", "S")
 
 
 @dataclass
@@ -38,13 +34,6 @@ class Prediction:
     classes: np.ndarray  # (X, Y, Z) internal classes on the input's grid
     probabilities: np.ndarray | None  # (X, Y, Z, C) on the input's grid, when asked for
     volumes_ml: dict[str, float]
-
-
-def reorientation(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(to training orientation, back) as nibabel orientation transforms."""
-    current = orientations.io_orientation(affine)
-    training = orientations.axcodes2ornt(TRAINING_AXES)
-    return orientations.ornt_transform(current, training), orientations.ornt_transform(training, current)
 
 
 def remove_small_enhancing(classes: np.ndarray, min_voxels: int) -> np.ndarray:
@@ -69,23 +58,14 @@ def tumor_volumes(classes: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     return {name: float(np.isin(classes, members).sum() * voxel_ml) for name, members in REGIONS.items()}
 
 
-def segment(case: Case, segmenter, min_et_voxels: int = 0, keep_probabilities: bool = False) -> Prediction:
-    """Segment one case held in memory (image in the source's grid and orientation)."""
-    forward, back = reorientation(case.affine)
-    image = np.stack([orientations.apply_orientation(volume, forward) for volume in case.image])
-    encoded = encode(Case(case.case_id, image, None, case.affine, case.sources))
-    mean, std = encoded.attrs["norm_mean"], encoded.attrs["norm_std"]
-    volume = normalize(encoded.image, *zscore_coefficients(mean, std))  # (Z, 4, H, W)
-    probabilities = segmenter.probabilities(volume)  # (Z, C, H, W)
-    crop = tuple(slice(a, b) for a, b in encoded.attrs["bbox"])
-    classes = np.zeros(image.shape[1:], dtype=np.uint8)
-    classes[crop] = np.moveaxis(probabilities_to_classes(probabilities, segmenter.target), 0, 2)
-    classes = remove_small_enhancing(orientations.apply_orientation(classes, back), min_et_voxels)
-    full = None
-    if keep_probabilities:
-        full = np.zeros((*image.shape[1:], probabilities.shape[1]), dtype=np.float32)
-        full[crop] = np.moveaxis(probabilities, (0, 1), (2, 3))
-        full = orientations.apply_orientation(full, back)
+def segment(
+    case: Case, segmenter: Segmenter, min_et_voxels: int = 0, keep_probabilities: bool = False
+) -> Prediction:
+    """Segment one case held in memory; the result lies on the case's own grid."""
+    prepared = preprocess(Case(case.case_id, case.image, None, case.affine, case.sources))
+    probabilities = segmenter.probabilities(prepared.normalized())  # (Z, C, H, W)
+    classes = remove_small_enhancing(prepared.restore(segmenter.classes(probabilities)), min_et_voxels)
+    full = prepared.restore(probabilities) if keep_probabilities else None
     return Prediction(case.case_id, classes, full, tumor_volumes(classes, case.affine))
 
 
@@ -104,12 +84,12 @@ def write_nifti(data: np.ndarray, reference: nib.Nifti1Image, path: Path) -> Non
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise TumorsegError(f"{path}: could not write ({err.strerror or err})") from None
+        raise TumorsegError(f"{path}: could not write ({err.strerror or err})") from err
 
 
 def predict_case(
     files: CaseFiles,
-    segmenter,
+    segmenter: Segmenter,
     out: Path,
     *,
     labels: str = "brats",
@@ -152,7 +132,7 @@ class BatchResult:
 def predict(
     inputs: Path | CaseFiles,
     out: Path,
-    make_segmenter: Callable[[], object],
+    make_segmenter: Callable[[], Segmenter],
     *,
     overwrite: bool = False,
     labels: str = "brats",
@@ -162,21 +142,58 @@ def predict(
 ) -> BatchResult:
     """Segment one case (a case folder or four files) into the file ``out``, or every case folder
     under ``inputs`` into the folder ``out`` (``<case>.nii.gz`` each, plus ``volumes.json``)."""
+    cases, batch = find_inputs(inputs)
+    check_output(out, batch, overwrite)
+    segmenter = make_segmenter()
+    if batch:
+        for stale in out.glob(".*.tmp-*"):  # left by a run that was killed mid-write
+            stale.unlink()
+    volumes_file = out / "volumes.json" if batch else beside(out, "_volumes.json")
+    result = BatchResult([], [], [], {})
+    bar = tqdm(cases, desc="predict", unit="case", disable=None if progress is None else not progress)
+    for item in bar:
+        try:
+            files = item if isinstance(item, CaseFiles) else find_case_files(item, require_label=False)
+            target = out / f"{files.case_id}.nii.gz" if batch else out
+            if batch and target.exists() and not overwrite:
+                result.skipped.append(target)
+                record_skipped(files.case_id, target, volumes_file, labels)
+                continue
+            bar.set_postfix_str(files.case_id)
+            options = {"labels": labels, "min_et_voxels": min_et_voxels, "probabilities": probabilities}
+            prediction = predict_case(files, segmenter, target, **options)
+        except TumorsegError as err:
+            if not batch:
+                raise
+            result.failed.append((str(item), str(err)))
+            continue
+        result.written.append(target)
+        result.volumes[files.case_id] = prediction.volumes_ml
+        # after each case, so that a killed batch keeps the volumes of the cases it finished
+        previous = json.loads(volumes_file.read_text()) if batch and volumes_file.exists() else {}
+        write_json(volumes_file, {**previous, files.case_id: prediction.volumes_ml})
+    return result
+
+
+def find_inputs(inputs: Path | CaseFiles) -> tuple[list[Path | CaseFiles], bool]:
+    """The cases to segment, and whether they are a batch (a folder of case folders)."""
     if isinstance(inputs, CaseFiles):
-        cases, batch = [inputs], False
-    else:
-        inputs = Path(inputs)
-        if not inputs.exists():
-            raise TumorsegError(f"{inputs}: does not exist")
-        if not inputs.is_dir():
-            raise TumorsegError(
-                f"{inputs}: give a case folder, a folder of case folders, or --flair/--t1/--t1ce/--t2"
-            )
-        folders = find_case_folders(inputs)
-        if not folders:
-            raise TumorsegError(f"{inputs}: no BraTS case folders found")
-        batch = folders != [inputs]
-        cases = folders
+        return [inputs], False
+    inputs = Path(inputs)
+    if not inputs.exists():
+        raise TumorsegError(f"{inputs}: does not exist")
+    if not inputs.is_dir():
+        raise TumorsegError(
+            f"{inputs}: give a case folder, a folder of case folders, or --flair/--t1/--t1ce/--t2"
+        )
+    folders = find_case_folders(inputs)
+    if not folders:
+        raise TumorsegError(f"{inputs}: no BraTS case folders found")
+    return folders, folders != [inputs]
+
+
+def check_output(out: Path, batch: bool, overwrite: bool) -> None:
+    """Refuse an output that cannot be written, before any model is loaded; make a batch's folder."""
     if batch:
         if out.exists() and not out.is_dir():
             raise TumorsegError(f"{out}: several cases need an output folder, and this is a file")
@@ -193,51 +210,15 @@ def predict(
     if not os.access(out if batch else out.parent, os.W_OK):
         raise TumorsegError(f"{out if batch else out.parent}: cannot write here")
 
-    segmenter = make_segmenter()
-    if batch:
-        for stale in out.glob(".*.tmp-*"):  # left by a run that was killed mid-write
-            stale.unlink()
-    volumes_file = out / "volumes.json" if batch else beside(out, "_volumes.json")
-    result = BatchResult([], [], [], {})
-    bar = tqdm(cases, desc="predict", unit="case", disable=None if progress is None else not progress)
-    for item in bar:
-        try:
-            files = item if isinstance(item, CaseFiles) else find_case_files(item, require_label=False)
-        except TumorsegError as err:
-            if not batch:
-                raise
-            result.failed.append((str(item), str(err)))
-            continue
-        target = out / f"{files.case_id}.nii.gz" if batch else out
-        if batch and target.exists() and not overwrite:
-            result.skipped.append(target)
-            recorded = json.loads(volumes_file.read_text()) if volumes_file.exists() else {}
-            if files.case_id not in recorded:  # killed between the label map and volumes.json
-                image = nib.load(target)
-                try:
-                    classes = to_internal(np.asarray(image.dataobj), labels)
-                except ValueError:  # written with the other --labels convention: left unrecorded
-                    continue
-                write_json(volumes_file, {**recorded, files.case_id: tumor_volumes(classes, image.affine)})
-            continue
-        bar.set_postfix_str(files.case_id)
-        try:
-            prediction = predict_case(
-                files,
-                segmenter,
-                target,
-                labels=labels,
-                min_et_voxels=min_et_voxels,
-                probabilities=probabilities,
-            )
-        except TumorsegError as err:
-            if not batch:
-                raise
-            result.failed.append((files.case_id, str(err)))
-            continue
-        result.written.append(target)
-        result.volumes[files.case_id] = prediction.volumes_ml
-        # after each case, so that a killed batch keeps the volumes of the cases it finished
-        previous = json.loads(volumes_file.read_text()) if batch and volumes_file.exists() else {}
-        write_json(volumes_file, {**previous, files.case_id: prediction.volumes_ml})
-    return result
+
+def record_skipped(case_id: str, target: Path, volumes_file: Path, labels: str) -> None:
+    """A batch killed between a label map and volumes.json: fill the case in from its label map."""
+    recorded = json.loads(volumes_file.read_text()) if volumes_file.exists() else {}
+    if case_id in recorded:
+        return
+    image = nib.load(target)
+    try:
+        classes = to_internal(np.asarray(image.dataobj), labels)
+    except ValueError:  # written with the other --labels convention: left unrecorded
+        return
+    write_json(volumes_file, {**recorded, case_id: tumor_volumes(classes, image.affine)})

@@ -1,19 +1,33 @@
-"""Models: the Attention U-Net (and MONAI's, for side-by-side comparisons)."""
+"""Models: the Attention U-Net (and MONAI's, for side-by-side comparisons), built from a ModelConfig."""
 
-import torch
+from torch import nn
 
 from tumorseg.models.attention_unet import AttentionUNet, build_model
-from tumorseg.models.blocks import pad_to_multiple
+from tumorseg.models.config import ModelConfig
 
-__all__ = ["AttentionUNet", "build_model", "forward_padded"]
+__all__ = ["AttentionUNet", "ModelConfig", "build_model", "create_network"]
 
 
-def forward_padded(model: torch.nn.Module, x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """``model(x)`` with x zero-padded to a multiple of ``multiple`` in every spatial axis, cropped back.
+def create_network(config: ModelConfig) -> nn.Module:
+    """A fresh network as ``config`` describes it, its output biases at the target's tumor prior."""
+    target = config.target_spec()
+    model = build_model(
+        config.name,
+        in_channels=len(config.modalities),
+        out_channels=target.channels,
+        channels=config.channels,
+        norm=config.norm,
+        deep_supervision=config.deep_supervision,
+    )
+    bias = target.initial_bias()
+    for head in output_convolutions(model):
+        head.bias.data.copy_(bias)
+    return model
 
-    MONAI's AttentionUnet needs such sizes; tumorseg's pads inside, so this is a no-op for it.
-    """
-    padded = pad_to_multiple(x, multiple)
-    if padded is x:
-        return model(x)
-    return model(padded)[(..., *(slice(0, s) for s in x.shape[2:]))]
+
+def output_convolutions(model: nn.Module) -> list[nn.Module]:
+    """The convolutions that produce logits: tumorseg's head (and deep-supervision heads), or the
+    last convolution of MONAI's network."""
+    if isinstance(model, AttentionUNet):
+        return [model.head, *model.aux_heads]
+    return [[m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Conv3d)][-1]]

@@ -2,6 +2,19 @@
 
 A checkpoint holds plain containers, numbers, strings and tensors, nothing that needs
 unpickling code, so a file from elsewhere cannot run anything when loaded.
+
+Format 2 keeps what a network *is* apart from how it was trained (as nanoGPT keeps
+``model_args`` apart from its training config)::
+
+    model_config   the ModelConfig as a mapping: enough to rebuild the network
+    model          its weights (state dict)
+    epoch, labels  the epoch it was saved after; the label convention
+    metrics        (best.pt) the validation row that made it the best
+    train_config, optimizer, scheduler, scaler, rng, history, best_metric, epochs_since_best
+                   (last.pt) everything needed to resume
+
+Format 1 (tumorseg 0.1) kept one flat training config and the modalities beside it; it is
+read by turning it into format 2 in memory.
 """
 
 from __future__ import annotations
@@ -18,7 +31,10 @@ from tumorseg import __version__
 from tumorseg.errors import TumorsegError
 
 FORMAT = "tumorseg-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The keys of a format-1 flat config that describe the network, and their format-2 names.
+V1_MODEL_KEYS = {"model": "name", "channels": "channels", "norm": "norm",
+                 "deep_supervision": "deep_supervision", "target": "target"}  # fmt: skip
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
@@ -35,7 +51,7 @@ def save_checkpoint(state: dict, path: Path) -> None:
         tmp.unlink(missing_ok=True)
         raise TumorsegError(
             f"{path}: could not write checkpoint ({err}); the previous one is unchanged"
-        ) from None
+        ) from err
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -50,11 +66,11 @@ def load_checkpoint(path: Path) -> dict:
         if found:
             raise TumorsegError(
                 f"{path}: refused to load: it holds objects other than tensors and plain data ({found[0]})"
-            ) from None
-        raise TumorsegError(f"{path}: not a readable checkpoint (not a torch.save file)") from None
+            ) from err
+        raise TumorsegError(f"{path}: not a readable checkpoint (not a torch.save file)") from err
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise TumorsegError(f"{path}: not a readable checkpoint ({first})") from None
+        raise TumorsegError(f"{path}: not a readable checkpoint ({first})") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise TumorsegError(f"{path}: not a tumorseg checkpoint")
     if state.get("format_version", 0) > FORMAT_VERSION:
@@ -62,4 +78,21 @@ def load_checkpoint(path: Path) -> dict:
         raise TumorsegError(
             f"{path}: checkpoint format {version} is newer than this tumorseg reads ({FORMAT_VERSION})"
         )
+    if state.get("format_version", 0) < 2:
+        state = upgrade_v1(state, path)
     return state
+
+
+def upgrade_v1(state: dict, path: Path) -> dict:
+    """A format-1 checkpoint as format 2: the network's keys of its flat config become model_config."""
+    config = state.get("config")
+    if not isinstance(config, dict) or not all(key in config for key in V1_MODEL_KEYS):
+        raise TumorsegError(f"{path}: format-1 checkpoint without the config that describes its network")
+    upgraded = {key: value for key, value in state.items() if key not in ("config", "modalities")}
+    model_config = {new: config[old] for old, new in V1_MODEL_KEYS.items()}
+    if "modalities" in state:
+        model_config["modalities"] = state["modalities"]
+    upgraded["model_config"] = model_config
+    upgraded["train_config"] = config
+    upgraded["format_version"] = 2
+    return upgraded

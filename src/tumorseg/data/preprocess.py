@@ -1,0 +1,173 @@
+"""Preprocessing shared by ``prepare`` (training data) and ``predict`` (new patients).
+
+One case in memory becomes what a network reads, in four steps:
+
+1. **orientation**: the arrays are turned to the axis order and directions of the BraTS files
+   (LPS), so that every stored slice is axial and seen the same way, whatever the source;
+2. **crop** to the brain: the bounding box of voxels non-zero in any modality or labeled;
+3. **int16**: intensities kept exactly when they are int16-exact (BraTS files are), else
+   scaled to fit, the factor recorded;
+4. **z-score statistics** per modality over the brain (non-zero voxels), applied when read.
+
+``Preprocessed.restore`` undoes steps 1-2 for a network's output, putting it back on the
+source's own grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from nibabel import orientations
+
+from tumorseg.data.case import MODALITIES, Case, voxel_spacing
+from tumorseg.errors import TumorsegError
+from tumorseg.labels import NUM_CLASSES
+
+#: Axis codes of the BraTS files, and so of the slices the models learn from.
+TRAINING_AXES = ("L", "P", "S")
+INT16_MAX = np.iinfo(np.int16).max
+
+
+@dataclass
+class Preprocessed:
+    """A case as the store holds it and the networks read it.
+
+    ``image`` is (Z, 4, H, W) int16 and ``label`` (Z, H, W) internal classes (or None): Z, H, W
+    run along the reoriented grid's axes 3, 1, 2, inside ``bbox``. ``affine`` and ``shape`` are
+    those of the whole reoriented grid; ``source_orientation`` is the source's (nibabel ornt).
+    """
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+    bbox: np.ndarray
+    intensity_scale: np.ndarray
+    norm_mean: np.ndarray
+    norm_std: np.ndarray
+    source_orientation: np.ndarray
+    sources: list[str]
+    label_convention: str = "brats"
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the reoriented grid's axes."""
+        return voxel_spacing(self.affine)
+
+    @property
+    def label_counts(self) -> np.ndarray:
+        """Voxels of each class in each stored slice, (Z, 4); zeros when unlabeled."""
+        counts = np.zeros((self.image.shape[0], NUM_CLASSES), dtype=np.int64)
+        if self.label is None:
+            return counts
+        flat = self.label.reshape(self.label.shape[0], -1).astype(np.int64)
+        flat += np.arange(self.label.shape[0])[:, None] * NUM_CLASSES
+        return np.bincount(flat.ravel(), minlength=counts.size).reshape(counts.shape)
+
+    def normalized(self) -> np.ndarray:
+        """The image as z-scores (Z, 4, H, W) float32, as the store returns it."""
+        return normalize(self.image, *zscore_coefficients(self.norm_mean, self.norm_std))
+
+    def restore(self, stored: np.ndarray) -> np.ndarray:
+        """A map on the stored axes, (Z, H, W) or (Z, C, H, W), back on the source's grid:
+        (X, Y, Z) or (X, Y, Z, C), zero outside the crop, in the source's array order."""
+        extra = stored.ndim - 3
+        grid = np.moveaxis(stored, [0, *range(1, 1 + extra)], [2, *range(3, 3 + extra)])
+        full = np.zeros((*self.shape, *grid.shape[3:]), dtype=stored.dtype)
+        full[tuple(slice(a, b) for a, b in self.bbox)] = grid
+        back = orientations.ornt_transform(orientations.axcodes2ornt(TRAINING_AXES), self.source_orientation)
+        return orientations.apply_orientation(full, back)
+
+
+def reorient(case: Case) -> Case:
+    """The case with its arrays and affine turned to TRAINING_AXES (the same voxels in space)."""
+    transform = orientations.ornt_transform(
+        orientations.io_orientation(case.affine), orientations.axcodes2ornt(TRAINING_AXES)
+    )
+    shape = case.image.shape[1:]
+    image = np.stack([orientations.apply_orientation(volume, transform) for volume in case.image])
+    label = None if case.label is None else orientations.apply_orientation(case.label, transform)
+    affine = case.affine @ orientations.inv_ornt_aff(transform, shape)
+    return Case(case.case_id, image, label, affine, case.sources, case.label_convention)
+
+
+def bounding_box(mask: np.ndarray) -> np.ndarray:
+    """[start, stop) along each axis of the True voxels of a 3D mask, (3, 2); empty when none."""
+    bbox = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        if hits.size == 0:
+            return np.zeros((0, 2), dtype=np.int64)
+        bbox.append((int(hits[0]), int(hits[-1]) + 1))
+    return np.asarray(bbox, dtype=np.int64)
+
+
+def to_int16(volume: np.ndarray) -> tuple[np.ndarray, float]:
+    """Intensities as int16: exactly when they are int16-exact, else scaled to fit (and the scale)."""
+    lo, hi = volume.min(), volume.max()
+    exact = np.issubdtype(volume.dtype, np.integer) or np.array_equal(volume, np.round(volume))
+    if exact and lo >= -INT16_MAX - 1 and hi <= INT16_MAX:
+        return volume.astype(np.int16), 1.0
+    scale = INT16_MAX / float(max(abs(lo), abs(hi)))
+    return np.round(volume.astype(np.float64) * scale).astype(np.int16), scale
+
+
+def preprocess(case: Case) -> Preprocessed:
+    """Orient, crop to the brain, make int16, and compute the z-score statistics of each modality.
+
+    The crop keeps every voxel that is non-zero in any modality or labeled as tumor, so nothing
+    but background is ever cut away.
+    """
+    where = case.sources[0] if case.sources else case.case_id
+    if not (case.image != 0).any():
+        raise TumorsegError(f"{where}: every voxel of every modality is zero")
+    source_orientation = orientations.io_orientation(case.affine)
+    case = reorient(case)
+    keep = (case.image != 0).any(axis=0)
+    if case.label is not None:
+        keep |= case.label > 0
+    bbox = bounding_box(keep)
+    crop = tuple(slice(a, b) for a, b in bbox)
+    stored, scales, means, stds = [], [], [], []
+    for modality, volume in zip(MODALITIES, case.image, strict=True):
+        values, scale = to_int16(volume[crop])
+        brain = values[values != 0].astype(np.float64)
+        if brain.size < 2 or brain.std() == 0:
+            raise TumorsegError(f"{where}: modality {modality} is empty or constant")
+        stored.append(values)
+        scales.append(scale)
+        means.append(brain.mean())
+        stds.append(brain.std())
+    label = None if case.label is None else np.ascontiguousarray(np.moveaxis(case.label[crop], 2, 0))
+    return Preprocessed(
+        case_id=case.case_id,
+        image=np.ascontiguousarray(np.moveaxis(np.stack(stored), 3, 0)),  # (Z, 4, H, W)
+        label=label,
+        affine=np.asarray(case.affine, dtype=np.float64),
+        shape=tuple(int(n) for n in case.image.shape[1:]),
+        bbox=bbox,
+        intensity_scale=np.asarray(scales),
+        norm_mean=np.asarray(means),
+        norm_std=np.asarray(stds),
+        source_orientation=source_orientation,
+        sources=list(case.sources),
+        label_convention=case.label_convention,
+    )
+
+
+def zscore_coefficients(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, offset) per modality, shaped to broadcast over axis -3: z = v * scale + offset."""
+    scale = (1 / np.asarray(std, dtype=np.float64)).astype(np.float32).reshape(-1, 1, 1)
+    offset = (-np.asarray(mean, dtype=np.float64) / std).astype(np.float32).reshape(-1, 1, 1)
+    return scale, offset
+
+
+def normalize(stored: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """z-score each modality (axis -3) of stored intensities; zero (outside the brain) stays zero."""
+    out = stored * scale
+    out += offset
+    out *= stored != 0
+    return out

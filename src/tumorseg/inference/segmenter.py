@@ -1,0 +1,135 @@
+"""Running a network on whole volumes: the one way validation, evaluation and prediction segment.
+
+``segment_volume`` takes a volume of z-scored slices (Z, 4, H, W), as the store and the
+preprocessing give it, runs any forward function on it a batch of slices at a time (each
+batch zero-padded to the network's stride and cropped back, optionally averaged over flips),
+and returns the scores (Z, C, H, W). ``Segmenter`` is a trained model loaded from a checkpoint,
+ready to turn volumes into probabilities and classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tumorseg.checkpoint import load_checkpoint
+from tumorseg.devices import resolve_device
+from tumorseg.errors import TumorsegError
+from tumorseg.models import AttentionUNet, ModelConfig, create_network
+from tumorseg.models.blocks import pad_to_multiple
+from tumorseg.rundir import model_checkpoint
+
+NO_FLIPS: tuple[tuple[int, ...], ...] = ((),)
+#: The four in-plane flips of test-time augmentation (axes of a (B, C, H, W) batch).
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (2, 3))
+
+
+def segment_volume(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    volume: np.ndarray,
+    *,
+    batch_size: int,
+    multiple: int,
+    flips: tuple[tuple[int, ...], ...] = NO_FLIPS,
+) -> torch.Tensor:
+    """Scores (Z, C, H, W) of ``forward`` over a volume (Z, 4, H, W), ``batch_size`` slices at a time.
+
+    Each batch is zero-padded to a multiple of ``multiple`` and the scores cropped back; with
+    several ``flips``, the scores of each flipped batch are flipped back and averaged.
+    """
+    depth, _, height, width = volume.shape
+    out: torch.Tensor | None = None
+    for start in range(0, depth, batch_size):
+        chunk = torch.from_numpy(np.ascontiguousarray(volume[start : start + batch_size], dtype=np.float32))
+        padded = pad_to_multiple(chunk, multiple)
+        total: torch.Tensor | float = 0.0
+        for axes in flips:
+            scores = forward(padded.flip(axes) if axes else padded)
+            total = total + (scores.flip(axes) if axes else scores)
+        scores = (total / len(flips))[..., :height, :width]
+        if out is None:
+            out = scores.new_empty((depth, *scores.shape[1:]))
+        out[start : start + len(chunk)] = scores
+    return out
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes: ties an export to the exact checkpoint it came from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Segmenter:
+    """A trained model from a run directory (its best.pt) or a checkpoint, ready to segment.
+
+    ``probabilities`` returns sigmoid region probabilities (WT, TC, ET) or softmax class
+    probabilities, as the model's target says; ``classes`` decodes them. ``engine="onnx"`` runs
+    the model exported by ``tumorseg export`` with ONNX Runtime instead of PyTorch.
+    """
+
+    def __init__(
+        self,
+        source: Path,
+        device: str = "cpu",
+        batch_size: int = 32,
+        tta: bool = False,
+        engine: str = "torch",
+    ):
+        if engine not in ("torch", "onnx"):
+            raise TumorsegError(f"unknown engine {engine!r}; choose torch or onnx")
+        path = model_checkpoint(source)
+        state = load_checkpoint(path)
+        if "model" not in state or "model_config" not in state:
+            raise TumorsegError(f"{path}: checkpoint lacks model weights or config")
+        self.config = ModelConfig.from_mapping(state["model_config"], f"{path} (model_config)")
+        self.target = self.config.target_spec()
+        self.path, self.epoch = path, int(state.get("epoch", 0))
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.flips = TTA_FLIPS if tta else NO_FLIPS
+        model = create_network(self.config)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            first = str(err).splitlines()[0]
+            raise TumorsegError(
+                f"{path}: weights do not fit the model its config describes ({first})"
+            ) from err
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self.forward = self.torch_forward
+        if engine == "onnx":
+            from tumorseg.inference.onnx import onnx_forward
+
+            self.forward = onnx_forward(self)
+
+    def torch_forward(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        return self.target.activate(self.model(x).float())
+
+    @torch.inference_mode()
+    def probabilities(self, volume: np.ndarray) -> np.ndarray:
+        """Z-scored slices (Z, 4, H, W) -> probabilities (Z, C, H, W) float32."""
+        scores = segment_volume(
+            self.forward, volume, batch_size=self.batch_size, multiple=self.config.stride, flips=self.flips
+        )
+        return scores.cpu().numpy()
+
+    def classes(self, probabilities: np.ndarray) -> np.ndarray:
+        """Probabilities (Z, C, H, W) -> internal classes (Z, H, W) uint8."""
+        return self.target.decode(torch.from_numpy(probabilities)).numpy().astype(np.uint8)
+
+    @torch.inference_mode()
+    def attention(self, image: np.ndarray) -> np.ndarray | None:
+        """The finest gate's coefficients on one slice (4, H, W); None for MONAI's network."""
+        if not isinstance(self.model, AttentionUNet):
+            return None
+        x = torch.from_numpy(image[None]).to(self.device).contiguous(memory_format=torch.channels_last)
+        _, maps = self.model(x, return_attention=True)
+        return maps[0][0, 0].float().cpu().numpy()

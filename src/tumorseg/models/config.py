@@ -1,0 +1,68 @@
+"""What a network *is*: enough to rebuild it, and nothing about how it was trained.
+
+Checkpoints store it on its own (``model_config``), so that inference never has to read or
+validate training settings such as the learning rate or the number of workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from tumorseg import settings
+from tumorseg.data.case import MODALITIES
+from tumorseg.errors import TumorsegError
+from tumorseg.settings import option
+from tumorseg.targets import TARGETS, Target
+
+ARCHITECTURES = ("attention_unet", "monai_attention_unet")
+
+
+@dataclass
+class ModelConfig:
+    name: str = option("attention_unet", "attention_unet, or monai_attention_unet for comparisons")
+    channels: list = option([16, 32, 64, 128, 256], "feature widths from the first stage to the bottom")
+    norm: str = option("batch", "batch or instance normalization")
+    deep_supervision: bool = option(False, "add losses on the coarser decoder stages")
+    target: str = option(
+        "regions", "regions: sigmoid WT/TC/ET with Dice+BCE; labels: softmax classes, Dice+CE"
+    )
+    modalities: list = option(list(MODALITIES), "input channels, in order", flag=False)
+
+    @classmethod
+    def from_mapping(cls, values: dict, where: str, base: ModelConfig | None = None) -> ModelConfig:
+        """``base`` (or the defaults) updated with ``values``; unknown keys and bad values are named."""
+        return cls(**settings.merged(cls, values, where, base)).validate(where)
+
+    def validate(self, where: str = "model config") -> ModelConfig:
+        settings.check(
+            [
+                (self.name in ARCHITECTURES, "name", " or ".join(ARCHITECTURES)),
+                (
+                    len(self.channels) >= 2 and all(c > 0 for c in self.channels),
+                    "channels",
+                    "2+ positive ints",
+                ),
+                (self.norm in ("batch", "instance"), "norm", "batch or instance"),
+                (self.target in TARGETS, "target", " or ".join(TARGETS)),
+            ],
+            self,
+            where,
+        )
+        if self.name == "monai_attention_unet" and self.deep_supervision:
+            raise TumorsegError(f"{where}: deep_supervision needs model attention_unet")
+        if tuple(self.modalities) != MODALITIES:
+            raise TumorsegError(
+                f"{where}: model was trained on modalities {list(self.modalities)}, not {list(MODALITIES)}"
+            )
+        return self
+
+    @property
+    def stride(self) -> int:
+        """The network's total downsampling: inputs are padded to multiples of it."""
+        return 2 ** (len(self.channels) - 1)
+
+    def target_spec(self) -> Target:
+        return Target(self.target)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,70 @@
+"""The run directory: the one place that knows the names of a run's files.
+
+config.yaml       the resolved training configuration (with the model's own section)
+run.json          the store it trained on, and when
+environment.json  versions of Python, torch, MONAI, CUDA, the device, the git commit
+split.json        the patient-level split
+history.csv       one row per finished epoch; loss_accuracy.png, dice_iou.png drawn from it
+last.pt           the state after the last finished epoch (resume from here)
+best.pt           the weights with the best mean validation Dice
+evaluation-SPLIT/ what ``tumorseg evaluate`` wrote for that part of the split
+report.html       what ``tumorseg report`` wrote
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tumorseg.errors import TumorsegError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @classmethod
+    def of(cls, source: Path) -> RunDir:
+        """The run a directory is, or the run a checkpoint file lies in."""
+        source = Path(source)
+        return cls(source if source.is_dir() else source.parent)
+
+    config = property(lambda self: self.root / "config.yaml")
+    record = property(lambda self: self.root / "run.json")
+    environment = property(lambda self: self.root / "environment.json")
+    split = property(lambda self: self.root / "split.json")
+    history = property(lambda self: self.root / "history.csv")
+    last = property(lambda self: self.root / "last.pt")
+    best = property(lambda self: self.root / "best.pt")
+    report = property(lambda self: self.root / "report.html")
+    figures = property(lambda self: (self.root / "loss_accuracy.png", self.root / "dice_iou.png"))
+
+    def evaluation(self, split: str) -> Path:
+        return self.root / f"evaluation-{split}"
+
+    def holds_run(self) -> bool:
+        return self.last.exists() or self.config.exists()
+
+    def store(self) -> Path:
+        """The store the run trained on, as run.json records it."""
+        try:
+            return Path(json.loads(self.record.read_text())["store"])
+        except FileNotFoundError as err:
+            raise TumorsegError(f"{self.record}: missing; give the store with --data") from err
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise TumorsegError(
+                f"{self.record}: not a run record ({err}); give the store with --data"
+            ) from err
+
+
+def model_checkpoint(source: Path) -> Path:
+    """A run directory means its best.pt (else last.pt); a file means itself."""
+    source = Path(source)
+    if not source.is_dir():
+        return source
+    run = RunDir(source)
+    for path in (run.best, run.last):
+        if path.is_file():
+            return path
+    raise TumorsegError(f"{source}: no best.pt or last.pt in this run directory")

@@ -1,0 +1,73 @@
+"""What a network predicts: its output channels, their activation, and the way to and from labels.
+
+Two targets, chosen per model (``ModelConfig.target``):
+
+- ``regions``: 3 sigmoid channels for the nested BraTS regions WT, TC, ET (as nnU-Net does for
+  BraTS). A label map is encoded as the three region masks; probabilities are decoded as
+  ET -> enhancing, else TC -> NCR/NET, else WT -> edema, so the innermost region wins.
+- ``labels``: 4 softmax channels, one per internal class; decoded by argmax.
+
+Everything that depends on the choice lives here; the loss, the metrics, validation, evaluation
+and prediction ask a ``Target`` instead of testing the name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from tumorseg.labels import NUM_CLASSES, REGION_NAMES, region_masks
+
+TARGETS = ("regions", "labels")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.name not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, not {self.name!r}")
+
+    @property
+    def regions(self) -> bool:
+        return self.name == "regions"
+
+    @property
+    def channels(self) -> int:
+        return len(REGION_NAMES) if self.regions else NUM_CLASSES
+
+    def encode(self, classes: torch.Tensor) -> torch.Tensor:
+        """Internal class maps (B, ...) -> what the loss compares with: (B, 3, ...) region masks as
+        floats, or (B, 1, ...) class indices."""
+        if self.regions:
+            return region_masks(classes).transpose(0, 1).float()
+        return classes.unsqueeze(1)
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C, ...) -> probabilities: sigmoid per region or softmax over classes."""
+        return torch.sigmoid(logits) if self.regions else F.softmax(logits, dim=1)
+
+    def decode(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Probabilities (B, C, ...) -> internal class map (B, ...) (int64)."""
+        if not self.regions:
+            return probabilities.argmax(dim=1)
+        wt, tc, et = (probabilities > 0.5).unbind(dim=1)
+        classes = torch.zeros_like(wt, dtype=torch.long)
+        classes[wt] = 2
+        classes[tc] = 1
+        classes[et] = 3
+        return classes
+
+    def initial_bias(self, prior: float = 0.01) -> torch.Tensor:
+        """Output biases under which every voxel starts as background with probability 1 - ``prior``
+        (Lin et al. 2017, RetinaNet). With zero biases every voxel starts at p = 0.5 for every
+        region, and the first epochs go to unlearning that over a background that is ~99 % of the
+        volume."""
+        bias = torch.full((self.channels,), math.log(prior / (1 - prior)))
+        if not self.regions:
+            bias[0] = 0.0
+        return bias
