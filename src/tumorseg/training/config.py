@@ -8,7 +8,7 @@ wrote them), and every key of both is a flag.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -161,8 +161,3 @@ def overrides(args: argparse.Namespace) -> dict:
     """The config keys given on the command line (the model's flat, by key)."""
     names = [*settings.keys(ModelConfig), *settings.keys(TrainConfig)]
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
-
-
-def with_changes(config: TrainConfig, **changes: object) -> TrainConfig:
-    """A copy with some training keys changed (the model's stay)."""
-    return replace(config, **changes).validate()
