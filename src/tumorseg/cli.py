@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from tumorseg import __version__
@@ -35,7 +37,9 @@ def _shape(text: str) -> tuple[int, int, int]:
 def cmd_synth(args: argparse.Namespace) -> int:
     from tumorseg.data.synth import synthesize
 
-    written = synthesize(args.out, args.cases, shape=args.shape, seed=args.seed, layout=args.layout)
+    written = synthesize(
+        args.out, args.cases, shape=args.shape, seed=args.seed, layout=args.layout, overwrite=args.overwrite
+    )
     what = "case folders" if args.layout == "brats" else "Kaggle slice files"
     print(f"wrote {args.cases} phantom {what} of shape {args.shape} under {args.out}")
     return 0 if written else 1
@@ -87,7 +91,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_split(args: argparse.Namespace) -> int:
     from tumorseg.data.splits import save_split, split_cases
     from tumorseg.data.store import Store
+    from tumorseg.outputs import claim_outputs
 
+    claim_outputs([args.out], [args.store], args.overwrite)
     with Store(args.store) as store:
         case_ids = store.labeled_case_ids
     split = split_cases(
@@ -131,7 +137,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from tumorseg.rundir import RunDir
 
     segmenter = Segmenter(args.run, device=args.device, tta=args.tta)
-    result = evaluate_run(RunDir.of(args.run), segmenter, args.data, args.split, args.out)
+    result = evaluate_run(
+        RunDir.of(args.run), segmenter, args.data, args.split, args.out, overwrite=args.overwrite
+    )
     print(f"{result.summary['dice_WT']['n']} {args.split} patients, mean ± std over patients:\n")
     print(result.table)
     accuracy = result.report["accuracy"]["value"]
@@ -142,18 +150,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from tumorseg.evaluation.report import build_report
 
-    print(f"wrote {build_report(args.run, args.evaluation, args.out)}")
+    print(f"wrote {build_report(args.run, args.evaluation, args.out, overwrite=args.overwrite)}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from tumorseg.inference import onnx
     from tumorseg.inference.segmenter import Segmenter
+    from tumorseg.outputs import claim_outputs
+    from tumorseg.rundir import RunDir
 
     exporters = {"onnx": (onnx.export_onnx, onnx.onnx_path)}  # --format chooses; ONNX is the one so far
     export, default_path = exporters[args.format]
     segmenter = Segmenter(args.model)
-    print(f"wrote {export(segmenter, args.out or default_path(segmenter.path))}")
+    out = args.out or default_path(segmenter.path)
+    claim_outputs([out], [segmenter.path, *RunDir.of(segmenter.path).inputs], args.overwrite)
+    print(f"wrote {export(segmenter, out)}")
     return 0
 
 
@@ -200,7 +212,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tumorseg.demo import run_demo
 
-    run_demo(args.out, seed=args.seed)
+    run_demo(args.out, seed=args.seed, overwrite=args.overwrite)
     return 0
 
 
@@ -240,6 +252,7 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cases", type=int, default=8, help="number of phantoms (default 8)")
     p.add_argument("--shape", type=_shape, default=(96, 96, 64), help="volume shape XxYxZ (default 96x96x64)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace phantoms of the same names there")
     p.add_argument(
         "--layout",
         choices=("brats", "kaggle"),
@@ -298,6 +311,7 @@ def add_split(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("store", type=Path)
     p.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing split file")
     p.add_argument("--val", type=float, default=0.2, help="validation fraction (default 0.2)")
     p.add_argument("--test", type=float, default=0.2, help="test fraction (default 0.2)")
     p.add_argument("--seed", type=int, default=0)
@@ -359,6 +373,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--split", choices=("train", "val", "test"), default="test", help="which patients (default test)"
     )
     p.add_argument("--out", type=Path, help="output folder (default RUN/evaluation-SPLIT)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the results of an earlier evaluation there"
+    )
     p.add_argument("--tta", action="store_true", help="average over the four in-plane flips")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.set_defaults(func=cmd_evaluate)
@@ -374,6 +391,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument("--evaluation", type=Path, help="evaluation folder (default RUN/evaluation-test)")
     p.add_argument("--out", type=Path, help="HTML file (default RUN/report.html)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.set_defaults(func=cmd_report)
 
 
@@ -434,6 +452,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="run directory or checkpoint")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="the export format (default onnx)")
     p.add_argument("--out", type=Path, help="output file (default: beside the checkpoint, .onnx)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
     p.set_defaults(func=cmd_export)
 
 
@@ -451,12 +470,23 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         default=Path("demo-output"),
         help="folder for everything (default demo-output)",
     )
+    p.add_argument("--overwrite", action="store_true", help="use a non-empty folder the demo did not make")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` removes what the command had begun."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return args.func(args)
     except TumorsegError as err:
@@ -465,6 +495,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # a full disk, a read-only folder, ... met outside the checked paths
         print(f"tumorseg: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("tumorseg: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        print(
+            "tumorseg: terminated" if isinstance(err, Terminated) else "tumorseg: interrupted",
+            file=sys.stderr,
+        )
+        return 143 if isinstance(err, Terminated) else 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)

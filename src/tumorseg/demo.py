@@ -10,6 +10,7 @@ from pathlib import Path
 from tumorseg.data.prepare import prepare_store
 from tumorseg.data.store import describe
 from tumorseg.data.synth import synthesize
+from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.evaluate import evaluate_run
 from tumorseg.evaluation.report import build_report
 from tumorseg.inference.predict import predict
@@ -29,8 +30,20 @@ OUTPUTS = ("phantoms", "kaggle", "store.h5", "run", "new-patient", "new-patient-
            "new-patient-seg_volumes.json")  # fmt: skip
 
 
-def run_demo(out: Path, seed: int = 0) -> None:
+#: Left in the demo's folder, so that a re-run replaces only what a demo made.
+MARKER = ".tumorseg-demo"
+
+
+def run_demo(out: Path, seed: int = 0, overwrite: bool = False) -> None:
     start = time.perf_counter()
+    if out.exists() and not out.is_dir():
+        raise TumorsegError(f"{out}: is a file; the demo needs a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists() and not overwrite:
+        raise TumorsegError(
+            f"{out}: not empty and not made by the demo; choose another --out or pass --overwrite"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by tumorseg demo; its outputs are replaced when the demo runs again\n")
     for name in OUTPUTS:
         path = out / name
         if path.is_dir():

@@ -14,10 +14,12 @@ report.html       what ``tumorseg report`` wrote
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tumorseg.errors import TumorsegError
+from tumorseg.locks import exclusive_lock
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,31 @@ class RunDir:
     report = property(lambda self: self.root / "report.html")
     figures = property(lambda self: (self.root / "loss_accuracy.png", self.root / "dice_iou.png"))
 
+    @property
+    def inputs(self) -> list[Path]:
+        """The files that make the run: what commands reading a run may never write over."""
+        return [self.config, self.record, self.environment, self.split, self.history, self.last, self.best,
+                *self.figures, *self.root.glob("*.pt"), *self.root.glob("*.onnx")]  # fmt: skip
+
     def evaluation(self, split: str) -> Path:
         return self.root / f"evaluation-{split}"
 
     def holds_run(self) -> bool:
         return self.last.exists() or self.config.exists()
+
+    def started_only(self) -> bool:
+        """A run that was begun but never finished an epoch: files of its start, no last.pt."""
+        return self.config.exists() and not self.last.exists()
+
+    def clear_start(self) -> None:
+        """Remove what a run that never finished an epoch wrote, so that it can start again."""
+        for path in (self.config, self.record, self.environment, self.split, self.history, *self.figures):
+            path.unlink(missing_ok=True)
+
+    def lock(self) -> AbstractContextManager[None]:
+        """The run's writer lock: a second ``train`` on the same directory is refused."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return exclusive_lock(self.root / ".lock", f"{self.root}: another tumorseg train is writing this run")
 
     def store(self) -> Path:
         """The store the run trained on, as run.json records it."""

@@ -2,15 +2,20 @@
 
 The model's config (what a network is) and the training config (how it is trained) are both
 dataclasses of plain values; this module turns YAML mappings and command-line flags into them
-and names the key whenever a value is wrong.
+and names the key whenever a value is wrong. Values are checked, never coerced blindly: a
+list of widths holds ints, a float is finite, and a message quotes the value cut short.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import MISSING, Field, field, fields
 
-from tumorseg.errors import TumorsegError
+from tumorseg.errors import TumorsegError, short
+
+#: Longest list a setting takes (the widths of a deep network, a slice size).
+MAX_LIST = 16
 
 
 def option(default: object, help: str, flag: bool = True) -> object:
@@ -30,33 +35,54 @@ def keys(cls: type) -> dict[str, Field]:
     return {f.name: f for f in fields(cls) if "help" in f.metadata}
 
 
+def plain(value: object, kind: type) -> bool:
+    """Whether ``value`` reads as a ``kind``: an int for int (or a whole number), a finite number for
+    float (PyYAML reads ``1e-3`` as the string "1e-3", so numeric strings count), a string for str."""
+    if isinstance(value, bool):
+        return kind is bool
+    if kind in (int, float) and isinstance(value, str) and len(value) < 40:
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    if kind is int:
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if kind is float:
+        return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def convert(value: object, kind: type) -> object:
+    """A value that ``plain`` accepted, as ``kind``."""
+    if kind is int:
+        return int(float(value)) if isinstance(value, str) else int(value)
+    return kind(value)
+
+
 def coerce(spec: Field, value: object, where: str) -> object:
     """``value`` as the type of the field's default, or an error naming the key."""
     kind, key = type(default_of(spec)), spec.name
     if kind is bool:
         if not isinstance(value, bool):
-            raise TumorsegError(f"{where}: {key} must be true or false, not {value!r}")
+            raise TumorsegError(f"{where}: {key} must be true or false, not {short(value)}")
         return value
     if kind is list:
         if not isinstance(value, list | tuple):
-            raise TumorsegError(f"{where}: {key} must be a list, not {value!r}")
+            raise TumorsegError(f"{where}: {key} must be a list, not {short(value)}")
         item = type(default_of(spec)[0])
-        try:
-            return [item(v) for v in value]
-        except (TypeError, ValueError) as err:
-            raise TumorsegError(f"{where}: {key} must be a list of {item.__name__}, not {value!r}") from err
-    try:
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return kind(value)
-    except (TypeError, ValueError) as err:
-        raise TumorsegError(f"{where}: {key} must be {kind.__name__}, not {value!r}") from err
+        if len(value) > MAX_LIST or not all(plain(v, item) for v in value):
+            raise TumorsegError(f"{where}: {key} must be a list of {item.__name__}, not {short(value)}")
+        return [convert(v, item) for v in value]
+    if not plain(value, kind):
+        what = "a finite float" if kind is float else kind.__name__
+        raise TumorsegError(f"{where}: {key} must be {what}, not {short(value)}")
+    return convert(value, kind)
 
 
-def unknown_key(key: str, known: dict, where: str) -> TumorsegError:
-    close = [k for k in known if key.replace("-", "_") == k]
+def unknown_key(key: object, known: dict, where: str) -> TumorsegError:
+    close = [k for k in known if isinstance(key, str) and key.replace("-", "_") == k]
     hint = f" (did you mean {close[0]}?)" if close else ""
-    return TumorsegError(f"{where}: unknown config key {key!r}{hint}")
+    return TumorsegError(f"{where}: unknown config key {short(key)}{hint}")
 
 
 def merged(cls: type, values: dict, where: str, base: object | None = None) -> dict:
@@ -74,9 +100,8 @@ def check(checks: list[tuple[bool, str, str]], values: object, where: str) -> No
     """Raise for the first (ok, key, expected) whose ok is false, naming the key and its value."""
     for ok, key, expected in checks:
         if not ok:
-            raise TumorsegError(
-                f"{where}: {key} = {getattr(values, key)!r} is out of range (expected {expected})"
-            )
+            value = short(getattr(values, key))
+            raise TumorsegError(f"{where}: {key} = {value} is out of range (expected {expected})")
 
 
 def add_flags(group: argparse._ArgumentGroup, cls: type, flag_names: dict[str, str] | None = None) -> None:

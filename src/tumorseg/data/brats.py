@@ -17,8 +17,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from tumorseg.data.case import MODALITIES, Case, check_finite, labels_to_internal
-from tumorseg.errors import TumorsegError
+from tumorseg.data.case import (
+    MODALITIES,
+    Case,
+    check_affine,
+    check_case_id,
+    check_finite,
+    check_grid,
+    labels_to_internal,
+)
+from tumorseg.errors import TumorsegError, first_line
 
 # File suffix -> (modality or "seg", naming convention).
 SUFFIXES: dict[str, tuple[str, str]] = {
@@ -65,7 +73,7 @@ def name_files(folder: Path) -> tuple[dict[str, Path], set[str], set[str], list[
     ids: set[str] = set()
     conventions: set[str] = set()
     unrecognized: list[str] = []
-    for path in sorted(p for p in folder.iterdir() if is_nifti(p)):
+    for path in nifti_files(folder):
         match = _NAME.match(path.name)
         if not match:
             unrecognized.append(path.name)
@@ -95,6 +103,7 @@ def find_case_files(folder: Path, require_label: bool = True) -> CaseFiles:
     if missing:
         raise TumorsegError(f"{folder}: missing modality {', '.join(missing)}")
     (case_id,) = ids
+    check_case_id(case_id, str(folder))
     if require_label and "seg" not in found:
         hint = f"; unrecognized NIfTI files: {', '.join(unrecognized)}" if unrecognized else ""
         raise TumorsegError(
@@ -110,59 +119,82 @@ def find_case_files(folder: Path, require_label: bool = True) -> CaseFiles:
     )
 
 
-def load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
-    """Read a 3D NIfTI volume as (array in its stored dtype, affine, header)."""
+def open_nifti(path: Path) -> nib.Nifti1Image:
+    """A NIfTI image with only its header read; its voxels are decoded when asked for."""
     try:
-        image = nib.load(path)
-        data = np.asanyarray(image.dataobj)
+        return nib.load(path)
     except FileNotFoundError as err:
         raise TumorsegError(f"{path}: file does not exist") from err
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise TumorsegError(f"{path}: not a readable NIfTI file ({reason})") from err
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise TumorsegError(f"{path}: expected a 3D volume, got shape {data.shape}")
-    return data, image.affine, image.header
+        raise TumorsegError(f"{path}: not a readable NIfTI file ({first_line(err)})") from err
+
+
+def volume_shape(image: nib.Nifti1Image, path: Path) -> tuple[int, ...]:
+    """The declared 3D shape (trailing singleton axes dropped), checked to be one tumorseg reads."""
+    shape = tuple(image.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    check_grid(shape, str(path))
+    dtype = image.get_data_dtype()
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise TumorsegError(f"{path}: voxels of type {dtype} are not supported (expected real numbers)")
+    check_affine(image.affine, str(path))
+    return shape
+
+
+def read_voxels(image: nib.Nifti1Image, shape: tuple[int, ...], path: Path) -> np.ndarray:
+    try:
+        data = np.asanyarray(image.dataobj)
+    except (EOFError, zlib.error, OSError, ValueError) as err:
+        raise TumorsegError(f"{path}: not a readable NIfTI file ({first_line(err)})") from err
+    return data.reshape(shape)
 
 
 def read_case(files: CaseFiles) -> Case:
-    """Load and check a case: same grid for all files, finite voxels, known labels."""
-    volumes = []
-    reference_shape = reference_affine = None
-    for path in files.paths:
-        data, affine, _ = load_nifti(path)
-        if reference_shape is None:
-            reference_shape, reference_affine, reference_path = data.shape, affine, path
-        elif data.shape != reference_shape:
-            raise TumorsegError(
-                f"{path}: shape {data.shape} differs from {reference_path.name} {reference_shape}"
-            )
-        elif not np.allclose(affine, reference_affine, atol=AFFINE_TOLERANCE):
+    """Load and check a case: headers first (same grid for all files, a size tumorseg reads, real
+    voxel types), then the voxels (finite, known labels)."""
+    images = [open_nifti(path) for path in files.paths]
+    reference_path, reference = files.paths[0], images[0]
+    reference_shape = volume_shape(reference, reference_path)
+    for path, image in zip(files.paths[1:], images[1:], strict=True):
+        shape = volume_shape(image, path)
+        if shape != reference_shape:
+            raise TumorsegError(f"{path}: shape {shape} differs from {reference_path.name} {reference_shape}")
+        if not np.allclose(image.affine, reference.affine, atol=AFFINE_TOLERANCE):
             raise TumorsegError(f"{path}: affine differs from {reference_path.name}")
-        volumes.append(data)
-    for path, data in zip(files.paths[:4], volumes[:4], strict=True):
-        check_finite(data, str(path))
+    volumes = []
+    for path, image in zip(files.paths[:4], images[:4], strict=True):
+        volumes.append(read_voxels(image, reference_shape, path))
+        check_finite(volumes[-1], str(path))
     label = None
     if files.seg is not None:
-        label = labels_to_internal(volumes[4], files.convention, str(files.seg))
+        label = labels_to_internal(
+            read_voxels(images[4], reference_shape, files.seg), files.convention, str(files.seg)
+        )
     return Case(
         case_id=files.case_id,
-        image=np.stack(volumes[:4]),
+        image=np.stack(volumes),
         label=label,
-        affine=np.asarray(reference_affine, dtype=np.float64),
+        affine=np.asarray(reference.affine, dtype=np.float64),
         sources=[str(p) for p in files.paths],
         label_convention=files.convention,
     )
 
 
-def contains_case_files(folder: Path) -> bool:
-    return any(is_nifti(p) for p in folder.iterdir())
+def nifti_files(folder: Path) -> list[Path]:
+    """The NIfTI files of a folder, hidden ones (such as macOS's ``._name`` companions) left out."""
+    return sorted(p for p in folder.iterdir() if is_nifti(p) and not p.name.startswith(".") and p.is_file())
 
 
 def find_case_folders(root: Path) -> list[Path]:
     """``root`` itself when it is a case folder, else its sub-folders that hold NIfTI files."""
-    if contains_case_files(root):
-        return [root]
-    return sorted(p for p in root.iterdir() if p.is_dir() and contains_case_files(p))
+    folders = sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and nifti_files(p)
+    )
+    stray = nifti_files(root)
+    if stray and folders:
+        raise TumorsegError(
+            f"{root}: holds case folders and also NIfTI files ({', '.join(p.name for p in stray[:3])}); "
+            "move those into a case folder of their own"
+        )
+    return [root] if stray else folders

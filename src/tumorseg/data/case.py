@@ -6,11 +6,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tumorseg.errors import TumorsegError
+from tumorseg.errors import TumorsegError, short
 from tumorseg.labels import to_internal
 
 #: Modality order used everywhere: image channel i is MODALITIES[i].
 MODALITIES: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
+#: The largest grid read: a file declaring more is refused from its header, before any voxel is
+#: decoded (BraTS volumes are 240 x 240 x 155; clinical ones stay well under 1024 a side).
+MAX_SIDE = 1024
+MAX_VOXELS = 2**26
 
 
 @dataclass
@@ -43,6 +47,41 @@ def brats_affine(shape: tuple[int, ...]) -> np.ndarray:
     affine = np.diag([-1.0, -1.0, 1.0, 1.0])
     affine[1, 3] = shape[1] - 1
     return affine
+
+
+def check_grid(shape: tuple[int, ...], where: str) -> None:
+    """Refuse a declared grid that is not 3D or larger than any brain scan, from its shape alone."""
+    if len(shape) != 3:
+        raise TumorsegError(f"{where}: expected a 3D volume, got shape {short(shape)}")
+    if min(shape) < 1 or max(shape) > MAX_SIDE or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
+        raise TumorsegError(
+            f"{where}: declares a grid of {' x '.join(map(str, shape))} voxels; "
+            f"tumorseg reads up to {MAX_SIDE} a side and {MAX_VOXELS:,} in all"
+        )
+
+
+def check_affine(affine: np.ndarray, where: str) -> None:
+    """Refuse an affine that places no voxel in space: non-finite, or with a zero-size axis."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all() or min(voxel_spacing(affine)) <= 0:
+        raise TumorsegError(f"{where}: its affine is not a valid voxel-to-world transform")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise TumorsegError(f"{where}: its affine is singular (its axes do not span space)")
+
+
+def check_case_id(case_id: str, where: str) -> str:
+    """A case id names files and HDF5 groups: printable, no path separators, not hidden."""
+    if (
+        not case_id
+        or case_id.startswith(".")
+        or "/" in case_id
+        or "\\" in case_id
+        or not case_id.isprintable()
+    ):
+        raise TumorsegError(
+            f"{where}: {short(case_id)} cannot be a case id (it names files and store groups)"
+        )
+    return case_id
 
 
 def check_finite(array: np.ndarray, where: str) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from tumorseg.data.case import MODALITIES, Case, brats_affine, check_finite
-from tumorseg.errors import TumorsegError
+from tumorseg.data.case import MAX_SIDE, MODALITIES, Case, brats_affine, check_finite, check_grid
+from tumorseg.errors import TumorsegError, short
 
 #: ``image[..., i]`` is modality IMAGE_CHANNELS[i].
 IMAGE_CHANNELS: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
@@ -29,12 +29,22 @@ META_FILE = "meta_data.csv"
 
 
 def find_volumes(folder: Path) -> dict[int, dict[int, Path]]:
-    """Group a folder's slice files by volume number: {volume: {slice: path}}."""
+    """Group a folder's slice files by volume number: {volume: {slice: path}}.
+
+    Two names for one slice (``volume_01_slice_3.h5`` and ``volume_1_slice_3.h5``) are an error,
+    not a silent choice between them.
+    """
     volumes: dict[int, dict[int, Path]] = defaultdict(dict)
-    for path in folder.iterdir():
+    for path in sorted(folder.iterdir()):
         match = _SLICE_NAME.match(path.name)
-        if match:
-            volumes[int(match[1])][int(match[2])] = path
+        if not match:
+            continue
+        volume, index = int(match[1]), int(match[2])
+        if index in volumes[volume]:
+            raise TumorsegError(
+                f"{path}: slice {index} of volume {volume} again (also {volumes[volume][index].name})"
+            )
+        volumes[volume][index] = path
     return dict(sorted(volumes.items()))
 
 
@@ -61,22 +71,34 @@ def check_meta(folder: Path, volumes: dict[int, dict[int, Path]]) -> None:
         )
 
 
+def _dataset(handle: h5py.File, key: str, path: Path, shape: tuple[int | None, ...]) -> np.ndarray:
+    """Read ``handle[key]`` after checking, from its metadata alone, that it is a numeric dataset
+    of ``shape`` (None: any size up to MAX_SIDE)."""
+    node = handle.get(key)
+    if not isinstance(node, h5py.Dataset):
+        raise TumorsegError(f"{path}: '{key}' is not a dataset")
+    fits = len(node.shape) == len(shape) and all(
+        (want is None and 1 <= have <= MAX_SIDE) or have == want
+        for have, want in zip(node.shape, shape, strict=True)
+    )
+    if not fits:
+        expected = ", ".join("N" if want is None else str(want) for want in shape)
+        raise TumorsegError(
+            f"{path}: '{key}' has shape {node.shape}, expected ({expected}) with N <= {MAX_SIDE}"
+        )
+    return node[()]
+
+
 def _read_slice(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with h5py.File(path, "r") as handle:
             if "image" not in handle or "mask" not in handle:
-                raise TumorsegError(
-                    f"{path}: expected datasets 'image' and 'mask', found {sorted(handle.keys())}"
-                )
-            image, mask = handle["image"][()], handle["mask"][()]
+                keys = sorted(handle.keys())[:10]
+                raise TumorsegError(f"{path}: expected datasets 'image' and 'mask', found {short(keys)}")
+            image = _dataset(handle, "image", path, (None, None, len(IMAGE_CHANNELS)))
+            mask = _dataset(handle, "mask", path, (*image.shape[:2], len(MASK_CLASSES)))
     except OSError as err:
         raise TumorsegError(f"{path}: not a readable HDF5 file ({err})") from err
-    if image.ndim != 3 or image.shape[-1] != len(IMAGE_CHANNELS):
-        raise TumorsegError(f"{path}: 'image' has shape {image.shape}, expected (H, W, 4)")
-    if mask.shape != image.shape[:2] + (len(MASK_CLASSES),):
-        raise TumorsegError(f"{path}: 'mask' has shape {mask.shape}, expected (H, W, 3)")
-    if not (np.issubdtype(image.dtype, np.number) and np.issubdtype(mask.dtype, np.number)):
-        raise TumorsegError(f"{path}: 'image' and 'mask' must be numeric")
     return image, mask
 
 
@@ -91,6 +113,8 @@ def read_volume(volume: int, slices: dict[int, Path]) -> Case:
     for index in range(len(slices)):
         path = slices[index]
         image, mask = _read_slice(path)
+        if not images:
+            check_grid((*image.shape[:2], len(slices)), f"{first.parent}/volume_{volume}_slice_*.h5")
         check_finite(image, str(path))
         if images and image.shape != images[0].shape:
             raise TumorsegError(f"{path}: shape {image.shape} differs from slice 0 {images[0].shape}")

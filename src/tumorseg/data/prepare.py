@@ -7,10 +7,8 @@ A lock beside the store refuses a second writer.
 
 from __future__ import annotations
 
-import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,24 +19,14 @@ from tumorseg.data.preprocess import preprocess
 from tumorseg.data.sources import Source, discover
 from tumorseg.data.store import Store, write_case, write_root_attrs
 from tumorseg.errors import TumorsegError
+from tumorseg.locks import exclusive_lock
 
 
-@contextmanager
-def store_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock beside the store so two writers never race."""
-    lock_path = path.parent / f".{path.name}.lock"
-    try:
-        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
-    except OSError as err:
-        raise TumorsegError(f"{path.parent}: cannot write here ({err.strerror})") from err
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            raise TumorsegError(f"{path}: another tumorseg prepare is writing this store") from err
-        yield
-    finally:
-        os.close(fd)
+def store_lock(path: Path) -> AbstractContextManager[None]:
+    """An exclusive lock beside the store, so two writers never race."""
+    return exclusive_lock(
+        path.parent / f".{path.name}.lock", f"{path}: another tumorseg prepare is writing this store"
+    )
 
 
 @dataclass

@@ -38,6 +38,8 @@ def split_cases(
     """
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1:
         raise TumorsegError("split fractions must lie in [0, 1)")
+    if seed < 0:
+        raise TumorsegError(f"split: seed must be 0 or more, not {seed}")
     ids = sorted(set(case_ids))
     if len(ids) != len(case_ids):
         raise TumorsegError("split: case ids are not unique")

@@ -28,10 +28,10 @@ import hdf5plugin
 import numpy as np
 
 from tumorseg import __version__
-from tumorseg.data.case import MODALITIES
+from tumorseg.data.case import MAX_SIDE, MODALITIES
 from tumorseg.data.preprocess import Preprocessed, normalize, zscore_coefficients
-from tumorseg.errors import TumorsegError
-from tumorseg.labels import BRATS_VALUES, CLASS_NAMES
+from tumorseg.errors import TumorsegError, short
+from tumorseg.labels import BRATS_VALUES, CLASS_NAMES, NUM_CLASSES
 
 FORMAT = "tumorseg-store"
 FORMAT_VERSION = 1
@@ -94,7 +94,10 @@ def _open(path: Path) -> h5py.File:
     if handle.attrs.get("format") != FORMAT or "cases" not in handle:
         handle.close()
         raise TumorsegError(f"{path}: not a tumorseg store (make one with `tumorseg prepare`)")
-    version = int(handle.attrs.get("format_version", 0))
+    version = handle.attrs.get("format_version")
+    if not isinstance(version, int | np.integer):
+        handle.close()
+        raise TumorsegError(f"{path}: damaged store (no format_version); prepare it again")
     if version > FORMAT_VERSION:
         handle.close()
         raise TumorsegError(
@@ -136,6 +139,37 @@ class CaseInfo:
         return int(np.prod(self.attrs["original_shape"])) - z * h * w
 
 
+REQUIRED_ATTRS = ("affine", "spacing", "original_shape", "bbox", "norm_mean", "norm_std", "has_label")
+
+
+def case_problem(node: h5py.Group, attrs: dict) -> str | None:
+    """What is wrong with a stored case, from its metadata alone (nothing is read), or None."""
+    missing = [key for key in REQUIRED_ATTRS if key not in attrs]
+    if missing:
+        return f"no {', '.join(missing)}"
+    image, label, counts = node.get("image"), node.get("label"), node.get("label_counts")
+    if not isinstance(image, h5py.Dataset) or image.ndim != 4 or image.shape[1] != len(MODALITIES):
+        return "image is not a (Z, 4, H, W) dataset"
+    z, _, h, w = image.shape
+    if max(z, h, w) > MAX_SIDE:
+        return f"image shape {image.shape} is larger than tumorseg reads"
+    if bool(attrs["has_label"]) and (not isinstance(label, h5py.Dataset) or label.shape != (z, h, w)):
+        return "label does not match the image"
+    if not isinstance(counts, h5py.Dataset) or counts.shape != (z, NUM_CLASSES):
+        return "label_counts does not match the image"
+    spacing, affine = np.asarray(attrs["spacing"], dtype=float), np.asarray(attrs["affine"], dtype=float)
+    if spacing.shape != (3,) or not np.isfinite(spacing).all() or (spacing <= 0).any():
+        return f"spacing {short(spacing.tolist())}"
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        return "affine is not a finite 4 x 4 matrix"
+    stats = (np.asarray(attrs["norm_mean"], dtype=float), np.asarray(attrs["norm_std"], dtype=float))
+    if any(v.shape != (len(MODALITIES),) or not np.isfinite(v).all() for v in stats) or (stats[1] <= 0).any():
+        return "z-score statistics"
+    if np.asarray(attrs["original_shape"]).shape != (3,) or np.asarray(attrs["bbox"]).shape != (3, 2):
+        return "original_shape or bbox"
+    return None
+
+
 class Store:
     """Read access to a store; open one per process (HDF5 handles do not survive fork)."""
 
@@ -164,6 +198,9 @@ class Store:
                 raise TumorsegError(f"{self.path}: no case {case_id!r}")
             node = self._cases[case_id]
             attrs = dict(node.attrs)
+            problem = case_problem(node, attrs)
+            if problem:
+                raise TumorsegError(f"{self.path}: case {case_id!r} is damaged ({problem}); prepare it again")
             self._info[case_id] = CaseInfo(
                 case_id=case_id,
                 num_slices=node["image"].shape[0],

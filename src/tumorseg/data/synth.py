@@ -21,6 +21,7 @@ from tqdm import tqdm
 from tumorseg.data import kaggle
 from tumorseg.data.case import MODALITIES, brats_affine
 from tumorseg.labels import to_internal
+from tumorseg.outputs import claim_outputs
 
 TISSUES = ("csf", "gray", "white", "edema", "necrosis", "enhancing")
 #: Relative intensity of each tissue (columns as TISSUES) in each modality (rows as MODALITIES).
@@ -125,6 +126,7 @@ def synthesize(
     seed: int = 0,
     layout: str = "brats",
     start: int = 1,
+    overwrite: bool = False,
     progress: bool | None = None,
 ) -> list[Path]:
     """Write ``cases`` phantoms under ``out`` as BraTS case folders or Kaggle slice files.
@@ -134,10 +136,16 @@ def synthesize(
     """
     if layout not in ("brats", "kaggle"):
         raise ValueError(f"layout must be brats or kaggle, not {layout!r}")
+    numbers = range(start, start + cases)
+    planned = (
+        [out / f"Phantom_{n:03d}" for n in numbers]
+        if layout == "brats"
+        else [out / kaggle.META_FILE, *(out / f"volume_{n}_slice_0.h5" for n in numbers)]
+    )
+    claim_outputs(planned, [], overwrite)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     meta_rows: list[dict] = []
-    numbers = range(start, start + cases)
     for number in tqdm(
         numbers, desc="synth", unit="case", disable=None if progress is None else not progress
     ):

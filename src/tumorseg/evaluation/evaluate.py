@@ -35,7 +35,13 @@ from tumorseg.evaluation.metrics import (
 )
 from tumorseg.files import write_csv, write_json, write_text
 from tumorseg.labels import CLASS_NAMES, REGION_NAMES
+from tumorseg.outputs import claim_outputs
 from tumorseg.rundir import RunDir
+
+OUTPUT_FILES = (
+    "metrics.csv", "summary.json", "classification_report.txt", "classification_report.csv",
+    "confusion_matrix.csv", "confusion_matrix.png", "boxplots.png", "overlays.png",
+)  # fmt: skip
 
 
 class Predictor(Protocol):
@@ -134,11 +140,15 @@ def evaluate(
     out: Path,
     *,
     split: str = "test",
+    overwrite: bool = False,
     progress: bool | None = None,
 ) -> Evaluation:
     """Segment each case of the store with ``predictor`` and measure it against its labels."""
     if not case_ids:
         raise TumorsegError(f"{store_path}: no {split} cases to evaluate")
+    if out.exists() and not out.is_dir():
+        raise TumorsegError(f"{out}: is a file; evaluate writes a folder of results")
+    claim_outputs([out / name for name in OUTPUT_FILES], [store_path], overwrite)
     out.mkdir(parents=True, exist_ok=True)
     rows, predictions = [], {}
     confusion = np.zeros((4, 4), dtype=np.int64)
@@ -181,6 +191,7 @@ def evaluate_run(
     store_path: Path | None = None,
     split: str = "test",
     out: Path | None = None,
+    overwrite: bool = False,
     progress: bool | None = None,
 ) -> Evaluation:
     """Evaluate ``predictor`` (a run's model) on one part of the run's split, from the run's store
@@ -190,10 +201,8 @@ def evaluate_run(
     case_ids = load_split(run.split)[split]
     if not case_ids:
         raise TumorsegError(f"{run.split}: the {split} part is empty")
-    store_path = store_path or run.store()
-    return evaluate(
-        predictor, store_path, case_ids, out or run.evaluation(split), split=split, progress=progress
-    )
+    out, store_path = out or run.evaluation(split), store_path or run.store()
+    return evaluate(predictor, store_path, case_ids, out, split=split, overwrite=overwrite, progress=progress)
 
 
 def write_tables(out: Path, split: str, rows: list[dict], confusion: np.ndarray) -> tuple[dict, dict]:

@@ -38,7 +38,7 @@ def _overlay(ax: plt.Axes, image: np.ndarray, labels: np.ndarray | None, title: 
         for value, (_, color) in LABEL_COLORS.items():
             rgba[shown == value] = (*color, 0.45)
         ax.imshow(rgba, origin="lower")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, parse_math=False)  # case ids may hold $
     ax.axis("off")
 
 

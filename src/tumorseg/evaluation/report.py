@@ -11,6 +11,7 @@ from pathlib import Path
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.metrics import METRICS, STRUCTURES
 from tumorseg.files import write_text
+from tumorseg.outputs import claim_outputs
 from tumorseg.rundir import RunDir
 
 STYLE = """
@@ -64,13 +65,17 @@ def _number(cell: str) -> str:
     return f"{int(value):,}" if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
 
 
-def build_report(run: Path, evaluation: Path | None = None, out: Path | None = None) -> Path:
+def build_report(
+    run: Path, evaluation: Path | None = None, out: Path | None = None, overwrite: bool = False
+) -> Path:
     """Write ``RUN/report.html`` from the run's files and its evaluation folder."""
     run = RunDir(Path(run))
     if not run.config.exists():
         raise TumorsegError(f"{run.root}: not a run directory (no config.yaml)")
     evaluation = evaluation or run.evaluation("test")
     out = out or run.report
+    read = [path for path in evaluation.iterdir() if path.is_file()] if evaluation.is_dir() else []
+    claim_outputs([out], [*run.inputs, *read], overwrite)
     parts = [f"<h1>tumorseg run: {html.escape(run.root.name)}</h1>"]
     environment = json.loads(run.environment.read_text()) if run.environment.exists() else {}
     if environment:

@@ -22,10 +22,11 @@ from tqdm import tqdm
 from tumorseg.data.brats import CaseFiles, find_case_files, find_case_folders, read_case
 from tumorseg.data.case import Case
 from tumorseg.data.preprocess import preprocess
-from tumorseg.errors import TumorsegError
+from tumorseg.errors import TumorsegError, first_line
 from tumorseg.files import write_json
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.labels import REGIONS, to_brats, to_internal
+from tumorseg.outputs import claim_outputs
 
 
 @dataclass
@@ -141,37 +142,53 @@ def predict(
     progress: bool | None = None,
 ) -> BatchResult:
     """Segment one case (a case folder or four files) into the file ``out``, or every case folder
-    under ``inputs`` into the folder ``out`` (``<case>.nii.gz`` each, plus ``volumes.json``)."""
+    under ``inputs`` into the folder ``out`` (``<case>.nii.gz`` each, plus ``volumes.json``).
+
+    A batch goes on past a failing case, and a re-run skips the cases whose label map is there
+    and whole (unless ``overwrite``)."""
     cases, batch = find_inputs(inputs)
-    check_output(out, batch, overwrite)
+    created = check_output(out, batch, overwrite)
+    failed: list[tuple[str, str]] = []
+    if batch:
+        cases, failed = case_files(cases)
+    else:
+        cases = [c if isinstance(c, CaseFiles) else find_case_files(c, require_label=False) for c in cases]
     segmenter = make_segmenter()
+    model_files = [segmenter.path, segmenter.path.with_suffix(".onnx")]
+    volumes_file = out / "volumes.json" if batch else beside(out, "_volumes.json")
     if batch:
         for stale in out.glob(".*.tmp-*"):  # left by a run that was killed mid-write
             stale.unlink()
-    volumes_file = out / "volumes.json" if batch else beside(out, "_volumes.json")
-    result = BatchResult([], [], [], {})
-    bar = tqdm(cases, desc="predict", unit="case", disable=None if progress is None else not progress)
-    for item in bar:
+    recorded = read_volumes(volumes_file, overwrite) if batch else {}
+    result = BatchResult([], [], failed, {})
+    options = {"labels": labels, "min_et_voxels": min_et_voxels, "probabilities": probabilities}
+    for files in tqdm(cases, desc="predict", unit="case", disable=None if progress is None else not progress):
+        target = out / f"{files.case_id}.nii.gz" if batch else out
         try:
-            files = item if isinstance(item, CaseFiles) else find_case_files(item, require_label=False)
-            target = out / f"{files.case_id}.nii.gz" if batch else out
-            if batch and target.exists() and not overwrite:
+            if batch and not overwrite and finished(target, files):
                 result.skipped.append(target)
-                record_skipped(files.case_id, target, volumes_file, labels)
+                recorded = record_skipped(files.case_id, target, volumes_file, recorded, labels)
                 continue
-            bar.set_postfix_str(files.case_id)
-            options = {"labels": labels, "min_et_voxels": min_et_voxels, "probabilities": probabilities}
+            companions = [beside(target, "_probabilities.nii.gz")] if probabilities else []
+            claim_outputs(
+                [target], [*files.paths, *model_files], overwrite or batch
+            )  # batch: broken leftovers
+            claim_outputs(
+                [*companions, *([] if batch else [volumes_file])], [*files.paths, *model_files], overwrite
+            )
             prediction = predict_case(files, segmenter, target, **options)
         except TumorsegError as err:
             if not batch:
                 raise
-            result.failed.append((str(item), str(err)))
+            result.failed.append((files.case_id, str(err)))
             continue
         result.written.append(target)
         result.volumes[files.case_id] = prediction.volumes_ml
         # after each case, so that a killed batch keeps the volumes of the cases it finished
-        previous = json.loads(volumes_file.read_text()) if batch and volumes_file.exists() else {}
-        write_json(volumes_file, {**previous, files.case_id: prediction.volumes_ml})
+        recorded = {**recorded, files.case_id: prediction.volumes_ml}
+        write_json(volumes_file, recorded if batch else {files.case_id: prediction.volumes_ml})
+    if created and not any(out.iterdir()):
+        out.rmdir()  # every case failed: leave no empty folder behind
     return result
 
 
@@ -192,11 +209,14 @@ def find_inputs(inputs: Path | CaseFiles) -> tuple[list[Path | CaseFiles], bool]
     return folders, folders != [inputs]
 
 
-def check_output(out: Path, batch: bool, overwrite: bool) -> None:
-    """Refuse an output that cannot be written, before any model is loaded; make a batch's folder."""
+def check_output(out: Path, batch: bool, overwrite: bool) -> bool:
+    """Refuse an output that cannot be written, before any model is loaded; make a batch's folder.
+    Returns whether the folder was made here."""
+    created = False
     if batch:
         if out.exists() and not out.is_dir():
             raise TumorsegError(f"{out}: several cases need an output folder, and this is a file")
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
     else:
         if out.is_dir():
@@ -209,16 +229,63 @@ def check_output(out: Path, batch: bool, overwrite: bool) -> None:
             raise TumorsegError(f"{out.parent}: output folder does not exist")
     if not os.access(out if batch else out.parent, os.W_OK):
         raise TumorsegError(f"{out if batch else out.parent}: cannot write here")
+    return created
 
 
-def record_skipped(case_id: str, target: Path, volumes_file: Path, labels: str) -> None:
+def case_files(folders: list[Path]) -> tuple[list[CaseFiles], list[tuple[str, str]]]:
+    """The files of each case folder of a batch (and the folders that are no case); two folders
+    holding the same case id are refused, since their outputs would be one file."""
+    found, failed, where = [], [], {}
+    for folder in folders:
+        try:
+            files = find_case_files(folder, require_label=False)
+        except TumorsegError as err:
+            failed.append((str(folder), str(err)))
+            continue
+        if files.case_id in where:
+            raise TumorsegError(f"{folder}: case {files.case_id} also found at {where[files.case_id]}")
+        where[files.case_id] = folder
+        found.append(files)
+    return found, failed
+
+
+def finished(target: Path, files: CaseFiles) -> bool:
+    """Whether an earlier run left a whole label map for this case (a zero-byte or broken file, or
+    one of another grid, is redone)."""
+    if not target.exists():
+        return False
+    try:
+        return nib.load(target).shape == nib.load(files.modalities["flair"]).shape
+    except Exception:  # noqa: BLE001 (any unreadable leftover is simply redone)
+        return False
+
+
+def read_volumes(path: Path, overwrite: bool) -> dict:
+    """The volumes a batch recorded so far; a damaged file is named, or (with overwrite) started afresh."""
+    if not path.exists():
+        return {}
+    try:
+        recorded = json.loads(path.read_text())
+        if not isinstance(recorded, dict):
+            raise ValueError("not a mapping of case ids")
+    except (ValueError, UnicodeDecodeError) as err:
+        if overwrite:
+            return {}
+        raise TumorsegError(
+            f"{path}: not a volumes file ({first_line(err)}); remove it or pass --overwrite"
+        ) from err
+    return recorded
+
+
+def record_skipped(case_id: str, target: Path, volumes_file: Path, recorded: dict, labels: str) -> dict:
     """A batch killed between a label map and volumes.json: fill the case in from its label map."""
-    recorded = json.loads(volumes_file.read_text()) if volumes_file.exists() else {}
     if case_id in recorded:
-        return
+        return recorded
     image = nib.load(target)
     try:
         classes = to_internal(np.asarray(image.dataobj), labels)
     except ValueError:  # written with the other --labels convention: left unrecorded
-        return
-    write_json(volumes_file, {**recorded, case_id: tumor_volumes(classes, image.affine)})
+        return recorded
+    recorded = {**recorded, case_id: tumor_volumes(classes, image.affine)}
+    write_json(volumes_file, recorded)
+    return recorded

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from tumorseg import settings
-from tumorseg.errors import TumorsegError
+from tumorseg.errors import TumorsegError, first_line
 from tumorseg.files import write_text
 from tumorseg.models import ModelConfig
 from tumorseg.settings import option
@@ -94,6 +94,7 @@ class TrainConfig:
                     "auto, cpu or cuda[:N]",
                 ),
                 (self.val_batch_size >= 1, "val_batch_size", ">= 1"),
+                (0 <= self.seed < 2**63, "seed", "in 0..2**63-1"),
             ],
             self,
             where,
@@ -131,13 +132,32 @@ def from_mapping(values: dict, where: str, base: TrainConfig | None = None) -> T
     return TrainConfig(model=model, **settings.merged(TrainConfig, values, where, base)).validate(where)
 
 
+#: A config file is a few dozen lines; anything much larger is not one.
+MAX_CONFIG_BYTES = 64 * 1024
+
+
+class PlainLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a config has no use for them, and nested aliases let a few
+    hundred bytes stand for gigabytes."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 (PyYAML's signature)
+        if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: anchors and aliases are not allowed")
+        return super().compose_node(parent, index)
+
+
 def load_config(path: Path) -> dict:
     try:
-        values = yaml.safe_load(Path(path).read_text())
+        if Path(path).stat().st_size > MAX_CONFIG_BYTES:
+            raise TumorsegError(f"{path}: larger than a config file can be ({MAX_CONFIG_BYTES // 1024} kB)")
+        values = yaml.load(Path(path).read_text(), Loader=PlainLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError as err:
         raise TumorsegError(f"{path}: config file does not exist") from err
-    except yaml.YAMLError as err:
-        raise TumorsegError(f"{path}: not valid YAML ({err})") from err
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise TumorsegError(f"{path}: not valid YAML ({first_line(err)})") from err
+    except (OSError, RecursionError) as err:
+        raise TumorsegError(f"{path}: cannot read the config file ({first_line(err)})") from err
     if values is None:
         return {}
     if not isinstance(values, dict):

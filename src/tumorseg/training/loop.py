@@ -3,6 +3,7 @@ on whole volumes, checkpoint. What the run directory holds is described in ``tum
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -19,7 +20,7 @@ from tumorseg.checkpoint import load_checkpoint, save_checkpoint
 from tumorseg.data.splits import load_split, save_split, split_cases
 from tumorseg.data.store import Store
 from tumorseg.devices import resolve_device
-from tumorseg.errors import TumorsegError
+from tumorseg.errors import TumorsegError, first_line
 from tumorseg.evaluation.metrics import dice_iou, overlap_counts
 from tumorseg.files import write_json
 from tumorseg.inference.segmenter import segment_volume
@@ -78,16 +79,28 @@ def train(
     that must fit a time slot.
     """
     run = RunDir(Path(run_path))
-    config, store_path, checkpoint = resolve_run(store_path, run, config, resume, overrides or {})
-    device = resolve_device(config.device)
-    context = distributed.setup(device.type)
-    if context.active and device.type == "cuda":
-        device = torch.device("cuda", context.local_rank)
-        torch.cuda.set_device(device)
+    if run.root.exists() and not run.root.is_dir():
+        raise TumorsegError(f"{run.root}: is a file; a run is a directory")
+    if resume and not run.last.exists() and not run.started_only():
+        raise TumorsegError(f"{run.root}: no last.pt to resume from")
+    main, created = distributed.is_main_process(), not run.root.exists()
     try:
-        return fit(config, Path(store_path), run, device, context, checkpoint, stop_after, progress)
+        with run.lock() if main else contextlib.nullcontext():
+            config, store_path, checkpoint = resolve_run(
+                store_path, run, config, resume, overrides or {}, main
+            )
+            device = resolve_device(config.device)
+            context = distributed.setup(device.type)
+            if context.active and device.type == "cuda":
+                device = torch.device("cuda", context.local_rank)
+                torch.cuda.set_device(device)
+            try:
+                return fit(config, Path(store_path), run, device, context, checkpoint, stop_after, progress)
+            finally:
+                distributed.teardown(context)
     finally:
-        distributed.teardown(context)
+        if main and created and run.root.is_dir() and not any(run.root.iterdir()):
+            run.root.rmdir()  # failed before writing anything: leave no empty directory
 
 
 def fit(
@@ -108,7 +121,7 @@ def fit(
     data = EpochData(store_path, split["train"], config, context.world)
     trainer = build(config, data.steps_per_epoch, device)
     if checkpoint is not None:
-        restore(trainer, checkpoint)
+        restore(trainer, checkpoint, run.last)
         if context.is_main:  # drop rows of an epoch that never checkpointed
             write_history(run.history, trainer.history)
     net = distributed_model(trainer.model, context, device, config.compile)
@@ -137,12 +150,21 @@ def fit(
 
 
 def resolve_run(
-    store_path: Path | None, run: RunDir, config: TrainConfig | None, resume: bool, overrides: dict
+    store_path: Path | None,
+    run: RunDir,
+    config: TrainConfig | None,
+    resume: bool,
+    overrides: dict,
+    main: bool,
 ) -> tuple[TrainConfig, Path, dict | None]:
-    """The configuration, the store and (when resuming) the last checkpoint of the run."""
+    """The configuration, the store and (when resuming) the last checkpoint of the run. A run that
+    never finished an epoch is started again by ``train --out`` (the main process says so)."""
     if resume:
-        if not run.last.exists():
-            raise TumorsegError(f"{run.root}: no last.pt to resume from")
+        if run.started_only():
+            raise TumorsegError(
+                f"{run.root}: no last.pt to resume from: the run never finished an epoch; "
+                f"start it again with `tumorseg train --data STORE --out {run.root}`"
+            )
         saved = from_mapping(load_config(run.config), str(run.config))
         wanted = from_mapping(overrides, "command line", saved)
         before = saved.flat()
@@ -155,11 +177,14 @@ def resolve_run(
         return wanted, store_path or run.store(), load_checkpoint(run.last)
     if store_path is None:
         raise TumorsegError("train: --data STORE is required (or --resume RUN)")
-    if run.holds_run():
+    config = from_mapping(overrides, "command line", config) if overrides else config or TrainConfig()
+    if main and run.started_only():
+        print(f"{run.root}: the run there never finished an epoch; starting it again", flush=True)
+        run.clear_start()
+    elif main and run.holds_run():
         raise TumorsegError(
             f"{run.root}: already holds a run; continue it with --resume or choose another --out"
         )
-    config = from_mapping(overrides, "command line", config) if overrides else config or TrainConfig()
     return config, store_path, None
 
 
@@ -245,16 +270,35 @@ def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def restore(trainer: Trainer, checkpoint: dict) -> None:
+#: What last.pt holds beyond the weights; best.pt (weights only) lacks them.
+TRAINING_STATE = (
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "rng",
+    "history",
+    "epoch",
+    "best_metric",
+    "epochs_since_best",
+)
+
+
+def restore(trainer: Trainer, checkpoint: dict, path: Path) -> None:
     """Continue from last.pt: weights, optimizer, schedule, loss scale, RNG, history, early stopping."""
-    trainer.model.load_state_dict(checkpoint["model"])
-    trainer.optimizer.load_state_dict(checkpoint["optimizer"])
-    trainer.scheduler.load_state_dict(checkpoint["scheduler"])
-    trainer.scaler.load_state_dict(checkpoint["scaler"])
-    torch.set_rng_state(checkpoint["rng"]["torch"])
+    missing = [key for key in ("model", *TRAINING_STATE) if key not in checkpoint]
+    if missing:
+        raise TumorsegError(f"{path}: holds no training state ({', '.join(missing)}); is it a best.pt?")
+    try:
+        trainer.model.load_state_dict(checkpoint["model"])
+        trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+        trainer.scheduler.load_state_dict(checkpoint["scheduler"])
+        trainer.scaler.load_state_dict(checkpoint["scaler"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise TumorsegError(f"{path}: does not fit the run's config ({first_line(err)})") from err
     trainer.history = [dict(row) for row in checkpoint["history"]]
-    trainer.epoch = checkpoint["epoch"]
-    trainer.best, trainer.stale = checkpoint["best_metric"], checkpoint["epochs_since_best"]
+    trainer.epoch = int(checkpoint["epoch"])
+    trainer.best, trainer.stale = float(checkpoint["best_metric"]), int(checkpoint["epochs_since_best"])
 
 
 def distributed_model(
