@@ -86,3 +86,21 @@ def tumorseg(*args: object, timeout: float = 300) -> subprocess.CompletedProcess
     """Run the command line in a fresh process, as a user would."""
     command = [sys.executable, "-m", "tumorseg", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+MEASURED = """
+import resource, runpy, sys
+sys.argv = ["tumorseg", *sys.argv[1:]]
+try:
+    runpy.run_module("tumorseg", run_name="__main__")
+finally:
+    sys.stderr.write(f"\\npeak-rss-kb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n")
+"""
+
+
+def tumorseg_measured(*args: object, timeout: float = 300) -> tuple[int, str, float]:
+    """Run the command line in a fresh process; its exit code, stderr and peak RSS in MB."""
+    command = [sys.executable, "-c", MEASURED, *map(str, args)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    err, _, peak = run.stderr.rpartition("peak-rss-kb ")
+    return run.returncode, err.strip(), int(peak) / 1024

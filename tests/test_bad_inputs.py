@@ -10,6 +10,7 @@ import gzip
 import os
 import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import h5py
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tumorseg_measured
 from tumorseg.cli import main
 from tumorseg.data.synth import synthesize
 
@@ -322,3 +324,345 @@ def test_paths_with_spaces_and_unicode_work(good, trained_run, tmp_path, capsys)
     out.parent.mkdir()
     assert main(["predict", "--model", str(trained_run), str(folder / CASE), "--out", str(out)]) == 0
     assert nib.load(out).shape == (24, 24, 10)
+
+
+# ---- Hostile inputs, by class of defect: each closed by a general mechanism (see the README's
+# ---- "Reliability" section); a test per class and for the siblings found.
+
+MEMORY_BOUND_MB = 1024  # a command that decodes what a hostile header declares needs several GB
+
+
+def nifti_header_only(path: Path, shape: tuple[int, ...], dtype=np.int16) -> None:
+    """A .nii.gz whose header declares ``shape`` but which holds a few bytes of voxels."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header.set_qform(np.diag([-1, -1, 1, 1]), code=1)
+    header["vox_offset"] = 352
+    path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + b"\0" * 4096))
+
+
+def sha(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+# class 1: outputs that overwrite inputs or other outputs
+
+
+def test_outputs_never_replace_inputs(good, trained_run, tmp_path, capsys):
+    store = tmp_path / "store.h5"
+    assert main(["prepare", str(good / "kaggle"), "--out", str(store)]) == 0
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir, ignore=shutil.ignore_patterns("*.onnx", "report.html"))
+    case = tmp_path / CASE
+    shutil.copytree(good / "cases" / CASE, case)
+    kept = {p: sha(p) for p in [store, run_dir / "best.pt", run_dir / "last.pt", case / f"{CASE}_t1.nii.gz"]}
+    capsys.readouterr()
+    for args, names in [
+        (["split", store, "--out", store, "--overwrite"], "store.h5"),
+        (["export", run_dir, "--out", run_dir / "best.pt", "--overwrite"], "best.pt"),
+        (["report", run_dir, "--out", run_dir / "last.pt", "--overwrite"], "last.pt"),
+        (
+            ["predict", "--model", run_dir, case, "--out", case / f"{CASE}_t1.nii.gz", "--overwrite"],
+            "t1.nii.gz",
+        ),
+    ]:
+        assert_clean_failure(*run(args, capsys), names, "is one of this command's inputs")
+    assert all(sha(path) == before for path, before in kept.items())
+
+
+def test_companion_outputs_need_overwrite(good, trained_run, tmp_path, capsys):
+    out = tmp_path / "seg.nii.gz"
+    (tmp_path / "seg_probabilities.nii.gz").write_bytes(b"earlier probabilities")
+    args = ["predict", "--model", trained_run, good / "cases" / CASE, "--out", out, "--probabilities"]
+    assert_clean_failure(*run(args, capsys), "seg_probabilities.nii.gz", "--overwrite")
+    assert (tmp_path / "seg_probabilities.nii.gz").read_bytes() == b"earlier probabilities"
+    assert not out.exists()
+    (tmp_path / "split.json").write_text("{}")
+    assert_clean_failure(*run(["split", trained_run / "x.h5", "--out", tmp_path / "split.json"], capsys),
+                         "split.json", "--overwrite")  # fmt: skip
+
+
+# class 2: races and identity
+
+
+def test_a_run_being_trained_is_locked(cohort, tmp_path):
+    from tumorseg.errors import TumorsegError
+    from tumorseg.rundir import RunDir
+    from tumorseg.training.loop import train
+
+    run_dir = RunDir(tmp_path / "run")
+    with run_dir.lock(), pytest.raises(TumorsegError, match="another tumorseg train is writing this run"):
+        train(cohort, run_dir.root)
+    assert sorted(p.name for p in run_dir.root.iterdir()) == []  # nothing written, lock file gone
+
+
+def test_an_export_from_another_checkpoint_is_refused(trained_run, tmp_path, capsys):
+    from tumorseg.errors import TumorsegError
+    from tumorseg.inference.segmenter import Segmenter
+
+    other = tmp_path / "other"
+    shutil.copytree(trained_run, other, ignore=shutil.ignore_patterns("*.onnx"))
+    state = torch.load(other / "best.pt", weights_only=True)
+    state["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, other / "best.pt")  # same epoch, same target, other weights
+    original = tmp_path / "original"
+    shutil.copytree(trained_run, original, ignore=shutil.ignore_patterns("*.onnx"))
+    assert main(["export", str(original)]) == 0
+    shutil.copy(original / "best.onnx", other / "best.onnx")
+    with pytest.raises(TumorsegError, match="exported from another checkpoint"):
+        Segmenter(other, engine="onnx")
+
+
+def test_batch_predict_refuses_two_cases_with_one_id(good, trained_run, tmp_path, capsys):
+    for folder in ("a", "b"):
+        shutil.copytree(good / "cases" / CASE, tmp_path / "cases" / folder)
+    code, err = run(
+        ["predict", "--model", trained_run, tmp_path / "cases", "--out", tmp_path / "out"], capsys
+    )
+    assert_clean_failure(code, err, "cases/b", f"case {CASE} also found at")
+    assert not (tmp_path / "out").exists()
+
+
+# class 3: memory before checks
+
+
+def test_a_small_nifti_declaring_a_huge_grid_is_refused_from_its_header(good, tmp_path):
+    case = tmp_path / CASE
+    shutil.copytree(good / "cases" / CASE, case)
+    nifti_header_only(case / f"{CASE}_t2.nii.gz", (1700, 1700, 1000))
+    code, err, peak = tumorseg_measured("prepare", case, "--out", tmp_path / "s.h5")
+    assert code == 1 and "Traceback" not in err, err
+    assert_clean_failure(code, err, "t2.nii.gz", "declares a grid of 1700 x 1700 x 1000 voxels")
+    assert peak < MEMORY_BOUND_MB, f"peak RSS {peak:.0f} MB"
+
+
+def test_a_small_kaggle_slice_declaring_a_huge_image_is_refused(good, tmp_path):
+    folder = tmp_path / "kaggle"
+    shutil.copytree(good / "kaggle", folder)
+    with h5py.File(folder / "volume_1_slice_4.h5", "w") as handle:  # chunked and empty: a few kB on disk
+        handle.create_dataset(
+            "image", shape=(20000, 20000, 4), dtype="f8", chunks=(64, 64, 4), compression="gzip"
+        )
+        handle["mask"] = np.zeros((24, 24, 3), np.uint8)
+    assert (folder / "volume_1_slice_4.h5").stat().st_size < 100_000
+    code, err, peak = tumorseg_measured("prepare", folder, "--out", tmp_path / "s.h5")
+    assert_clean_failure(code, err, "volume_1_slice_4.h5", "'image' has shape (20000, 20000, 4)")
+    assert peak < MEMORY_BOUND_MB, f"peak RSS {peak:.0f} MB"
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in "bcdefgh":
+        previous = chr(ord(level) - 1)
+        lines.append(f"{level}: &{level} [" + ",".join([f"*{previous}"] * 9) + "]")
+    lines.append("channels: [" + ",".join(["*h"] * 9) + "]")
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    assert (tmp_path / "bomb.yaml").stat().st_size < 1000
+    code, err, peak = tumorseg_measured(
+        "train", "--data", tmp_path / "s.h5", "--out", tmp_path / "r", "--config", tmp_path / "bomb.yaml"
+    )
+    assert_clean_failure(code, err, "bomb.yaml", "anchors and aliases are not allowed")
+    assert len(err) < 300 and peak < MEMORY_BOUND_MB and not (tmp_path / "r").exists()
+
+
+# class 5: inputs dropped or altered silently
+
+
+def test_complex_and_rgb_voxels_are_refused(good, tmp_path, capsys):
+    rgb = np.zeros((24, 24, 10), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    for name, data in [("complex", np.ones((24, 24, 10), np.complex64)), ("rgb", rgb)]:
+        case = tmp_path / name / CASE
+        shutil.copytree(good / "cases" / CASE, case)
+        nifti(case, "t1", data)
+        code, err = run(["prepare", case, "--out", tmp_path / f"{name}.h5"], capsys)
+        assert_clean_failure(code, err, "t1.nii.gz", "are not supported (expected real numbers)")
+
+
+def test_two_names_for_one_kaggle_slice_are_refused(good, tmp_path, capsys):
+    folder = tmp_path / "kaggle"
+    shutil.copytree(good / "kaggle", folder)
+    shutil.copy(folder / "volume_1_slice_3.h5", folder / "volume_01_slice_3.h5")
+    code, err = run(["prepare", folder, "--out", tmp_path / "s.h5"], capsys)
+    assert_clean_failure(code, err, "volume_1_slice_3.h5", "slice 3 of volume 1 again")
+
+
+def test_macos_companion_files_are_ignored(good, tmp_path, capsys):
+    case = tmp_path / "cases" / CASE
+    shutil.copytree(good / "cases" / CASE, case)
+    (case / f"._{CASE}_flair.nii.gz").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "cases" / "._Phantom_009").write_bytes(b"\x00\x05\x16\x07")
+    assert main(["prepare", str(tmp_path / "cases"), "--out", str(tmp_path / "s.h5")]) == 0
+    assert "added 1 cases" in capsys.readouterr().out
+
+
+def test_a_stray_nifti_beside_case_folders_is_named(good, tmp_path, capsys):
+    shutil.copytree(good / "cases" / CASE, tmp_path / "cases" / CASE)
+    shutil.copy(good / "cases" / CASE / f"{CASE}_t1.nii.gz", tmp_path / "cases" / "stray.nii.gz")
+    code, err = run(["prepare", tmp_path / "cases", "--out", tmp_path / "s.h5"], capsys)
+    assert_clean_failure(code, err, "stray.nii.gz", "holds case folders and also NIfTI files")
+
+
+# class 6: tracebacks instead of one clear line
+
+
+def test_kaggle_image_that_is_a_group(good, tmp_path, capsys):
+    folder = tmp_path / "kaggle"
+    shutil.copytree(good / "kaggle", folder)
+    with h5py.File(folder / "volume_1_slice_4.h5", "w") as handle:
+        handle.create_group("image")
+        handle["mask"] = np.zeros((24, 24, 3), np.uint8)
+    code, err = run(["prepare", folder, "--out", tmp_path / "s.h5"], capsys)
+    assert_clean_failure(code, err, "volume_1_slice_4.h5", "'image' is not a dataset")
+
+
+def test_damaged_stores(good, trained_run, tmp_path, capsys):
+    store = tmp_path / "store.h5"
+    assert main(["prepare", str(good / "kaggle"), "--out", str(store)]) == 0
+    capsys.readouterr()
+    with h5py.File(store, "a") as handle:
+        del handle.attrs["format_version"]
+    assert_clean_failure(*run(["inspect", store], capsys), "store.h5", "damaged store (no format_version)")
+    assert main(["prepare", str(good / "kaggle"), "--out", str(tmp_path / "nan.h5")]) == 0
+    with h5py.File(tmp_path / "nan.h5", "a") as handle:
+        handle["cases/volume_1"].attrs["spacing"] = np.array([np.nan, 1.0, 1.0])
+    capsys.readouterr()
+    assert_clean_failure(*run(["inspect", tmp_path / "nan.h5"], capsys), "nan.h5", "is damaged (spacing [nan")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("channels: [wide, deep]\n", "channels must be a list of int, not ['wide', 'deep']"),
+        ("warmup_epochs: .inf\n", "warmup_epochs must be a finite float, not inf"),
+        ("lr: '12' \nseed: -1\n", "seed = -1 is out of range"),
+        (
+            "size: " + "[" + ",".join(["64"] * 1000) + "]\n",
+            "size must be a list of int, not [64, 64, 64, 64, ...]",
+        ),
+    ],
+)
+def test_bad_config_values_leave_no_run_directory(cohort, tmp_path, capsys, text, words):
+    (tmp_path / "c.yaml").write_text(text)
+    code, err = run(
+        ["train", "--data", cohort, "--out", tmp_path / "r", "--config", tmp_path / "c.yaml"], capsys
+    )
+    assert_clean_failure(code, err, "c.yaml", words)
+    assert len(err) < 300 and not (tmp_path / "r").exists()
+
+
+def test_split_with_a_negative_seed(good, tmp_path, capsys):
+    assert main(["prepare", str(good / "kaggle"), "--out", str(tmp_path / "s.h5")]) == 0
+    capsys.readouterr()
+    code, err = run(["split", tmp_path / "s.h5", "--out", tmp_path / "x.json", "--seed", -1], capsys)
+    assert_clean_failure(code, err, "split", "seed must be 0 or more")
+
+
+def test_resume_from_a_last_pt_that_does_not_fit(trained_run, tmp_path, capsys):
+    for name, change, words in [
+        ("shapes", lambda s: s["model"].update({"head.weight": torch.zeros(3, 9, 1, 1)}), "does not fit"),
+        ("best", None, "holds no training state"),
+    ]:
+        run_dir = tmp_path / name
+        shutil.copytree(trained_run, run_dir)
+        if change is None:
+            shutil.copy(run_dir / "best.pt", run_dir / "last.pt")
+        else:
+            state = torch.load(run_dir / "last.pt", weights_only=True)
+            change(state)
+            torch.save(state, run_dir / "last.pt")
+        assert_clean_failure(*run(["train", "--resume", run_dir], capsys), "last.pt", words)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_predict_and_evaluate_on_cuda_without_one(good, trained_run, tmp_path, capsys):
+    args = ["predict", "--model", trained_run, good / "cases" / CASE, "--out", tmp_path / "s.nii.gz"]
+    assert_clean_failure(*run([*args, "--device", "cuda"], capsys), "cuda", "no CUDA device")
+    assert_clean_failure(
+        *run(["evaluate", trained_run, "--device", "cuda"], capsys), "cuda", "no CUDA device"
+    )
+
+
+def test_export_without_the_onnx_package(trained_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    code, err = run(["export", trained_run, "--out", tmp_path / "m.onnx"], capsys)
+    assert_clean_failure(code, err, "onnx", "pip install 'tumorseg[onnx]'")
+
+
+def test_batch_rerun_with_damaged_earlier_outputs(good, trained_run, tmp_path, capsys):
+    shutil.copytree(good / "cases" / CASE, tmp_path / "cases" / CASE)
+    out = tmp_path / "out"
+    args = ["predict", "--model", trained_run, tmp_path / "cases", "--out", out]
+    assert main([str(a) for a in args]) == 0
+    (out / "volumes.json").write_text("{not json")
+    capsys.readouterr()
+    assert_clean_failure(*run(args, capsys), "volumes.json", "not a volumes file")
+    (out / "volumes.json").unlink()
+    (out / f"{CASE}.nii.gz").write_bytes(b"")  # e.g. a full disk mid-write, in another tool
+    assert main([str(a) for a in args]) == 0
+    assert "wrote" in capsys.readouterr().out and nib.load(out / f"{CASE}.nii.gz").shape == (24, 24, 10)
+
+
+def test_case_ids_that_cannot_name_files_and_titles_with_dollars(tmp_path):
+    from tumorseg.data.case import check_case_id
+    from tumorseg.errors import TumorsegError
+    from tumorseg.evaluation.figures import plot_overlays
+
+    for bad in (".", "..", "", "a/b", ".hidden"):
+        with pytest.raises(TumorsegError, match="cannot be a case id"):
+            check_case_id(bad, "here")
+    slice_ = np.zeros((8, 8))
+    sample = {"title": "best: Case$1$^{x (Dice 0.5)", "flair": slice_, "t1ce": slice_,
+              "reference": slice_.astype(int), "prediction": slice_.astype(int)}  # fmt: skip
+    assert plot_overlays([sample], tmp_path / "o.png").stat().st_size > 1000
+
+
+# class 7: runs that cannot be continued or replaced
+
+
+def test_a_run_that_never_finished_an_epoch_restarts(cohort, tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("epochs: 3\n")  # as left by an interrupted first epoch
+    (run_dir / "split.json").write_text("{}")
+    code, err = run(["train", "--resume", run_dir], capsys)
+    assert_clean_failure(code, err, str(run_dir), "never finished an epoch; start it again with")
+    args = ["train", "--data", cohort, "--out", run_dir, "--channels", 4, 8, "--size", 32, 32, "--epochs", 1,
+            "--batch-size", 4, "--workers", 0]  # fmt: skip
+    assert main([str(a) for a in args]) == 0
+    assert "never finished an epoch; starting it again" in capsys.readouterr().out
+    assert (run_dir / "last.pt").exists()
+
+
+# class 8: leftovers
+
+
+def test_sigterm_during_prepare_leaves_nothing(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    cases = tmp_path / "cases"
+    synthesize(cases, 6, shape=(96, 96, 48), seed=3, progress=False)
+    command = [sys.executable, "-m", "tumorseg", "prepare", str(cases), "--out", str(tmp_path / "s.h5")]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".s.h5.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=60) == 143
+    assert "tumorseg: terminated" in child.stderr.read()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases"]  # no store, no temp file, no lock
+
+
+def test_a_batch_where_every_case_fails_leaves_no_folder(good, trained_run, tmp_path, capsys):
+    case = tmp_path / "cases" / CASE
+    shutil.copytree(good / "cases" / CASE, case)
+    (case / f"{CASE}_t1.nii.gz").write_bytes(b"")
+    shutil.copytree(case, tmp_path / "cases" / "Other_1")
+    for path in (tmp_path / "cases" / "Other_1").iterdir():
+        path.rename(path.with_name(path.name.replace(CASE, "Other_1")))
+    code = main(
+        ["predict", "--model", str(trained_run), str(tmp_path / "cases"), "--out", str(tmp_path / "out")]
+    )
+    assert code == 1 and not (tmp_path / "out").exists()

@@ -147,35 +147,52 @@ def predict(
     A batch goes on past a failing case, and a re-run skips the cases whose label map is there
     and whole (unless ``overwrite``)."""
     cases, batch = find_inputs(inputs)
-    created = check_output(out, batch, overwrite)
-    failed: list[tuple[str, str]] = []
     if batch:
         cases, failed = case_files(cases)
     else:
-        cases = [c if isinstance(c, CaseFiles) else find_case_files(c, require_label=False) for c in cases]
-    segmenter = make_segmenter()
+        cases, failed = (
+            [c if isinstance(c, CaseFiles) else find_case_files(c, require_label=False) for c in cases],
+            [],
+        )
+    created = check_output(out, batch, overwrite)
+    try:
+        result = BatchResult([], [], failed, {})
+        segment_all(cases, out, batch, make_segmenter(), result, overwrite, progress, labels=labels,
+                    min_et_voxels=min_et_voxels, probabilities=probabilities)  # fmt: skip
+        return result
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # nothing was written (every case failed, or no model): leave no empty folder
+
+
+def segment_all(
+    cases: list[CaseFiles],
+    out: Path,
+    batch: bool,
+    segmenter: Segmenter,
+    result: BatchResult,
+    overwrite: bool,
+    progress: bool | None,
+    **options: object,
+) -> None:
+    """Segment each case into ``out`` (a file, or a batch's folder), recording it in ``result``."""
     model_files = [segmenter.path, segmenter.path.with_suffix(".onnx")]
     volumes_file = out / "volumes.json" if batch else beside(out, "_volumes.json")
     if batch:
         for stale in out.glob(".*.tmp-*"):  # left by a run that was killed mid-write
             stale.unlink()
     recorded = read_volumes(volumes_file, overwrite) if batch else {}
-    result = BatchResult([], [], failed, {})
-    options = {"labels": labels, "min_et_voxels": min_et_voxels, "probabilities": probabilities}
     for files in tqdm(cases, desc="predict", unit="case", disable=None if progress is None else not progress):
         target = out / f"{files.case_id}.nii.gz" if batch else out
         try:
             if batch and not overwrite and finished(target, files):
                 result.skipped.append(target)
-                recorded = record_skipped(files.case_id, target, volumes_file, recorded, labels)
+                recorded = record_skipped(files.case_id, target, volumes_file, recorded, options["labels"])
                 continue
-            companions = [beside(target, "_probabilities.nii.gz")] if probabilities else []
-            claim_outputs(
-                [target], [*files.paths, *model_files], overwrite or batch
-            )  # batch: broken leftovers
-            claim_outputs(
-                [*companions, *([] if batch else [volumes_file])], [*files.paths, *model_files], overwrite
-            )
+            companions = [beside(target, "_probabilities.nii.gz")] if options["probabilities"] else []
+            inputs = [*files.paths, *model_files]
+            claim_outputs([target], inputs, overwrite or batch)  # a batch redoes its own broken leftovers
+            claim_outputs([*companions, *([] if batch else [volumes_file])], inputs, overwrite)
             prediction = predict_case(files, segmenter, target, **options)
         except TumorsegError as err:
             if not batch:
@@ -187,9 +204,6 @@ def predict(
         # after each case, so that a killed batch keeps the volumes of the cases it finished
         recorded = {**recorded, files.case_id: prediction.volumes_ml}
         write_json(volumes_file, recorded if batch else {files.case_id: prediction.volumes_ml})
-    if created and not any(out.iterdir()):
-        out.rmdir()  # every case failed: leave no empty folder behind
-    return result
 
 
 def find_inputs(inputs: Path | CaseFiles) -> tuple[list[Path | CaseFiles], bool]:
