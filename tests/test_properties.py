@@ -1,0 +1,205 @@
+"""Property-based tests of the input invariant, for every kind of file tumorseg reads.
+
+For any generated NIfTI header, Kaggle slice file or YAML config, the command either succeeds
+with a correct result (exit 0) or fails with exactly one ``tumorseg: error:`` line naming the
+file (exit 1); it never raises, never changes an input, and its peak memory stays bounded
+(traced allocations, NumPy's included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import shutil
+import tracemalloc
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from tumorseg.cli import main
+from tumorseg.data.store import Store
+from tumorseg.data.synth import synthesize
+
+CASE = "Phantom_001"
+SHAPE = (24, 24, 10)
+PEAK_MB = 256  # a hostile header honoured would take gigabytes
+EXAMPLES = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    derandomize=True,
+)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sources")
+    synthesize(root / "cases", 1, shape=SHAPE, seed=3, progress=False)
+    synthesize(root / "kaggle", 1, shape=SHAPE, seed=3, layout="kaggle", progress=False)
+    return root
+
+
+def invoke(args: list) -> tuple[int, str, float]:
+    """Run the command line in this process: exit code, stderr, peak traced memory in MB."""
+    err = io.StringIO()
+    tracemalloc.start()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main([str(a) for a in args])
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    return code, err.getvalue(), peak
+
+
+def assert_invariant(code: int, err: str, peak: float, names: str) -> None:
+    event(f"exit {code}")  # hypothesis --hypothesis-show-statistics: both outcomes are reached
+    assert peak < PEAK_MB, f"peak {peak:.0f} MB"
+    if code == 0:
+        return
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("tumorseg: error: "), err
+    assert names in lines[0], lines[0]
+    assert len(lines[0]) < 400
+
+
+def fresh(root: Path) -> Path:
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    return root
+
+
+DTYPES = [np.int16, np.uint8, np.int64, np.float32, np.float64, np.complex64,
+          np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])]  # fmt: skip
+AFFINE_VALUES = st.sampled_from([0.0, 1.0, -1.0, 2.5, 1e-12, 1e30, float("nan"), float("inf")])
+
+
+def write_nifti(path: Path, shape: tuple[int, ...], dtype, affine: np.ndarray, whole: bool) -> None:
+    """A NIfTI declaring ``shape``/``dtype``/``affine``, written byte by byte (so that any header can
+    be made): with all its voxels when ``whole`` (and small), else with a few bytes of them, as a
+    truncated or forged file has."""
+    header = nib.Nifti1Header()
+    header.set_data_dtype(dtype)
+    header.set_data_shape(shape)
+    header.set_sform(affine, code=1)
+    header["vox_offset"] = 352
+    dtype = np.dtype(dtype)
+    payload = b"\1" * 512
+    if whole and int(np.prod(shape)) * dtype.itemsize < 200_000:
+        payload = (np.ones(shape, dtype) if dtype.fields is None else np.zeros(shape, dtype)).tobytes(
+            order="F"
+        )
+    path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + payload))
+
+
+@EXAMPLES
+@given(
+    shape=st.lists(st.integers(1, 3000), min_size=1, max_size=5).map(tuple) | st.just(SHAPE),
+    dtype=st.sampled_from(DTYPES),
+    affine=st.lists(AFFINE_VALUES, min_size=12, max_size=12) | st.none(),
+    whole=st.booleans(),
+    modality=st.sampled_from(["flair", "t1", "t1ce", "t2", "seg"]),
+)
+def test_any_nifti_header(sources, tmp_path, shape, dtype, affine, whole, modality):
+    work = fresh(tmp_path / "work")
+    case = work / CASE
+    shutil.copytree(sources / "cases" / CASE, case)
+    reference = nib.load(case / f"{CASE}_flair.nii.gz").affine
+    matrix = reference if affine is None else np.vstack([np.reshape(affine, (3, 4)), [0, 0, 0, 1]])
+    target = case / f"{CASE}_{modality}.nii.gz"
+    write_nifti(target, shape, dtype, matrix, whole)
+    before = target.read_bytes()
+    code, err, peak = invoke(["prepare", case, "--out", work / "s.h5"])
+    assert_invariant(code, err, peak, CASE)
+    assert target.read_bytes() == before
+    if code == 0:
+        with Store(work / "s.h5") as store:
+            assert store.case_ids == [CASE]
+            image, label = store.read_volume(CASE)
+            assert np.isfinite(image).all() and set(np.unique(label)) <= {0, 1, 2, 3}
+    else:
+        assert not (work / "s.h5").exists()
+
+
+def write_slice(path: Path, image: dict, mask: dict) -> None:
+    """A Kaggle slice file whose 'image' and 'mask' are described, never filled (chunked, empty)."""
+    with h5py.File(path, "w") as handle:
+        for key, spec in (("image", image), ("mask", mask)):
+            if spec["kind"] == "missing":
+                continue
+            if spec["kind"] == "group":
+                handle.create_group(key)
+                continue
+            shape = spec["shape"]
+            chunks = tuple(min(s, 64) for s in shape) if shape else None
+            dataset = handle.create_dataset(key, shape=shape, dtype=spec["dtype"], chunks=chunks)
+            if int(np.prod(shape)) <= 24 * 24 * 4:
+                dataset[()] = np.ones(shape, dtype=spec["dtype"]) if spec["dtype"] != "S1" else b"x"
+
+
+def dataset_specs() -> st.SearchStrategy:
+    shapes = st.lists(st.integers(1, 40000), min_size=1, max_size=4).map(tuple) | st.sampled_from(
+        [(24, 24, 4), (24, 24, 3), (24, 24)]
+    )
+    return st.fixed_dictionaries(
+        {
+            "kind": st.sampled_from(["dataset", "dataset", "dataset", "group", "missing"]),
+            "shape": shapes,
+            "dtype": st.sampled_from(["f8", "f4", "u1", "i2", "c8", "S1"]),
+        }
+    )
+
+
+@EXAMPLES
+@given(image=dataset_specs(), mask=dataset_specs(), index=st.integers(0, 9))
+def test_any_kaggle_slice_file(sources, tmp_path, image, mask, index):
+    work = fresh(tmp_path / "work")
+    folder = work / "kaggle"
+    shutil.copytree(sources / "kaggle", folder)
+    target = folder / f"volume_1_slice_{index}.h5"
+    write_slice(target, image, mask)
+    before = target.read_bytes()
+    code, err, peak = invoke(["prepare", folder, "--out", work / "s.h5"])
+    assert_invariant(code, err, peak, str(folder))
+    assert target.read_bytes() == before
+    assert (code == 0) == (work / "s.h5").exists()
+
+
+CONFIG_KEYS = ["lr", "epochs", "channels", "size", "target", "model", "norm", "seed", "warmup_epochs",
+               "batch_size", "amp", "device", "folds", "fold", "unknown", "batch-size", "split"]  # fmt: skip
+LEAVES = (
+    st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30)
+    | st.booleans()
+    | st.none()
+)
+VALUES = st.recursive(
+    LEAVES,
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@EXAMPLES
+@given(
+    mapping=st.dictionaries(st.sampled_from(CONFIG_KEYS) | st.text(max_size=12), VALUES, max_size=6),
+    raw=st.none() | st.text(max_size=200),
+)
+def test_any_yaml_config(tmp_path, mapping, raw):
+    work = fresh(tmp_path / "work")
+    config = work / "c.yaml"
+    config.write_text(yaml.safe_dump(mapping) if raw is None else raw)
+    code, err, peak = invoke(
+        ["train", "--data", work / "missing.h5", "--out", work / "r", "--config", config]
+    )
+    assert_invariant(code, err, peak, "")  # the store never exists: it must fail, naming what is wrong
+    assert code == 1 and ("c.yaml" in err or "missing.h5: store does not exist" in err), err
+    assert not (work / "r").exists()
