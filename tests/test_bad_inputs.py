@@ -666,3 +666,27 @@ def test_a_batch_where_every_case_fails_leaves_no_folder(good, trained_run, tmp_
         ["predict", "--model", str(trained_run), str(tmp_path / "cases"), "--out", str(tmp_path / "out")]
     )
     assert code == 1 and not (tmp_path / "out").exists()
+
+
+def test_damaged_run_records_and_checkpoint_fields(trained_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir, ignore=shutil.ignore_patterns("report.html", "*.onnx"))
+    (run_dir / "environment.json").write_text("[1, 2")
+    assert_clean_failure(*run(["report", run_dir], capsys), "environment.json", "not valid JSON")
+    state = torch.load(run_dir / "best.pt", weights_only=True)
+    state["model_config"] = ["not", "a", "mapping"]
+    torch.save(state, run_dir / "best.pt")
+    assert_clean_failure(*run(["export", run_dir], capsys), "best.pt", "lacks model weights or config")
+
+
+def test_a_batch_folder_being_written_is_locked(good, trained_run, tmp_path, capsys):
+    from tumorseg.locks import exclusive_lock
+
+    shutil.copytree(good / "cases" / CASE, tmp_path / "cases" / CASE)
+    (tmp_path / "out").mkdir()
+    with exclusive_lock(tmp_path / "out" / ".lock", "held by the test"):
+        code, err = run(
+            ["predict", "--model", trained_run, tmp_path / "cases", "--out", tmp_path / "out"], capsys
+        )
+    assert_clean_failure(code, err, "out", "another tumorseg predict is writing into this folder")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []

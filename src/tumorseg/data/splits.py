@@ -11,6 +11,8 @@ from tumorseg.errors import TumorsegError
 from tumorseg.files import write_json
 
 PARTS = ("train", "val", "test")
+#: Room for a million case ids: a larger file is not a split.
+MAX_SPLIT_BYTES = 64 * 2**20
 
 
 def _count(total: int, fraction: float) -> int:
@@ -68,6 +70,8 @@ def save_split(path: Path, split: dict[str, list[str]], **provenance: object) ->
 
 
 def load_split(path: Path) -> dict[str, list[str]]:
+    if Path(path).is_file() and Path(path).stat().st_size > MAX_SPLIT_BYTES:
+        raise TumorsegError(f"{path}: larger than a split file can be")
     try:
         raw = json.loads(Path(path).read_text())
     except FileNotFoundError as err:

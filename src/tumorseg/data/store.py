@@ -28,7 +28,7 @@ import hdf5plugin
 import numpy as np
 
 from tumorseg import __version__
-from tumorseg.data.case import MAX_SIDE, MODALITIES
+from tumorseg.data.case import MAX_SIDE, MAX_VOXELS, MODALITIES
 from tumorseg.data.preprocess import Preprocessed, normalize, zscore_coefficients
 from tumorseg.errors import TumorsegError, short
 from tumorseg.labels import BRATS_VALUES, CLASS_NAMES, NUM_CLASSES
@@ -151,7 +151,7 @@ def case_problem(node: h5py.Group, attrs: dict) -> str | None:
     if not isinstance(image, h5py.Dataset) or image.ndim != 4 or image.shape[1] != len(MODALITIES):
         return "image is not a (Z, 4, H, W) dataset"
     z, _, h, w = image.shape
-    if max(z, h, w) > MAX_SIDE:
+    if max(z, h, w) > MAX_SIDE or z * h * w > MAX_VOXELS:
         return f"image shape {image.shape} is larger than tumorseg reads"
     if bool(attrs["has_label"]) and (not isinstance(label, h5py.Dataset) or label.shape != (z, h, w)):
         return "label does not match the image"

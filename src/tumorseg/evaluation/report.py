@@ -8,7 +8,7 @@ import html
 import json
 from pathlib import Path
 
-from tumorseg.errors import TumorsegError
+from tumorseg.errors import TumorsegError, first_line
 from tumorseg.evaluation.metrics import METRICS, STRUCTURES
 from tumorseg.files import write_text
 from tumorseg.outputs import claim_outputs
@@ -23,6 +23,17 @@ th:first-child, td:first-child { text-align: left; }
 img { max-width: 100%; } pre { background: #f6f6f6; padding: .8em; overflow-x: auto; }
 .missing { color: #a00; }
 """
+
+
+def read_json(path: Path) -> dict:
+    """A JSON record a run or an evaluation wrote, or a clear error if it is not one."""
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise TumorsegError(f"{path}: not valid JSON ({first_line(err)})") from err
+    if not isinstance(value, dict):
+        raise TumorsegError(f"{path}: not a JSON record")
+    return value
 
 
 def image_tag(path: Path, alt: str) -> str:
@@ -77,7 +88,7 @@ def build_report(
     read = [path for path in evaluation.iterdir() if path.is_file()] if evaluation.is_dir() else []
     claim_outputs([out], [*run.inputs, *read], overwrite)
     parts = [f"<h1>tumorseg run: {html.escape(run.root.name)}</h1>"]
-    environment = json.loads(run.environment.read_text()) if run.environment.exists() else {}
+    environment = read_json(run.environment) if run.environment.exists() else {}
     if environment:
         parts.append(table([[k, str(v)] for k, v in environment.items()], ["environment", "value"]))
     parts.append("<h2>Training curves</h2>")
@@ -85,7 +96,7 @@ def build_report(
     parts.append(image_tag(curves, "loss and accuracy per epoch"))
     parts.append(image_tag(overlaps, "Dice and IoU per epoch"))
     if (evaluation / "summary.json").exists():
-        summary = json.loads((evaluation / "summary.json").read_text())
+        summary = read_json(evaluation / "summary.json")
         parts.append(f"<h2>Evaluation: {summary['cases']} {html.escape(summary['split'])} patients</h2>")
         parts.append("<p>Mean ± std over patients (BraTS rules for empty structures).</p>")
         parts.append(metrics_table(summary["metrics"]))

@@ -8,6 +8,7 @@ temporary name and renamed, so a killed batch leaves only whole files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from tumorseg.errors import TumorsegError, first_line
 from tumorseg.files import write_json
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.labels import REGIONS, to_brats, to_internal
+from tumorseg.locks import exclusive_lock
 from tumorseg.outputs import claim_outputs
 
 
@@ -155,11 +157,13 @@ def predict(
             [],
         )
     created = check_output(out, batch, overwrite)
+    busy = f"{out}: another tumorseg predict is writing into this folder"
     try:
-        result = BatchResult([], [], failed, {})
-        segment_all(cases, out, batch, make_segmenter(), result, overwrite, progress, labels=labels,
-                    min_et_voxels=min_et_voxels, probabilities=probabilities)  # fmt: skip
-        return result
+        with exclusive_lock(out / ".lock", busy) if batch else contextlib.nullcontext():
+            result = BatchResult([], [], failed, {})
+            segment_all(cases, out, batch, make_segmenter(), result, overwrite, progress, labels=labels,
+                        min_et_voxels=min_et_voxels, probabilities=probabilities)  # fmt: skip
+            return result
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written (every case failed, or no model): leave no empty folder

@@ -86,8 +86,10 @@ class Segmenter:
             raise TumorsegError(f"unknown engine {engine!r}; choose torch or onnx")
         path = model_checkpoint(source)
         state = load_checkpoint(path)
-        if "model" not in state or "model_config" not in state:
+        if not isinstance(state.get("model"), dict) or not isinstance(state.get("model_config"), dict):
             raise TumorsegError(f"{path}: checkpoint lacks model weights or config")
+        if not isinstance(state.get("epoch", 0), int):
+            raise TumorsegError(f"{path}: checkpoint epoch is not a number")
         self.config = ModelConfig.from_mapping(state["model_config"], f"{path} (model_config)")
         self.target = self.config.target_spec()
         self.path, self.epoch = path, int(state.get("epoch", 0))
