@@ -13,6 +13,7 @@ COMMANDS = (
     "split",
     "train",
     "evaluate",
+    "cv",
     "report",
     "predict",
     "export",

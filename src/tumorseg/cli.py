@@ -147,6 +147,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cv(args: argparse.Namespace) -> int:
+    from tumorseg.evaluation.crossval import cross_validate
+    from tumorseg.inference.segmenter import Segmenter
+
+    result = cross_validate(
+        args.folds_dir,
+        lambda run: Segmenter(run.root, device=args.device, tta=args.tta),
+        args.data,
+        overwrite=args.overwrite,
+    )
+    print(result.table)
+    print(f"\npooled out-of-fold metrics, summary with fold means: {result.out}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from tumorseg.evaluation.report import build_report
 
@@ -232,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_split,
         add_train,
         add_evaluate,
+        add_cv,
         add_report,
         add_predict,
         add_export,
@@ -379,6 +395,30 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="average over the four in-plane flips")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.set_defaults(func=cmd_evaluate)
+
+
+def add_cv(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cv",
+        help="cross-validate: pool the out-of-fold evaluations of K fold runs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Evaluate each fold run's model (best.pt) on the patients it validated on, then pool the\n"
+            "per-patient metrics so that every patient is scored once by a model that never saw it.\n"
+            "Prints mean ± std over patients and the std of the fold means; writes FOLDS_DIR/crossval."
+        ),
+        epilog="example (5 folds over every patient):\n"
+        "  for i in 0 1 2 3 4; do\n"
+        "    tumorseg train --data store.h5 --out runs/cv/fold-$i --folds 5 --fold $i --test-fraction 0\n"
+        "  done\n"
+        "  tumorseg cv runs/cv",
+    )
+    p.add_argument("folds_dir", type=Path, metavar="FOLDS_DIR", help="a folder holding one run per fold")
+    p.add_argument("--data", type=Path, help="the store (default: the one the runs trained on)")
+    p.add_argument("--tta", action="store_true", help="average over the four in-plane flips")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier evaluations of the folds")
+    p.set_defaults(func=cmd_cv)
 
 
 def add_report(sub: argparse._SubParsersAction) -> None:
