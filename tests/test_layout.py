@@ -50,3 +50,16 @@ def test_all_modules_import_together_in_a_shuffled_order():
     script = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
     run = subprocess.run([sys.executable, "-c", script, *order], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
+
+
+def test_help_and_version_do_not_import_the_heavy_libraries():
+    """`tumorseg --help` answers at once: PyTorch and MONAI are imported only by commands that use them."""
+    script = (
+        "import sys\nfrom tumorseg.cli import main\n"
+        "for argv in (['--help'], ['--version'], ['predict', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "heavy = sorted({'torch', 'monai', 'h5py', 'nibabel', 'matplotlib'} & set(sys.modules))\n"
+        "print(heavy)\nsys.exit(1 if heavy else 0)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-500:] + run.stderr[-500:]

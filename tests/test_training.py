@@ -176,3 +176,14 @@ def test_monai_model_trains_and_validates_on_any_volume_size(cohort, tmp_path):
         cohort, tmp_path / "m", TrainConfig.of(**{**TINY, "model": "monai_attention_unet", "epochs": 1})
     )
     assert 0 <= last["val_dice"] <= 1
+
+
+def test_train_says_where_and_from_which_epoch_without_a_terminal(cohort, tmp_path):
+    first = tumorseg("train", "--data", cohort, "--out", tmp_path / "r", *TINY_FLAGS, "--epochs", 1)
+    assert first.returncode == 0, first.stderr
+    head = first.stdout.splitlines()[0]
+    assert head.startswith(f"train {tmp_path / 'r'}: cpu (fp32), 1 process(es), 0 worker(s); 3 training")
+    assert "from epoch 1 of 1" in head
+    again = tumorseg("train", "--resume", tmp_path / "r", "--epochs", 2)
+    assert again.returncode == 0, again.stderr
+    assert "resuming at epoch 2 of 2" in again.stdout.splitlines()[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import signal
 import sys
@@ -123,9 +124,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise TumorsegError("train: --out RUN_DIR is required (or --resume RUN_DIR)")
         run = args.out
         base = from_mapping(load_config(args.config), str(args.config)) if args.config else None
-    last = train(
-        args.data, run, base, resume=bool(args.resume), overrides=overrides(args), stop_after=args.stop_after
-    )
+    try:
+        last = train(
+            args.data,
+            run,
+            base,
+            resume=bool(args.resume),
+            overrides=overrides(args),
+            stop_after=args.stop_after,
+        )
+    except KeyboardInterrupt:
+        if (Path(run) / "last.pt").exists():
+            print(f"interrupted; continue with: tumorseg train --resume {run}", file=sys.stderr)
+        raise
     if last:
         print(f"run: {run}  (best.pt, last.pt, history.csv, dice_iou.png, loss_accuracy.png)")
     return 0
@@ -231,7 +242,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = "train") -> argparse.ArgumentParser:
+    """The whole command line; the training config's flags only when ``command`` is train (they are
+    the one part whose definition imports PyTorch, so that ``tumorseg --help`` stays instant)."""
     parser = argparse.ArgumentParser(
         prog="tumorseg",
         description="Segment brain tumors in multimodal MRI (FLAIR, T1, T1ce, T2) with an Attention U-Net.",
@@ -240,19 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tumorseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (
-        add_synth,
-        add_prepare,
-        add_inspect,
-        add_split,
-        add_train,
-        add_evaluate,
-        add_cv,
-        add_report,
-        add_predict,
-        add_export,
-        add_demo,
-    ):
+    train = functools.partial(add_train, with_config_flags=command == "train")
+    for add in (add_synth, add_prepare, add_inspect, add_split, train, add_evaluate, add_cv, add_report,
+                add_predict, add_export, add_demo):  # fmt: skip
         add(sub)
     return parser
 
@@ -336,7 +339,7 @@ def add_split(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_split)
 
 
-def add_train(sub: argparse._SubParsersAction) -> None:
+def add_train(sub: argparse._SubParsersAction, with_config_flags: bool = True) -> None:
     p = sub.add_parser(
         "train",
         help="train an Attention U-Net on a store, validating every epoch",
@@ -364,9 +367,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="end this invocation after N epochs (resume later)",
     )
-    from tumorseg.training.config import add_arguments
+    if with_config_flags:  # they import torch: only for the command that needs them
+        from tumorseg.training.config import add_arguments
 
-    add_arguments(p)
+        add_arguments(p)
+    else:
+        p.add_argument_group("configuration", "every config key is a flag too: see `tumorseg train --help`")
     p.set_defaults(func=cmd_train)
 
 
@@ -524,7 +530,8 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(next((w for w in words if not w.startswith("-")), None)).parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:

@@ -8,6 +8,7 @@ A lock beside the store refuses a second writer.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +124,11 @@ def write_store(
             bar = tqdm(
                 sources, desc="prepare", unit="case", disable=None if progress is None else not progress
             )
-            for source in bar:
+            lines = progress is None and not sys.stdout.isatty()  # no bar (logs, CI): a line per case
+            for number, source in enumerate(bar, start=1):
                 bar.set_postfix_str(source.case_id)
+                if lines:
+                    print(f"prepare {number}/{len(sources)}: {source.case_id}", flush=True)
                 try:
                     write_case(cases, preprocess(source.load()))
                 except TumorsegError as err:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ from tumorseg.training.objective import Objective
 from tumorseg.training.provenance import environment
 from tumorseg.training.sampling import EpochData
 
+#: Without a terminal (no progress bar), a progress line this often during an epoch.
+PROGRESS_SECONDS = 30.0
 #: Keys that may change when a run is resumed; the rest define the run.
 RESUMABLE_KEYS = {"epochs", "patience", "workers", "device", "val_batch_size"}
 
@@ -125,6 +128,8 @@ def fit(
         if context.is_main:  # drop rows of an epoch that never checkpointed
             write_history(run.history, trainer.history)
     net = distributed_model(trainer.model, context, device, config.compile)
+    if context.is_main:
+        print(header(trainer, split, data, context, run), flush=True)
 
     first = trainer.epoch + 1
     for epoch in range(first, config.epochs + 1):
@@ -147,6 +152,19 @@ def fit(
     store.close()
     distributed.barrier(context)
     return trainer.history[-1] if trainer.history else {}
+
+
+def header(trainer: Trainer, split: dict, data: EpochData, context: distributed.Context, run: RunDir) -> str:
+    """The line that opens a training: where it runs, on what, how much, and from which epoch."""
+    config, dtype = trainer.config, trainer.dtype
+    precision = "fp32" if dtype is None else str(dtype).removeprefix("torch.") + " autocast"
+    start = f"resuming at epoch {trainer.epoch + 1}" if trainer.epoch else "from epoch 1"
+    return (
+        f"train {run.root}: {trainer.device} ({precision}), {context.world} process(es), "
+        f"{config.workers} worker(s); "
+        f"{len(split['train'])} training and {len(split['val'])} validation patients; "
+        f"{data.samples} slices per epoch; {start} of {config.epochs}"
+    )
 
 
 def resolve_run(
@@ -323,7 +341,8 @@ def train_epoch(
     bar = tqdm(
         loader, desc=f"epoch {epoch}/{trainer.config.epochs}", unit="batch", disable=quiet, leave=False
     )
-    started = time.perf_counter()
+    started = last_line = time.perf_counter()
+    lines = quiet is None and not sys.stdout.isatty()  # no bar (logs, CI, notebooks): progress lines
     for step, batch in enumerate(bar):
         x = (
             batch["image"]
@@ -348,9 +367,12 @@ def train_epoch(
         counts += overlap_counts(prediction, y)
         loss_sum += loss_value * len(x)
         seen += len(x)
-        bar.set_postfix(
-            loss=f"{loss_sum / seen:.4f}", slices_per_s=f"{seen / (time.perf_counter() - started):.0f}"
-        )
+        rate = seen / (time.perf_counter() - started)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", slices_per_s=f"{rate:.0f}")
+        if lines and time.perf_counter() - last_line > PROGRESS_SECONDS:
+            progress_line = f"step {step + 1}/{len(loader)}, loss {loss_sum / seen:.4f}, {rate:.0f} slices/s"
+            print(f"  epoch {epoch}: {progress_line}", flush=True)
+            last_line = time.perf_counter()
     dice, iou = dice_iou(counts)
     return {
         "lr": trainer.optimizer.param_groups[0]["lr"],
