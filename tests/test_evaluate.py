@@ -139,3 +139,34 @@ def test_validation_dice_of_best_pt_is_what_evaluate_reports(cohort, tmp_path):
         assert result.summary[f"iou_{region}"]["mean"] == pytest.approx(
             recorded[f"val_iou_{region}"], abs=1e-12
         )
+
+
+def test_report_rough_edges(evaluated, trained_run, tmp_path):
+    """Counts print as counts, wide tables scroll, the model evaluated is named, and the
+    environment names the device used."""
+    page = build_report(trained_run, evaluated, tmp_path / "r.html").read_text()
+    assert "0.0000</td>" not in page.split("Confusion matrix")[1].split("<img")[0]
+    assert page.count('<div class="scroll">') == 3
+    assert "Model evaluated: " in page and "best.pt (epoch " in page
+    environment = json.loads((trained_run / "environment.json").read_text())
+    assert environment["device"] == "cpu" and environment["processor"]
+
+
+def test_best_median_and_worst_are_distinct_patients():
+    from tumorseg.evaluation.evaluate import overlay_choices
+
+    def rows(*dices):
+        return [{"case_id": f"c{i}", "dice_WT": d, "dice_TC": d, "dice_ET": d} for i, d in enumerate(dices)]
+
+    assert [c for c, _ in overlay_choices(rows(0.5))] == ["c0"]
+    assert [c for c, _ in overlay_choices(rows(0.2, 0.9))] == ["c1", "c0"]
+    chosen = overlay_choices(rows(0.2, 0.9, 0.5, 0.7))
+    assert [c for c, _ in chosen] == ["c1", "c3", "c0"]
+    assert all("mean Dice of WT, TC, ET" in title for _, title in chosen)
+
+
+def test_json_files_hold_no_float_noise(tmp_path):
+    from tumorseg.files import write_json
+
+    write_json(tmp_path / "v.json", {"WT": 14.963000000000001, "all": [0.1 + 0.2], "n": 3})
+    assert json.loads((tmp_path / "v.json").read_text()) == {"WT": 14.963, "all": [0.3], "n": 3}

@@ -27,7 +27,18 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, value: object) -> None:
-    write_text(path, json.dumps(value, indent=2) + "\n")
+    write_text(path, json.dumps(rounded(value), indent=2) + "\n")
+
+
+def rounded(value: object) -> object:
+    """Floats to 10 significant digits, so that files hold 14.963 rather than 14.963000000000001."""
+    if isinstance(value, float):
+        return float(f"{value:.10g}")
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(item) for item in value]
+    return value
 
 
 def write_csv(path: Path, rows: list[dict], fieldnames: list[str]) -> None:

@@ -122,6 +122,7 @@ def overlay_sample(
     image, reference = store.read_slice(case_id, z)
     sample = {
         "title": title,
+        "slice": z,
         "flair": image[0],
         "t1ce": image[2],
         "reference": reference,
@@ -175,7 +176,7 @@ def evaluate(
             confusion += confusion_matrix(prediction, reference)
             confusion[0, 0] += info.outside_voxels
             predictions[case_id] = prediction
-        summary, report = write_tables(out, split, rows, confusion)
+        summary, report = write_tables(out, split, rows, confusion, predictor)
         plot_boxplots(out / "metrics.csv", out / "boxplots.png")
         samples = [
             overlay_sample(store, case_id, predictions[case_id], predictor, title)
@@ -205,13 +206,16 @@ def evaluate_run(
     return evaluate(predictor, store_path, case_ids, out, split=split, overwrite=overwrite, progress=progress)
 
 
-def write_tables(out: Path, split: str, rows: list[dict], confusion: np.ndarray) -> tuple[dict, dict]:
+def write_tables(
+    out: Path, split: str, rows: list[dict], confusion: np.ndarray, predictor: Predictor
+) -> tuple[dict, dict]:
     """metrics.csv, summary.json, the classification report and the confusion matrix; returns the
     summary and the report."""
     write_csv(out / "metrics.csv", rows, list(rows[0]))
     summary = statistics(rows)
     report = classification_report(confusion)
-    write_json(out / "summary.json", {"split": split, "cases": len(rows), "metrics": summary})
+    model = getattr(predictor, "description", "")
+    write_json(out / "summary.json", {"split": split, "cases": len(rows), "model": model, "metrics": summary})
     write_text(out / "classification_report.txt", format_report(report) + "\n")
     write_csv(
         out / "classification_report.csv",
@@ -231,11 +235,14 @@ def write_tables(out: Path, split: str, rows: list[dict], confusion: np.ndarray)
 
 
 def overlay_choices(rows: list[dict]) -> list[tuple[str, str]]:
-    """(case id, title) of the best, median and worst patient by mean Dice over WT, TC and ET."""
+    """(case id, title) of the best, median and worst patient by mean Dice over WT, TC and ET; each
+    patient once (with fewer than three patients, fewer rows)."""
     mean_dice = [np.mean([r[f"dice_{k}"] for k in REGION_NAMES]) for r in rows]
-    order = np.argsort(mean_dice)
-    chosen = {"best": order[-1], "median": order[len(order) // 2], "worst": order[0]}
+    order = np.argsort(mean_dice, kind="stable")
+    chosen: dict[int, str] = {}
+    for label, index in (("best", order[-1]), ("median", order[len(order) // 2]), ("worst", order[0])):
+        chosen.setdefault(int(index), label)
     return [
-        (rows[index]["case_id"], f"{label}: {rows[index]['case_id']} (Dice {mean_dice[index]:.3f})")
-        for label, index in chosen.items()
+        (rows[i]["case_id"], f"{label}: {rows[i]['case_id']} (mean Dice of WT, TC, ET {mean_dice[i]:.3f})")
+        for i, label in sorted(chosen.items(), key=lambda item: -mean_dice[item[0]])
     ]

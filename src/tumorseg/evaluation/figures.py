@@ -31,13 +31,17 @@ LABEL_COLORS = {
 
 
 def _overlay(ax: plt.Axes, image: np.ndarray, labels: np.ndarray | None, title: str) -> None:
-    ax.imshow(image.T, cmap="gray", origin="lower")
+    """An axial slice of the store (LPS axes) as radiologists read it: anterior up, the patient's
+    right on the viewer's left, marked R and L."""
+    ax.imshow(image.T, cmap="gray", origin="upper")
     if labels is not None:
         shown = labels.T  # rows = second array axis, as the image
         rgba = np.zeros((*shown.shape, 4))
         for value, (_, color) in LABEL_COLORS.items():
             rgba[shown == value] = (*color, 0.45)
-        ax.imshow(rgba, origin="lower")
+        ax.imshow(rgba, origin="upper")
+    for x, text in ((0.02, "R"), (0.98, "L")):
+        ax.text(x, 0.5, text, transform=ax.transAxes, color="white", fontsize=8, ha="center", va="center")
     ax.set_title(title, fontsize=9, parse_math=False)  # case ids may hold $
     ax.axis("off")
 
@@ -46,14 +50,15 @@ def plot_overlays(samples: list[dict], path: Path) -> Path:
     """One row per sample: FLAIR and T1ce, each with the reference and the prediction overlaid.
 
     A sample holds "title", "flair", "t1ce", "reference", "prediction" (2D arrays of one axial
-    slice) and optionally "attention" (the finest gate's coefficients).
+    slice) and optionally "slice" (its index) and "attention" (the finest gate's coefficients).
     """
     columns = 5 if any("attention" in s for s in samples) else 4
     fig, axes = plt.subplots(
         len(samples), columns, figsize=(2.6 * columns, 2.8 * len(samples)), squeeze=False
     )
     for row, sample in zip(axes, samples, strict=True):
-        _overlay(row[0], sample["flair"], sample["reference"], f"{sample['title']}\nFLAIR + reference")
+        where = f"axial slice {sample['slice']}: " if "slice" in sample else ""
+        _overlay(row[0], sample["flair"], sample["reference"], f"{sample['title']}\n{where}FLAIR + reference")
         _overlay(row[1], sample["flair"], sample["prediction"], "FLAIR + prediction")
         _overlay(row[2], sample["t1ce"], sample["reference"], "T1ce + reference")
         _overlay(row[3], sample["t1ce"], sample["prediction"], "T1ce + prediction")
@@ -83,6 +88,8 @@ def plot_boxplots(metrics_csv: Path, path: Path, regions: tuple[str, ...] = ("WT
                 np.full(len(values), i) + np.linspace(-0.08, 0.08, len(values)), values, s=10, alpha=0.6
             )
         ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("BraTS region")
+        ax.set_ylabel("Dice" if metric == "dice" else "IoU")
         ax.set_title(f"{'Dice' if metric == 'dice' else 'IoU'} per patient ({len(rows)} patients)")
         ax.grid(alpha=0.3, axis="y")
     save_figure(fig, path)

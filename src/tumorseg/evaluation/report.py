@@ -11,6 +11,7 @@ from pathlib import Path
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.evaluation.metrics import METRICS, STRUCTURES
 from tumorseg.files import write_text
+from tumorseg.labels import CLASS_NAMES
 from tumorseg.outputs import claim_outputs
 from tumorseg.rundir import RunDir
 
@@ -21,7 +22,7 @@ table { border-collapse: collapse; margin: .6em 0; font-size: .9em; }
 td, th { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 img { max-width: 100%; } pre { background: #f6f6f6; padding: .8em; overflow-x: auto; }
-.missing { color: #a00; }
+.missing { color: #a00; } .scroll { overflow-x: auto; max-width: 100%; }
 """
 
 
@@ -61,19 +62,23 @@ def metrics_table(summary: dict) -> str:
     return table(rows, ["metric", *STRUCTURES])
 
 
-def csv_table(path: Path) -> str:
+def csv_table(path: Path, counts: tuple[str, ...] = ()) -> str:
+    """A CSV file as a table: columns named in ``counts`` as whole numbers, the rest to 4 decimals."""
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
-    formatted = [[_number(cell) for cell in row] for row in rows[1:]]
-    return table(formatted, rows[0])
+    header = rows[0]
+    formatted = [
+        [_number(cell, name in counts) for name, cell in zip(header, row, strict=True)] for row in rows[1:]
+    ]
+    return f'<div class="scroll">{table(formatted, header)}</div>'
 
 
-def _number(cell: str) -> str:
+def _number(cell: str, count: bool) -> str:
     try:
         value = float(cell)
     except ValueError:
         return cell
-    return f"{int(value):,}" if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
+    return f"{int(value):,}" if count else f"{value:.4f}"
 
 
 def build_report(
@@ -98,13 +103,15 @@ def build_report(
     if (evaluation / "summary.json").exists():
         summary = read_json(evaluation / "summary.json")
         parts.append(f"<h2>Evaluation: {summary['cases']} {html.escape(summary['split'])} patients</h2>")
+        if summary.get("model"):
+            parts.append(f"<p>Model evaluated: {html.escape(str(summary['model']))}.</p>")
         parts.append("<p>Mean ± std over patients (BraTS rules for empty structures).</p>")
         parts.append(metrics_table(summary["metrics"]))
         parts.append(image_tag(evaluation / "boxplots.png", "per-patient Dice and IoU"))
         parts.append("<h2>Per-voxel classification report</h2>")
-        parts.append(csv_table(evaluation / "classification_report.csv"))
+        parts.append(csv_table(evaluation / "classification_report.csv", counts=("support",)))
         parts.append("<h2>Confusion matrix</h2>")
-        parts.append(csv_table(evaluation / "confusion_matrix.csv"))
+        parts.append(csv_table(evaluation / "confusion_matrix.csv", counts=tuple(CLASS_NAMES)))
         parts.append(image_tag(evaluation / "confusion_matrix.png", "confusion matrix"))
         parts.append("<h2>Best, median and worst patient</h2>")
         parts.append(image_tag(evaluation / "overlays.png", "overlays of reference and prediction"))

@@ -111,6 +111,12 @@ class Segmenter:
 
             self.forward = onnx_forward(self)
 
+    @property
+    def description(self) -> str:
+        """Which model this is, as reports name it."""
+        tta = ", 4-flip TTA" if len(self.flips) > 1 else ""
+        return f"{self.path} (epoch {self.epoch}{tta})"
+
     def torch_forward(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         return self.target.activate(self.model(x).float())

@@ -37,9 +37,10 @@ def environment(device: torch.device, world: int) -> dict:
         "numpy": np.__version__,
         "h5py": h5py.__version__,
         "cuda": torch.version.cuda,
-        "device": torch.cuda.get_device_name(device)
+        "device": f"{device} ({torch.cuda.get_device_name(device)})"
         if device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        else str(device),
+        "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "processes": world,
