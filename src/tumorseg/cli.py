@@ -399,7 +399,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace the results of an earlier evaluation there"
     )
     p.add_argument("--tta", action="store_true", help="average over the four in-plane flips")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument(
+        "--device", default="auto", help="auto (default: the GPU when there is one), cpu or cuda[:N]"
+    )
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -422,7 +424,9 @@ def add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("folds_dir", type=Path, metavar="FOLDS_DIR", help="a folder holding one run per fold")
     p.add_argument("--data", type=Path, help="the store (default: the one the runs trained on)")
     p.add_argument("--tta", action="store_true", help="average over the four in-plane flips")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument(
+        "--device", default="auto", help="auto (default: the GPU when there is one), cpu or cuda[:N]"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace earlier evaluations of the folds")
     p.set_defaults(func=cmd_cv)
 
@@ -477,7 +481,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--probabilities", action="store_true", help="also write <out>_probabilities.nii.gz")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument(
+        "--device", default="auto", help="auto (default: the GPU when there is one), cpu or cuda[:N]"
+    )
     p.add_argument(
         "--engine",
         choices=("torch", "onnx"),
