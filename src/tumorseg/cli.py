@@ -235,6 +235,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from tumorseg.evaluation.viewer import view_case
+
+    out = view_case(
+        args.case,
+        args.out,
+        seg=args.seg,
+        reference=args.reference,
+        uncertainty=args.uncertainty,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): open it in a browser")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tumorseg.demo import run_demo
 
@@ -255,7 +270,7 @@ def build_parser(command: str | None = "train") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = functools.partial(add_train, with_config_flags=command == "train")
     for add in (add_synth, add_prepare, add_inspect, add_split, train, add_evaluate, add_cv, add_report,
-                add_predict, add_export, add_demo):  # fmt: skip
+                add_predict, add_export, add_view, add_demo):  # fmt: skip
         add(sub)
     return parser
 
@@ -506,6 +521,26 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="output file (default: beside the checkpoint, .onnx)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
     p.set_defaults(func=cmd_export)
+
+
+def add_view(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "view",
+        help="write an interactive, offline HTML viewer of a case and its label maps",
+        description="Write one self-contained HTML file (no network needed to open it) to scroll through a "
+        "case: axial, coronal and sagittal planes, FLAIR/T1/T1ce/T2, the prediction (filled) and the "
+        "reference (outlined) in BraTS colors with adjustable opacity, a crosshair with voxel coordinates "
+        "and labels, and tumor volumes. A case folder's own label file is the reference.",
+        epilog="example:\n  tumorseg view BraTS20_Training_001 --seg seg.nii.gz --out view.html",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("case", type=Path, help="a case folder")
+    p.add_argument("--seg", type=Path, help="a label map to show as the prediction (e.g. from predict)")
+    p.add_argument("--reference", type=Path, help="a label map to outline as the reference")
+    p.add_argument("--uncertainty", type=Path, help="a voxel-wise map shown as a heat overlay")
+    p.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.set_defaults(func=cmd_view)
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:

@@ -81,11 +81,21 @@ class Preprocessed:
         return orientations.apply_orientation(full, back)
 
 
+def training_orientation(affine: np.ndarray) -> np.ndarray:
+    """The nibabel orientation transform from an affine's array axes to TRAINING_AXES."""
+    return orientations.ornt_transform(
+        orientations.io_orientation(affine), orientations.axcodes2ornt(TRAINING_AXES)
+    )
+
+
+def to_training_axes(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """An array on the grid of ``affine`` (any extra trailing axes kept), turned to TRAINING_AXES."""
+    return orientations.apply_orientation(array, training_orientation(affine))
+
+
 def reorient(case: Case) -> Case:
     """The case with its arrays and affine turned to TRAINING_AXES (the same voxels in space)."""
-    transform = orientations.ornt_transform(
-        orientations.io_orientation(case.affine), orientations.axcodes2ornt(TRAINING_AXES)
-    )
+    transform = training_orientation(case.affine)
     shape = case.image.shape[1:]
     image = np.stack([orientations.apply_orientation(volume, transform) for volume in case.image])
     label = None if case.label is None else orientations.apply_orientation(case.label, transform)

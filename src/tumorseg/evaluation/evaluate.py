@@ -33,6 +33,7 @@ from tumorseg.evaluation.metrics import (
     confusion_matrix,
     patient_metrics,
 )
+from tumorseg.evaluation.viewer import stored_case_data
 from tumorseg.files import write_csv, write_json, write_text
 from tumorseg.labels import CLASS_NAMES, REGION_NAMES
 from tumorseg.outputs import claim_outputs
@@ -40,7 +41,7 @@ from tumorseg.rundir import RunDir
 
 OUTPUT_FILES = (
     "metrics.csv", "summary.json", "classification_report.txt", "classification_report.csv",
-    "confusion_matrix.csv", "confusion_matrix.png", "boxplots.png", "overlays.png",
+    "confusion_matrix.csv", "confusion_matrix.png", "boxplots.png", "overlays.png", "viewers.json",
 )  # fmt: skip
 
 
@@ -178,11 +179,13 @@ def evaluate(
             predictions[case_id] = prediction
         summary, report = write_tables(out, split, rows, confusion, predictor)
         plot_boxplots(out / "metrics.csv", out / "boxplots.png")
+        chosen = overlay_choices(rows)
         samples = [
             overlay_sample(store, case_id, predictions[case_id], predictor, title)
-            for case_id, title in overlay_choices(rows)
+            for case_id, title in chosen
         ]
         plot_overlays(samples, out / "overlays.png")
+        write_viewers(store, chosen, predictions, out / "viewers.json")
     return Evaluation(out, summary, report, format_table(summary))
 
 
@@ -204,6 +207,16 @@ def evaluate_run(
         raise TumorsegError(f"{run.split}: the {split} part is empty")
     out, store_path = out or run.evaluation(split), store_path or run.store()
     return evaluate(predictor, store_path, case_ids, out, split=split, overwrite=overwrite, progress=progress)
+
+
+def write_viewers(store: Store, chosen: list[tuple[str, str]], predictions: dict, path: Path) -> None:
+    """The interactive viewers' data of the chosen patients, for the report to embed."""
+    viewers = []
+    for case_id, title in chosen:
+        image, reference = store.read_volume(case_id)
+        spacing = tuple(float(s) for s in store.info(case_id).attrs["spacing"])
+        viewers.append(stored_case_data(image, reference, predictions[case_id], spacing, title))
+    write_json(path, viewers)
 
 
 def write_tables(

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.evaluation.metrics import METRICS, STRUCTURES
+from tumorseg.evaluation.viewer import SCRIPT as VIEWER_SCRIPT
+from tumorseg.evaluation.viewer import STYLE as VIEWER_STYLE
+from tumorseg.evaluation.viewer import viewer_block
 from tumorseg.files import write_text
 from tumorseg.labels import CLASS_NAMES
 from tumorseg.outputs import claim_outputs
@@ -101,32 +104,49 @@ def build_report(
     parts.append(image_tag(curves, "loss and accuracy per epoch"))
     parts.append(image_tag(overlaps, "Dice and IoU per epoch"))
     if (evaluation / "summary.json").exists():
-        summary = read_json(evaluation / "summary.json")
-        parts.append(f"<h2>Evaluation: {summary['cases']} {html.escape(summary['split'])} patients</h2>")
-        if summary.get("model"):
-            parts.append(f"<p>Model evaluated: {html.escape(str(summary['model']))}.</p>")
-        parts.append("<p>Mean ± std over patients (BraTS rules for empty structures).</p>")
-        parts.append(metrics_table(summary["metrics"]))
-        parts.append(image_tag(evaluation / "boxplots.png", "per-patient Dice and IoU"))
-        parts.append("<h2>Per-voxel classification report</h2>")
-        parts.append(csv_table(evaluation / "classification_report.csv", counts=("support",)))
-        parts.append("<h2>Confusion matrix</h2>")
-        parts.append(csv_table(evaluation / "confusion_matrix.csv", counts=tuple(CLASS_NAMES)))
-        parts.append(image_tag(evaluation / "confusion_matrix.png", "confusion matrix"))
-        parts.append("<h2>Best, median and worst patient</h2>")
-        parts.append(image_tag(evaluation / "overlays.png", "overlays of reference and prediction"))
-        parts.append("<h2>Per-patient metrics</h2>")
-        parts.append(csv_table(evaluation / "metrics.csv"))
+        parts += evaluation_parts(evaluation)
     else:
         parts.append(
             f'<p class="missing">No evaluation in {html.escape(str(evaluation))}: run tumorseg evaluate.</p>'
         )
     parts.append("<h2>Configuration</h2>")
     parts.append(f"<pre>{html.escape(run.config.read_text())}</pre>")
+    viewer = f"<script>{VIEWER_SCRIPT.read_text()}</script><style>{VIEWER_STYLE}</style>"
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>tumorseg report: {html.escape(run.root.name)}</title><style>{STYLE}</style></head>"
+        f"<title>tumorseg report: {html.escape(run.root.name)}</title><style>{STYLE}</style>{viewer}</head>"
         f"<body>{''.join(parts)}</body></html>\n"
     )
     write_text(out, page)
     return out
+
+
+def evaluation_parts(evaluation: Path) -> list[str]:
+    """The report's sections about an evaluation folder."""
+    summary = read_json(evaluation / "summary.json")
+    parts = [f"<h2>Evaluation: {summary['cases']} {html.escape(summary['split'])} patients</h2>"]
+    if summary.get("model"):
+        parts.append(f"<p>Model evaluated: {html.escape(str(summary['model']))}.</p>")
+    parts.append("<p>Mean ± std over patients (BraTS rules for empty structures).</p>")
+    parts.append(metrics_table(summary["metrics"]))
+    parts.append(image_tag(evaluation / "boxplots.png", "per-patient Dice and IoU"))
+    parts.append("<h2>Per-voxel classification report</h2>")
+    parts.append(csv_table(evaluation / "classification_report.csv", counts=("support",)))
+    parts.append("<h2>Confusion matrix</h2>")
+    parts.append(csv_table(evaluation / "confusion_matrix.csv", counts=tuple(CLASS_NAMES)))
+    parts.append(image_tag(evaluation / "confusion_matrix.png", "confusion matrix"))
+    parts.append("<h2>Best, median and worst patient</h2>")
+    parts.append(image_tag(evaluation / "overlays.png", "overlays of reference and prediction"))
+    if (evaluation / "viewers.json").exists():
+        parts.append(
+            "<p>Scroll through them: click a plane to move the crosshair; the prediction is filled, the "
+            "reference outlined.</p>"
+        )
+        try:
+            viewers = json.loads((evaluation / "viewers.json").read_text())
+        except ValueError as err:
+            raise TumorsegError(f"{evaluation / 'viewers.json'}: not valid JSON ({first_line(err)})") from err
+        parts += [viewer_block(data, f"viewer-{i}") for i, data in enumerate(viewers)]
+    parts.append("<h2>Per-patient metrics</h2>")
+    parts.append(csv_table(evaluation / "metrics.csv"))
+    return parts
