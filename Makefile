@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tumorseg-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,14 +22,17 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks docs
+	$(VENV)/bin/ruff format --check src tests benchmarks docs
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) benchmarks/data_io.py
 	$(PY) benchmarks/model_speed.py
 	$(PY) benchmarks/patient_speed.py
+
+screenshots: $(STAMP)
+	$(PY) docs/screenshots.py
 
 clean:
 	rm -rf demo-output .pytest_cache

@@ -105,3 +105,12 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert "X_flair.nii.gz: not a readable NIfTI" in run.stderr
     assert not (tmp_path / "s.h5").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".s.h5.tmp")] == []
+
+
+def test_prepare_reports_each_case_without_a_terminal(tmp_path):
+    from conftest import tumorseg
+
+    assert main(["synth", str(tmp_path / "ph"), "--cases", "2", "--shape", "24x24x8"]) == 0
+    run = tumorseg("prepare", tmp_path / "ph", "--out", tmp_path / "s.h5")
+    assert run.returncode == 0, run.stderr
+    assert "prepare 1/2: Phantom_001" in run.stdout and "prepare 2/2: Phantom_002" in run.stdout

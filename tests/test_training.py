@@ -187,3 +187,30 @@ def test_train_says_where_and_from_which_epoch_without_a_terminal(cohort, tmp_pa
     again = tumorseg("train", "--resume", tmp_path / "r", "--epochs", 2)
     assert again.returncode == 0, again.stderr
     assert "resuming at epoch 2 of 2" in again.stdout.splitlines()[0]
+
+
+def test_an_interrupted_train_says_how_to_resume(cohort, tmp_path):
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "tumorseg",
+        "train",
+        "--data",
+        cohort,
+        "--out",
+        run,
+        *TINY_FLAGS,
+        "--epochs",
+        40,
+    ]
+    child = subprocess.Popen(
+        list(map(str, command)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run / "last.pt").exists():
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    assert child.wait(timeout=60) == 130
+    err = child.stderr.read()
+    assert f"interrupted; continue with: tumorseg train --resume {run}" in err and "Traceback" not in err

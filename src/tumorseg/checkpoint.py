@@ -48,10 +48,11 @@ def save_checkpoint(state: dict, path: Path) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
-        tmp.unlink(missing_ok=True)
         raise TumorsegError(
             f"{path}: could not write checkpoint ({err}); the previous one is unchanged"
         ) from err
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; removed here on any failure or interrupt
 
 
 def load_checkpoint(path: Path) -> dict:

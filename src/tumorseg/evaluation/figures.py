@@ -17,9 +17,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 def save_figure(fig: plt.Figure, path: Path) -> None:
     """Save and close ``fig``, written beside ``path`` and renamed over it (never half a PNG)."""
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
 
 
 #: BraTS colors for NCR/NET, edema and enhancing tumor, as in most BraTS figures.

@@ -40,7 +40,7 @@ class WithActivation(nn.Module):
 def export_onnx(segmenter: Segmenter, out: Path) -> Path:
     """Write the segmenter's model (with its output activation) as ONNX, atomically."""
     try:
-        import onnx
+        import onnx  # noqa: F401 (checked here, used by write_graph)
     except ImportError as err:
         raise TumorsegError("export needs the onnx package: pip install 'tumorseg[onnx]'") from err
 
@@ -48,20 +48,32 @@ def export_onnx(segmenter: Segmenter, out: Path) -> Path:
     side = 2 * segmenter.config.stride
     example = torch.zeros(1, len(segmenter.config.modalities), side, side)
     tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        write_graph(model, example, tmp, segmenter)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; removed here on any failure or interrupt
+    return out
+
+
+def write_graph(model: nn.Module, example: torch.Tensor, path: Path, segmenter: Segmenter) -> None:
+    """Export ``model`` to ``path`` and record in its metadata the checkpoint it comes from."""
+    import onnx
+
     dynamic = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(
             model,
             (example,),
-            str(tmp),
+            str(path),
             input_names=["image"],
             output_names=["probabilities"],
             dynamic_axes={"image": dynamic, "probabilities": dynamic},
             opset_version=OPSET,
             dynamo=False,
         )
-    graph = onnx.load(str(tmp))
+    graph = onnx.load(str(path))
     for key, value in {
         "tumorseg_version": __version__,
         "checkpoint_sha256": file_digest(segmenter.path),
@@ -70,9 +82,7 @@ def export_onnx(segmenter: Segmenter, out: Path) -> Path:
         "size_multiple": str(segmenter.config.stride),
     }.items():
         graph.metadata_props.add(key=key, value=value)
-    onnx.save(graph, str(tmp))
-    tmp.replace(out)
-    return out
+    onnx.save(graph, str(path))
 
 
 def onnx_forward(segmenter: Segmenter) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -86,8 +86,9 @@ def write_nifti(data: np.ndarray, reference: nib.Nifti1Image, path: Path) -> Non
         nib.save(image, tmp)
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise TumorsegError(f"{path}: could not write ({err.strerror or err})") from err
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; removed here on any failure or interrupt
 
 
 def predict_case(
