@@ -70,3 +70,36 @@ def test_a_browser_draws_the_overlay_where_the_tumor_is_and_the_slider_moves(pag
     assert overlay_pixels(tumor) > 500  # the tumor's slice shows its labels in BraTS colors
     assert overlay_pixels(empty) < 50 and overlay_pixels(hidden) < 50
     assert np.abs(tumor - empty).mean() > 0.005  # moving the axial slider changed the picture
+
+
+def test_an_uncertainty_map_is_shown_and_a_misfit_one_named(page, tmp_path, capsys):
+    import nibabel as nib
+
+    case = page.parent / "cases" / CASE
+    flair = nib.load(case / f"{CASE}_flair.nii.gz")
+    nib.save(
+        nib.Nifti1Image(np.random.default_rng(0).random(flair.shape, np.float32), flair.affine),
+        tmp_path / "u.nii.gz",
+    )
+    assert (
+        main(
+            [
+                "view",
+                str(case),
+                "--uncertainty",
+                str(tmp_path / "u.nii.gz"),
+                "--out",
+                str(tmp_path / "v.html"),
+            ]
+        )
+        == 0
+    )
+    text = (tmp_path / "v.html").read_text()
+    assert (
+        '"uncertainty"' in text and "reference (outline)" in text
+    )  # the case's own label file is the reference
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), flair.affine), tmp_path / "small.nii.gz")
+    args = ["view", str(case), "--seg", str(tmp_path / "small.nii.gz"), "--out", str(tmp_path / "w.html")]
+    assert main(args) == 1
+    assert "small.nii.gz: not on the case's grid" in capsys.readouterr().err
+    assert main(["view", str(case), "--out", str(case / f"{CASE}_t1.nii.gz"), "--overwrite"]) == 1
