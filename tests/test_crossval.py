@@ -38,8 +38,13 @@ def test_every_patient_is_scored_once_by_a_model_that_never_saw_it(folds, capsys
     pooled = [float(r["dice_WT"]) for r in rows]
     assert summary["mean"] == pytest.approx(sum(pooled) / len(pooled))
     assert len(summary["fold_means"]) == 2 and summary["fold_std"] >= 0
-    assert main(["cv", str(folds)]) == 1  # results exist: --overwrite to redo them
+    before = (folds / "crossval" / "summary.json").read_text()
+    stamp = (folds / "fold-0" / "evaluation-val" / "metrics.csv").stat().st_mtime_ns
+    assert main(["cv", str(folds)]) == 0  # the folds' evaluations are newer than their models: reused
+    assert (folds / "fold-0" / "evaluation-val" / "metrics.csv").stat().st_mtime_ns == stamp
+    assert (folds / "crossval" / "summary.json").read_text() == before
     assert main(["cv", str(folds), "--overwrite"]) == 0
+    assert (folds / "fold-0" / "evaluation-val" / "metrics.csv").stat().st_mtime_ns > stamp
 
 
 def test_incomplete_or_mixed_folds_are_refused(folds, tmp_path):

@@ -442,7 +442,11 @@ def add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device", default="auto", help="auto (default: the GPU when there is one), cpu or cuda[:N]"
     )
-    p.add_argument("--overwrite", action="store_true", help="replace earlier evaluations of the folds")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="evaluate every fold again (else reuse one evaluated since its best.pt)",
+    )
     p.set_defaults(func=cmd_cv)
 
 

@@ -73,13 +73,14 @@ def cross_validate(
     """Evaluate each fold's model on its validation patients and pool them into ``root/crossval``."""
     runs = fold_runs(root)
     out = root / "crossval"
-    claim_outputs([out / "metrics.csv", out / "summary.json"], [], overwrite)
+    claim_outputs([out / "metrics.csv", out / "summary.json"], [], True)  # derived wholly from the folds
     rows: list[dict] = []
     for index, run in enumerate(runs):
-        result = evaluate_run(
-            run, predictor_of(run), store_path, "val", overwrite=overwrite, progress=progress
-        )
-        with open(result.out / "metrics.csv", newline="") as handle:
+        metrics = run.evaluation("val") / "metrics.csv"
+        reuse = not overwrite and metrics.exists() and metrics.stat().st_mtime >= run.best.stat().st_mtime
+        if not reuse:  # a fold evaluated since its best.pt was saved is not evaluated again
+            evaluate_run(run, predictor_of(run), store_path, "val", overwrite=overwrite, progress=progress)
+        with open(metrics, newline="") as handle:
             rows += [{"fold": index, **row} for row in csv.DictReader(handle)]
     numeric = [{k: float(v) for k, v in row.items() if k not in ("fold", "case_id")} for row in rows]
     summary = statistics(numeric)
