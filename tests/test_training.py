@@ -34,6 +34,23 @@ TINY_FLAGS = [
 ]
 
 
+def long_training(store, run) -> list:
+    """A training of 40 tiny epochs in a fresh process, for tests that stop it on the way."""
+    return [
+        sys.executable,
+        "-m",
+        "tumorseg",
+        "train",
+        "--data",
+        store,
+        "--out",
+        run,
+        *TINY_FLAGS,
+        "--epochs",
+        40,
+    ]
+
+
 def history(run):
     with open(run / "history.csv", newline="") as handle:
         return list(csv.DictReader(handle))
@@ -79,19 +96,7 @@ def test_resume_gives_the_same_weights_as_a_straight_run(cohort, tmp_path):
 
 def test_sigkill_mid_epoch_then_resume_keeps_every_epoch_once(cohort, tmp_path):
     run = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "tumorseg",
-        "train",
-        "--data",
-        cohort,
-        "--out",
-        run,
-        *TINY_FLAGS,
-        "--epochs",
-        40,
-    ]
+    command = long_training(cohort, run)
     child = subprocess.Popen(list(map(str, command)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (run / "history.csv").exists():
@@ -191,19 +196,7 @@ def test_train_says_where_and_from_which_epoch_without_a_terminal(cohort, tmp_pa
 
 def test_an_interrupted_train_says_how_to_resume(cohort, tmp_path):
     run = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "tumorseg",
-        "train",
-        "--data",
-        cohort,
-        "--out",
-        run,
-        *TINY_FLAGS,
-        "--epochs",
-        40,
-    ]
+    command = long_training(cohort, run)
     child = subprocess.Popen(
         list(map(str, command)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
