@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from tumorseg import __version__
-from tumorseg.errors import TumorsegError
+from tumorseg.errors import TumorsegError, first_line
 
 FORMAT = "tumorseg-checkpoint"
 FORMAT_VERSION = 2
@@ -70,8 +70,7 @@ def load_checkpoint(path: Path) -> dict:
             ) from err
         raise TumorsegError(f"{path}: not a readable checkpoint (not a torch.save file)") from err
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise TumorsegError(f"{path}: not a readable checkpoint ({first})") from err
+        raise TumorsegError(f"{path}: not a readable checkpoint ({first_line(err)})") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise TumorsegError(f"{path}: not a tumorseg checkpoint")
     if state.get("format_version", 0) > FORMAT_VERSION:

@@ -112,6 +112,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from tumorseg.rundir import RunDir
     from tumorseg.training.config import from_mapping, load_config, overrides
     from tumorseg.training.loop import train
 
@@ -134,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             stop_after=args.stop_after,
         )
     except KeyboardInterrupt:
-        if (Path(run) / "last.pt").exists():
+        if RunDir(Path(run)).last.exists():
             print(f"interrupted; continue with: tumorseg train --resume {run}", file=sys.stderr)
         raise
     if last:

@@ -64,6 +64,11 @@ def region_masks(classes):
     return classes.new_tensor(REGION_MEMBERSHIP)[:, classes.long()]
 
 
+def region_volumes(classes: np.ndarray, voxel_ml: float) -> dict[str, float]:
+    """Volume in mL of each BraTS region of a class map whose voxels hold ``voxel_ml`` each."""
+    return {name: float(np.isin(classes, members).sum() * voxel_ml) for name, members in REGIONS.items()}
+
+
 def label_convention() -> dict:
     """The class names and BraTS values as plain data, as checkpoints record them."""
     return {"class_names": list(CLASS_NAMES), "brats_values": {k: list(v) for k, v in BRATS_VALUES.items()}}

@@ -23,7 +23,7 @@ from tumorseg.data.case import MODALITIES, voxel_spacing
 from tumorseg.data.preprocess import bounding_box, reorient, to_training_axes
 from tumorseg.errors import TumorsegError
 from tumorseg.files import write_text
-from tumorseg.labels import CLASS_NAMES, REGIONS, to_internal
+from tumorseg.labels import CLASS_NAMES, REGIONS, region_volumes, to_internal
 from tumorseg.outputs import claim_outputs
 
 SCRIPT = Path(__file__).with_name("viewer.js")
@@ -79,10 +79,7 @@ def viewer_data(
     )
     voxel_ml = float(np.prod(spacing)) / 1000
     volumes = {
-        name: {
-            region: round(float(np.isin(a, members).sum() * voxel_ml), 2)
-            for region, members in REGIONS.items()
-        }
+        name: {region: round(ml, 2) for region, ml in region_volumes(a, voxel_ml).items()}
         for name, a in overlays.items()
         if name != "uncertainty"
     }
@@ -160,12 +157,17 @@ def viewer_page(blocks: list[str], title: str) -> str:
     )
 
 
-def read_labels(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
-    """A BraTS label map (0/1/2/4, or 2023's 0/1/2/3) on the case's grid, as internal classes."""
+def read_on_grid(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """The voxels of a NIfTI map that must lie on the case's grid (shape and affine)."""
     image = open_nifti(path)
     if volume_shape(image, path) != shape or not np.allclose(image.affine, affine, atol=1e-3):
         raise TumorsegError(f"{path}: not on the case's grid (shape {image.shape}, the case {shape})")
-    values = read_voxels(image, shape, path)
+    return read_voxels(image, shape, path)
+
+
+def read_labels(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """A BraTS label map (0/1/2/4, or 2023's 0/1/2/3) on the case's grid, as internal classes."""
+    values = read_on_grid(path, shape, affine)
     convention = "brats2023" if 3 in values and 4 not in values else "brats"
     try:
         return to_internal(values, convention)
@@ -196,10 +198,7 @@ def view_case(
     elif loaded.label is not None:
         overlays["reference"] = loaded.label
     if uncertainty is not None:
-        image = open_nifti(uncertainty)
-        if volume_shape(image, uncertainty) != shape:
-            raise TumorsegError(f"{uncertainty}: not on the case's grid")
-        values = np.nan_to_num(read_voxels(image, shape, uncertainty).astype(np.float32))
+        values = np.nan_to_num(read_on_grid(uncertainty, shape, affine).astype(np.float32))
         overlays["uncertainty"] = np.round(255 * values / max(float(values.max()), 1e-6)).astype(np.uint8)
     turned = reorient(loaded)
     images = dict(zip(MODALITIES, turned.image, strict=True))

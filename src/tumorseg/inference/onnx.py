@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from tumorseg import __version__
-from tumorseg.errors import TumorsegError
+from tumorseg.errors import TumorsegError, first_line
 from tumorseg.inference.segmenter import Segmenter, file_digest
 
 OPSET = 17
@@ -99,7 +99,7 @@ def onnx_forward(segmenter: Segmenter) -> Callable[[torch.Tensor], torch.Tensor]
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types
-        raise TumorsegError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0]})") from err
+        raise TumorsegError(f"{path}: not a loadable ONNX model ({first_line(err)})") from err
     meta = session.get_modelmeta().custom_metadata_map
     if meta.get("checkpoint_sha256") != file_digest(segmenter.path):
         raise TumorsegError(f"{path}: exported from another checkpoint than {segmenter.path}; export again")

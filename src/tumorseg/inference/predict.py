@@ -25,8 +25,9 @@ from tumorseg.data.case import Case
 from tumorseg.data.preprocess import preprocess
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.files import write_json
+from tumorseg.inference.onnx import onnx_path
 from tumorseg.inference.segmenter import Segmenter
-from tumorseg.labels import REGIONS, to_brats, to_internal
+from tumorseg.labels import region_volumes, to_brats, to_internal
 from tumorseg.locks import exclusive_lock
 from tumorseg.outputs import claim_outputs
 
@@ -57,8 +58,7 @@ def remove_small_enhancing(classes: np.ndarray, min_voxels: int) -> np.ndarray:
 
 def tumor_volumes(classes: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     """Volume in mL of each BraTS region."""
-    voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000
-    return {name: float(np.isin(classes, members).sum() * voxel_ml) for name, members in REGIONS.items()}
+    return region_volumes(classes, abs(np.linalg.det(affine[:3, :3])) / 1000)
 
 
 def segment(
@@ -181,7 +181,7 @@ def segment_all(
     **options: object,
 ) -> None:
     """Segment each case into ``out`` (a file, or a batch's folder), recording it in ``result``."""
-    model_files = [segmenter.path, segmenter.path.with_suffix(".onnx")]
+    model_files = [segmenter.path, onnx_path(segmenter.path)]
     volumes_file = out / "volumes.json" if batch else beside(out, "_volumes.json")
     if batch:
         for stale in out.glob(".*.tmp-*"):  # left by a run that was killed mid-write

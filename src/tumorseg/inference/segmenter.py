@@ -18,7 +18,7 @@ import torch
 
 from tumorseg.checkpoint import load_checkpoint
 from tumorseg.devices import resolve_device
-from tumorseg.errors import TumorsegError
+from tumorseg.errors import TumorsegError, first_line
 from tumorseg.models import AttentionUNet, ModelConfig, create_network
 from tumorseg.models.blocks import pad_to_multiple
 from tumorseg.rundir import model_checkpoint
@@ -100,9 +100,8 @@ class Segmenter:
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as err:
-            first = str(err).splitlines()[0]
             raise TumorsegError(
-                f"{path}: weights do not fit the model its config describes ({first})"
+                f"{path}: weights do not fit the model its config describes ({first_line(err)})"
             ) from err
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.forward = self.torch_forward
