@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from tumorseg import __version__
 from tumorseg.errors import TumorsegError
+from tumorseg.interrupts import Terminated, handled
 
 EXAMPLES = """\
 the pipeline:
@@ -567,21 +566,12 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that every ``finally`` removes what the command had begun."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     args = build_parser(next((w for w in words if not w.startswith("-")), None)).parse_args(argv)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        return args.func(args)
+        with handled():
+            return args.func(args)
     except TumorsegError as err:
         print(f"tumorseg: error: {err}", file=sys.stderr)
         return 1
@@ -594,6 +584,3 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 143 if isinstance(err, Terminated) else 130
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)

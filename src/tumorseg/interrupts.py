@@ -1,0 +1,59 @@
+"""SIGTERM handled like Ctrl-C, so that every ``finally`` removes what a command had begun, and
+an interrupt never lost in a finalizer.
+
+Python raises a signal handler's exception wherever the main thread happens to be; inside a
+finalizer (a weakref callback, a ``__del__``) it prints "Exception ignored" and drops it, and
+the command would go on to finish with exit code 0. Such an interrupt is kept and raised again
+from a short timer, once the finalizer has returned, or when the command ends, whichever comes
+first.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+#: How soon a dropped interrupt is raised again.
+REDELIVERY_SECONDS = 0.01
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """SIGTERM raises ``Terminated``, and interrupts that land in finalizers are raised again."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    dropped: list[KeyboardInterrupt] = []
+
+    def again(signum: int, frame: object) -> None:
+        raise dropped[-1]
+
+    def hook(unraisable: object) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            dropped.append(unraisable.exc_value)
+            signal.setitimer(signal.ITIMER_REAL, REDELIVERY_SECONDS)
+        else:
+            previous_hook(unraisable)
+
+    previous = signal.signal(signal.SIGTERM, _terminate), signal.signal(signal.SIGALRM, again)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, hook
+    try:
+        yield
+        if dropped:  # the command finished before the timer fired
+            raise dropped[-1]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        sys.unraisablehook = previous_hook
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGALRM, previous[1])
