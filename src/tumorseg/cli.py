@@ -145,12 +145,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tumorseg.evaluation.evaluate import evaluate_run
     from tumorseg.inference.segmenter import Segmenter
-    from tumorseg.rundir import RunDir
+    from tumorseg.rundir import RunDir, variant_name
 
-    segmenter = Segmenter(args.run, device=args.device, tta=args.tta)
+    segmenter = Segmenter(args.run, device=args.device, tta=args.tta, absent=tuple(args.missing))
     result = evaluate_run(
-        RunDir.of(args.run), segmenter, args.data, args.split, args.out, overwrite=args.overwrite
-    )
+        RunDir.of(args.run), segmenter, args.data, args.split, args.out, overwrite=args.overwrite,
+        variant=variant_name(args.tta, segmenter.absent),
+    )  # fmt: skip
     print(f"{result.summary['dice_WT']['n']} {args.split} patients, mean ± std over patients:\n")
     print(result.table)
     accuracy = result.report["accuracy"]["value"]
@@ -159,14 +160,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
+    from tumorseg.data.case import MODALITIES
     from tumorseg.evaluation.crossval import cross_validate
     from tumorseg.inference.segmenter import Segmenter
+    from tumorseg.rundir import variant_name
 
+    absent = tuple(m for m in MODALITIES if m in args.missing)
     result = cross_validate(
         args.folds_dir,
-        lambda run: Segmenter(run.root, device=args.device, tta=args.tta),
+        lambda run: Segmenter(run.root, device=args.device, tta=args.tta, absent=absent),
         args.data,
         overwrite=args.overwrite,
+        variant=variant_name(args.tta, absent),
     )
     print(result.table)
     print(f"\npooled out-of-fold metrics, summary with fold means: {result.out}")
@@ -201,8 +206,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     explicit = [args.flair, args.t1, args.t1ce, args.t2]
     if any(explicit):
-        if not all(explicit) or args.input:
-            raise TumorsegError("predict: give either INPUT or all four of --flair --t1 --t1ce --t2")
+        if args.input:
+            raise TumorsegError("predict: give either INPUT or the files (--flair --t1 --t1ce --t2)")
         inputs = files_from_paths(*explicit)
     elif args.input:
         inputs = args.input
@@ -222,7 +227,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if result.volumes:
         print(f"{'case':<28} {'WT mL':>8} {'TC mL':>8} {'ET mL':>8}")
         for case_id, volumes in result.volumes.items():
-            print(f"{case_id:<28} {volumes['WT']:>8.1f} {volumes['TC']:>8.1f} {volumes['ET']:>8.1f}")
+            missing = f"   (without {', '.join(volumes['missing']).upper()})" if "missing" in volumes else ""
+            print(f"{case_id:<28} {volumes['WT']:>8.1f} {volumes['TC']:>8.1f} {volumes['ET']:>8.1f}{missing}")
     print(
         f"wrote {len(result.written)} label maps under {args.out}"
         if len(result.written) != 1
@@ -414,10 +420,24 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace the results of an earlier evaluation there"
     )
     p.add_argument("--tta", action="store_true", help="average over the four in-plane flips")
+    add_missing(p)
     p.add_argument(
         "--device", default="auto", help="auto (default: the GPU when there is one), cpu or cuda[:N]"
     )
     p.set_defaults(func=cmd_evaluate)
+
+
+def add_missing(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--missing",
+        nargs="+",
+        default=[],
+        choices=("flair", "t1", "t1ce", "t2"),
+        metavar="SEQUENCE",
+        help="segment as if these sequences (flair, t1, t1ce, t2) were not acquired: zeroed, as predict "
+        "does for a case lacking them (a model trained with --modality-dropout); results go to "
+        "evaluation-SPLIT-without-SEQUENCE",
+    )
 
 
 def add_cv(sub: argparse._SubParsersAction) -> None:
@@ -439,6 +459,7 @@ def add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("folds_dir", type=Path, metavar="FOLDS_DIR", help="a folder holding one run per fold")
     p.add_argument("--data", type=Path, help="the store (default: the one the runs trained on)")
     p.add_argument("--tta", action="store_true", help="average over the four in-plane flips")
+    add_missing(p)
     p.add_argument(
         "--device", default="auto", help="auto (default: the GPU when there is one), cpu or cuda[:N]"
     )
@@ -472,7 +493,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         description=(
             "Segment cases with a trained model. The label map (0 background, 1 NCR/NET, 2 edema,\n"
             "4 enhancing) is written on the input's grid, with its affine and header; tumor volumes\n"
-            "in mL are printed and saved as JSON. No ground truth is needed."
+            "in mL are printed and saved as JSON. No ground truth is needed. A model trained with\n"
+            "--modality-dropout also segments cases that lack sequences (a case folder missing files, or\n"
+            "some of --flair --t1 --t1ce --t2 left out); the JSON records which were missing."
         ),
         epilog="examples:\n"
         "  tumorseg predict --model runs/first BraTS20_Training_001 --out seg.nii.gz\n"

@@ -48,8 +48,10 @@ class RunDir:
         return [self.config, self.record, self.environment, self.split, self.history, self.last, self.best,
                 *self.figures, *self.root.glob("*.pt"), *self.root.glob("*.onnx")]  # fmt: skip
 
-    def evaluation(self, split: str) -> Path:
-        return self.root / f"evaluation-{split}"
+    def evaluation(self, split: str, variant: str = "") -> Path:
+        """Where an evaluation of one part of the split goes; ``variant`` (see ``variant_name``)
+        keeps evaluations made another way (TTA, sequences left out) apart."""
+        return self.root / f"evaluation-{split}{variant}"
 
     def holds_run(self) -> bool:
         return self.last.exists() or self.config.exists()
@@ -90,3 +92,8 @@ def model_checkpoint(source: Path) -> Path:
         if path.is_file():
             return path
     raise TumorsegError(f"{source}: no best.pt or last.pt in this run directory")
+
+
+def variant_name(tta: bool = False, absent: tuple[str, ...] = ()) -> str:
+    """The suffix naming an evaluation made with TTA or without some sequences: "-tta-without-t1ce"."""
+    return ("-tta" if tta else "") + ("-without-" + "-".join(absent) if absent else "")

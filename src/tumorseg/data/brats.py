@@ -57,13 +57,20 @@ class CaseFiles:
 
     case_id: str
     folder: Path
-    modalities: dict[str, Path]
+    modalities: dict[str, Path]  # the sequences present; all four unless found with require_all=False
     seg: Path | None
     convention: str
 
     @property
     def paths(self) -> list[Path]:
-        return [self.modalities[m] for m in MODALITIES] + ([self.seg] if self.seg else [])
+        return [self.modalities[m] for m in MODALITIES if m in self.modalities] + (
+            [self.seg] if self.seg else []
+        )
+
+    @property
+    def absent(self) -> tuple[str, ...]:
+        """The sequences this case lacks, in MODALITIES order."""
+        return tuple(m for m in MODALITIES if m not in self.modalities)
 
 
 def name_files(folder: Path) -> tuple[dict[str, Path], set[str], set[str], list[str]]:
@@ -88,8 +95,11 @@ def name_files(folder: Path) -> tuple[dict[str, Path], set[str], set[str], list[
     return found, ids, conventions, unrecognized
 
 
-def find_case_files(folder: Path, require_label: bool = True) -> CaseFiles:
-    """Recognize one case folder's files by their BraTS names, or say what is missing."""
+def find_case_files(folder: Path, require_label: bool = True, require_all: bool = True) -> CaseFiles:
+    """Recognize one case folder's files by their BraTS names, or say what is missing.
+
+    ``require_all=False`` accepts a case with some sequences missing (not all four), for models
+    trained to segment without them."""
     if not folder.is_dir():
         raise TumorsegError(f"{folder}: not a folder")
     found, ids, conventions, unrecognized = name_files(folder)
@@ -100,7 +110,7 @@ def find_case_files(folder: Path, require_label: bool = True) -> CaseFiles:
     if len(ids) > 1:
         raise TumorsegError(f"{folder}: files name different cases: {sorted(ids)}")
     missing = [m for m in MODALITIES if m not in found]
-    if missing:
+    if missing and (require_all or len(missing) == len(MODALITIES)):
         raise TumorsegError(f"{folder}: missing modality {', '.join(missing)}")
     (case_id,) = ids
     check_case_id(case_id, str(folder))
@@ -113,7 +123,7 @@ def find_case_files(folder: Path, require_label: bool = True) -> CaseFiles:
     return CaseFiles(
         case_id=case_id,
         folder=folder,
-        modalities={m: found[m] for m in MODALITIES},
+        modalities={m: found[m] for m in MODALITIES if m in found},
         seg=found.get("seg"),
         convention=conventions.pop() if conventions else "brats",
     )
@@ -152,7 +162,7 @@ def read_voxels(image: nib.Nifti1Image, shape: tuple[int, ...], path: Path) -> n
 
 def read_case(files: CaseFiles) -> Case:
     """Load and check a case: headers first (same grid for all files, a size tumorseg reads, real
-    voxel types), then the voxels (finite, known labels)."""
+    voxel types), then the voxels (finite, known labels). An absent sequence is a zero channel."""
     images = [open_nifti(path) for path in files.paths]
     reference_path, reference = files.paths[0], images[0]
     reference_shape = volume_shape(reference, reference_path)
@@ -162,22 +172,25 @@ def read_case(files: CaseFiles) -> Case:
             raise TumorsegError(f"{path}: shape {shape} differs from {reference_path.name} {reference_shape}")
         if not np.allclose(image.affine, reference.affine, atol=AFFINE_TOLERANCE):
             raise TumorsegError(f"{path}: affine differs from {reference_path.name}")
-    volumes = []
-    for path, image in zip(files.paths[:4], images[:4], strict=True):
-        volumes.append(read_voxels(image, reference_shape, path))
-        check_finite(volumes[-1], str(path))
+    present = len(files.modalities)
+    volumes = {}
+    for modality, path, image in zip(files.modalities, files.paths[:present], images[:present], strict=True):
+        volumes[modality] = read_voxels(image, reference_shape, path)
+        check_finite(volumes[modality], str(path))
     label = None
     if files.seg is not None:
         label = labels_to_internal(
-            read_voxels(images[4], reference_shape, files.seg), files.convention, str(files.seg)
+            read_voxels(images[present], reference_shape, files.seg), files.convention, str(files.seg)
         )
+    dtype = np.result_type(*volumes.values())
     return Case(
         case_id=files.case_id,
-        image=np.stack(volumes),
+        image=np.stack([volumes.get(m, np.zeros(reference_shape, dtype)) for m in MODALITIES]),
         label=label,
         affine=np.asarray(reference.affine, dtype=np.float64),
         sources=[str(p) for p in files.paths],
         label_convention=files.convention,
+        absent=files.absent,
     )
 
 

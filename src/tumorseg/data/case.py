@@ -31,6 +31,7 @@ class Case:
     affine: np.ndarray
     sources: list[str] = field(default_factory=list)
     label_convention: str = "brats"
+    absent: tuple[str, ...] = ()  # sequences not acquired: zero channels of ``image``
 
     @property
     def spacing(self) -> tuple[float, float, float]:

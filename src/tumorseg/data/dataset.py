@@ -38,10 +38,32 @@ class Augmentation:
         return item
 
 
-def augmentation(seed: int = 0) -> Augmentation:
-    """Random flips, small rotations and scaling, intensity scale and shift (MONAI)."""
-    return Augmentation(
-        [
+class ModalityDropout(mt.Randomizable):
+    """Zero each modality channel with probability ``p``, never all of them.
+
+    A zeroed channel is how an absent sequence reaches the network at inference, so a model
+    trained this way learns to segment from any non-empty subset of the sequences.
+    """
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def __call__(self, item: dict) -> dict:
+        channels = item["image"].shape[0]
+        keep = self.R.random_sample(channels) >= self.p
+        if not keep.any():
+            keep[self.R.randint(channels)] = True
+        return {**item, "image": item["image"] * keep.astype(np.float32)[:, None, None]}
+
+
+def augmentation(
+    seed: int = 0, *, spatial: bool = True, modality_dropout: float = 0.0
+) -> Augmentation | None:
+    """Random flips, small rotations and scaling, intensity scale and shift (MONAI), then modality
+    dropout (last, so that no intensity shift revives a zeroed channel). None when there is none."""
+    transforms: list[mt.Randomizable] = []
+    if spatial:
+        transforms += [
             mt.RandFlipd(KEYS, prob=0.5, spatial_axis=0),
             mt.RandFlipd(KEYS, prob=0.5, spatial_axis=1),
             mt.RandAffined(
@@ -54,9 +76,10 @@ def augmentation(seed: int = 0) -> Augmentation:
             ),
             mt.RandScaleIntensityd("image", factors=0.1, prob=0.5),
             mt.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
-        ],
-        seed,
-    )
+        ]
+    if modality_dropout > 0:
+        transforms.append(ModalityDropout(modality_dropout))
+    return Augmentation(transforms, seed) if transforms else None
 
 
 def center_fit(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -50,6 +50,7 @@ class Preprocessed:
     source_orientation: np.ndarray
     sources: list[str]
     label_convention: str = "brats"
+    absent: tuple[str, ...] = ()  # sequences not acquired: zero channels, z-scored to zero
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -100,7 +101,7 @@ def reorient(case: Case) -> Case:
     image = np.stack([orientations.apply_orientation(volume, transform) for volume in case.image])
     label = None if case.label is None else orientations.apply_orientation(case.label, transform)
     affine = case.affine @ orientations.inv_ornt_aff(transform, shape)
-    return Case(case.case_id, image, label, affine, case.sources, case.label_convention)
+    return Case(case.case_id, image, label, affine, case.sources, case.label_convention, case.absent)
 
 
 def bounding_box(mask: np.ndarray) -> np.ndarray:
@@ -145,7 +146,9 @@ def preprocess(case: Case) -> Preprocessed:
     for modality, volume in zip(MODALITIES, case.image, strict=True):
         values, scale = to_int16(volume[crop])
         brain = values[values != 0].astype(np.float64)
-        if brain.size < 2 or brain.std() == 0:
+        if modality in case.absent:
+            brain = np.array([-1.0, 1.0])  # statistics that leave the zero channel at zero
+        elif brain.size < 2 or brain.std() == 0:
             raise TumorsegError(f"{where}: modality {modality} is empty or constant")
         stored.append(values)
         scales.append(scale)
@@ -165,6 +168,7 @@ def preprocess(case: Case) -> Preprocessed:
         source_orientation=source_orientation,
         sources=list(case.sources),
         label_convention=case.label_convention,
+        absent=tuple(case.absent),
     )
 
 

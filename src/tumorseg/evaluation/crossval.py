@@ -68,16 +68,26 @@ def cross_validate(
     store_path: Path | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    variant: str = "",
 ) -> CrossValidation:
-    """Evaluate each fold's model on its validation patients and pool them into ``root/crossval``."""
+    """Evaluate each fold's model on its validation patients and pool them into
+    ``root/crossval[VARIANT]`` (a variant: with TTA, or with sequences left out)."""
     runs = fold_runs(root)
-    out = root / "crossval"
+    out = root / f"crossval{variant}"
     rows: list[dict] = []
     for index, run in enumerate(runs):
-        metrics = run.evaluation("val") / "metrics.csv"
+        metrics = run.evaluation("val", variant) / "metrics.csv"
         reuse = not overwrite and metrics.exists() and metrics.stat().st_mtime >= run.best.stat().st_mtime
         if not reuse:  # a fold evaluated since its best.pt was saved is not evaluated again
-            evaluate_run(run, predictor_of(run), store_path, "val", overwrite=overwrite, progress=progress)
+            evaluate_run(
+                run,
+                predictor_of(run),
+                store_path,
+                "val",
+                overwrite=overwrite,
+                progress=progress,
+                variant=variant,
+            )
         with open(metrics, newline="") as handle:
             rows += [{"fold": index, **row} for row in csv.DictReader(handle)]
     numeric = [{k: float(v) for k, v in row.items() if k not in ("fold", "case_id")} for row in rows]

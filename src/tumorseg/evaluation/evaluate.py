@@ -197,15 +197,16 @@ def evaluate_run(
     out: Path | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    variant: str = "",
 ) -> Evaluation:
     """Evaluate ``predictor`` (a run's model) on one part of the run's split, from the run's store
-    unless another is given, into ``RUN/evaluation-SPLIT`` unless ``out`` says otherwise."""
+    unless another is given, into ``RUN/evaluation-SPLIT[VARIANT]`` unless ``out`` says otherwise."""
     if not run.split.exists():
         raise TumorsegError(f"{run.root}: no split.json beside the model; evaluate needs the run's split")
     case_ids = load_split(run.split)[split]
     if not case_ids:
         raise TumorsegError(f"{run.split}: the {split} part is empty")
-    out, store_path = out or run.evaluation(split), store_path or run.store()
+    out, store_path = out or run.evaluation(split, variant), store_path or run.store()
     return evaluate(predictor, store_path, case_ids, out, split=split, overwrite=overwrite, progress=progress)
 
 

@@ -1,9 +1,10 @@
-"""Segment new patients: four NIfTI modalities in, a BraTS label map out on the input's grid.
+"""Segment new patients: NIfTI modalities in, a BraTS label map out on the input's grid.
 
 Each case is turned to the orientation the BraTS training data have (LPS), cropped to its
 brain and z-scored exactly as ``prepare`` does, segmented slice by slice, and the labels are
-put back on the input's own grid, with its affine and header. Outputs are written under a
-temporary name and renamed, so a killed batch leaves only whole files.
+put back on the input's own grid, with its affine and header. A sequence may be missing when
+the model was trained with modality dropout: it enters the network as a zero channel. Outputs
+are written under a temporary name and renamed, so a killed batch leaves only whole files.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class Prediction:
     classes: np.ndarray  # (X, Y, Z) internal classes on the input's grid
     probabilities: np.ndarray | None  # (X, Y, Z, C) on the input's grid, when asked for
     volumes_ml: dict[str, float]
+    absent: tuple[str, ...] = ()  # the sequences the case lacked
+
+    def record(self) -> dict:
+        """What the volumes JSON keeps of this case: volumes in mL, and the missing sequences."""
+        return {**self.volumes_ml, **({"missing": list(self.absent)} if self.absent else {})}
 
 
 def remove_small_enhancing(classes: np.ndarray, min_voxels: int) -> np.ndarray:
@@ -65,11 +71,12 @@ def segment(
     case: Case, segmenter: Segmenter, min_et_voxels: int = 0, keep_probabilities: bool = False
 ) -> Prediction:
     """Segment one case held in memory; the result lies on the case's own grid."""
-    prepared = preprocess(Case(case.case_id, case.image, None, case.affine, case.sources))
+    segmenter.check_absent(case.absent, case.sources[0] if case.sources else case.case_id)
+    prepared = preprocess(Case(case.case_id, case.image, None, case.affine, case.sources, absent=case.absent))
     probabilities = segmenter.probabilities(prepared.normalized())  # (Z, C, H, W)
     classes = remove_small_enhancing(prepared.restore(segmenter.classes(probabilities)), min_et_voxels)
     full = prepared.restore(probabilities) if keep_probabilities else None
-    return Prediction(case.case_id, classes, full, tumor_volumes(classes, case.affine))
+    return Prediction(case.case_id, classes, full, tumor_volumes(classes, case.affine), case.absent)
 
 
 def write_nifti(data: np.ndarray, reference: nib.Nifti1Image, path: Path) -> None:
@@ -100,9 +107,10 @@ def predict_case(
     min_et_voxels: int = 0,
     probabilities: bool = False,
 ) -> Prediction:
-    """Read a case's four modalities, segment them, write the label map (and probabilities)."""
+    """Read a case's modalities, segment them, write the label map (and probabilities)."""
+    segmenter.check_absent(files.absent, str(files.folder))  # before any voxel is read
     case = read_case(CaseFiles(files.case_id, files.folder, files.modalities, None, files.convention))
-    reference = nib.load(files.modalities["flair"])
+    reference = nib.load(files.paths[0])
     prediction = segment(case, segmenter, min_et_voxels, keep_probabilities=probabilities)
     write_nifti(to_brats(prediction.classes, labels), reference, out)
     if probabilities:
@@ -115,14 +123,18 @@ def beside(out: Path, suffix: str) -> Path:
     return out.with_name(out.name.removesuffix(".gz").removesuffix(".nii") + suffix)
 
 
-def files_from_paths(flair: Path, t1: Path, t1ce: Path, t2: Path) -> CaseFiles:
-    """A case given as four explicit files; its id is the FLAIR file's name without suffixes."""
-    paths = {"flair": Path(flair), "t1": Path(t1), "t1ce": Path(t1ce), "t2": Path(t2)}
+def files_from_paths(flair: Path | None, t1: Path | None, t1ce: Path | None, t2: Path | None) -> CaseFiles:
+    """A case given as explicit files (None for a sequence not acquired); its id is the first
+    file's name without suffixes."""
+    given = {"flair": flair, "t1": t1, "t1ce": t1ce, "t2": t2}
+    paths = {modality: Path(path) for modality, path in given.items() if path is not None}
+    if not paths:
+        raise TumorsegError("predict: give at least one of --flair --t1 --t1ce --t2")
     for path in paths.values():
         if not path.is_file():
             raise TumorsegError(f"{path}: file does not exist")
-    case_id = paths["flair"].name.removesuffix(".gz").removesuffix(".nii")
-    return CaseFiles(case_id, paths["flair"].parent, paths, None, "brats")
+    first = next(iter(paths.values()))
+    return CaseFiles(first.name.removesuffix(".gz").removesuffix(".nii"), first.parent, paths, None, "brats")
 
 
 @dataclass
@@ -154,7 +166,10 @@ def predict(
         cases, failed = case_files(cases)
     else:
         cases, failed = (
-            [c if isinstance(c, CaseFiles) else find_case_files(c, require_label=False) for c in cases],
+            [
+                c if isinstance(c, CaseFiles) else find_case_files(c, require_label=False, require_all=False)
+                for c in cases
+            ],
             [],
         )
     created = check_output(out, batch, overwrite)
@@ -205,10 +220,10 @@ def segment_all(
             result.failed.append((files.case_id, str(err)))
             continue
         result.written.append(target)
-        result.volumes[files.case_id] = prediction.volumes_ml
+        result.volumes[files.case_id] = prediction.record()
         # after each case, so that a killed batch keeps the volumes of the cases it finished
-        recorded = {**recorded, files.case_id: prediction.volumes_ml}
-        write_json(volumes_file, recorded if batch else {files.case_id: prediction.volumes_ml})
+        recorded = {**recorded, files.case_id: prediction.record()}
+        write_json(volumes_file, recorded if batch else {files.case_id: prediction.record()})
 
 
 def find_inputs(inputs: Path | CaseFiles) -> tuple[list[Path | CaseFiles], bool]:
@@ -257,7 +272,7 @@ def case_files(folders: list[Path]) -> tuple[list[CaseFiles], list[tuple[str, st
     found, failed, where = [], [], {}
     for folder in folders:
         try:
-            files = find_case_files(folder, require_label=False)
+            files = find_case_files(folder, require_label=False, require_all=False)
         except TumorsegError as err:
             failed.append((str(folder), str(err)))
             continue
@@ -274,7 +289,7 @@ def finished(target: Path, files: CaseFiles) -> bool:
     if not target.exists():
         return False
     try:
-        return nib.load(target).shape == nib.load(files.modalities["flair"]).shape
+        return nib.load(target).shape == nib.load(files.paths[0]).shape
     except Exception:  # noqa: BLE001 (any unreadable leftover is simply redone)
         return False
 

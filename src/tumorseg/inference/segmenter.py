@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from tumorseg.checkpoint import load_checkpoint
+from tumorseg.data.case import MODALITIES
 from tumorseg.devices import resolve_device
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.models import AttentionUNet, ModelConfig, create_network
@@ -71,7 +72,8 @@ class Segmenter:
 
     ``probabilities`` returns sigmoid region probabilities (WT, TC, ET) or softmax class
     probabilities, as the model's target says; ``classes`` decodes them. ``engine="onnx"`` runs
-    the model exported by ``tumorseg export`` with ONNX Runtime instead of PyTorch.
+    the model exported by ``tumorseg export`` with ONNX Runtime instead of PyTorch. ``absent``
+    sequences are zeroed in every volume it segments (to measure a model without them).
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class Segmenter:
         batch_size: int = 32,
         tta: bool = False,
         engine: str = "torch",
+        absent: tuple[str, ...] = (),
     ):
         if engine not in ("torch", "onnx"):
             raise TumorsegError(f"unknown engine {engine!r}; choose torch or onnx")
@@ -96,6 +99,8 @@ class Segmenter:
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.flips = TTA_FLIPS if tta else NO_FLIPS
+        self.check_absent(absent, "--missing")
+        self.absent = tuple(m for m in MODALITIES if m in absent)
         model = create_network(self.config)
         try:
             model.load_state_dict(state["model"])
@@ -114,17 +119,46 @@ class Segmenter:
     def description(self) -> str:
         """Which model this is, as reports name it."""
         tta = ", 4-flip TTA" if len(self.flips) > 1 else ""
-        return f"{self.path} (epoch {self.epoch}{tta})"
+        absent = f", without {', '.join(m.upper() for m in self.absent)}" if self.absent else ""
+        return f"{self.path} (epoch {self.epoch}{tta}{absent})"
+
+    def check_absent(self, absent: tuple[str, ...], where: str) -> None:
+        """Refuse missing sequences unless the model learned to segment without them."""
+        unknown = sorted(set(absent) - set(MODALITIES))
+        if unknown:
+            raise TumorsegError(
+                f"{where}: unknown sequence {', '.join(unknown)} (one of {', '.join(MODALITIES)})"
+            )
+        if set(absent) >= set(MODALITIES):
+            raise TumorsegError(f"{where}: every sequence is missing; at least one is needed")
+        if absent and not self.config.modality_dropout:
+            raise TumorsegError(
+                f"{where}: {', '.join(m.upper() for m in absent)} missing, and {self.path} was trained "
+                "on all four sequences only (no --modality-dropout), so it cannot segment without them; "
+                "give all four, or use a model trained with --modality-dropout"
+            )
 
     def torch_forward(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         return self.target.activate(self.model(x).float())
 
+    def without_absent(self, image: np.ndarray) -> np.ndarray:
+        """``image`` (..., 4, H, W) with the channels of the absent sequences zeroed (a copy)."""
+        if not self.absent:
+            return image
+        image = image.copy()
+        image[..., [MODALITIES.index(m) for m in self.absent], :, :] = 0
+        return image
+
     @torch.inference_mode()
     def probabilities(self, volume: np.ndarray) -> np.ndarray:
         """Z-scored slices (Z, 4, H, W) -> probabilities (Z, C, H, W) float32."""
         scores = segment_volume(
-            self.forward, volume, batch_size=self.batch_size, multiple=self.config.stride, flips=self.flips
+            self.forward,
+            self.without_absent(volume),
+            batch_size=self.batch_size,
+            multiple=self.config.stride,
+            flips=self.flips,
         )
         return scores.cpu().numpy()
 
@@ -137,6 +171,10 @@ class Segmenter:
         """The finest gate's coefficients on one slice (4, H, W); None for MONAI's network."""
         if not isinstance(self.model, AttentionUNet):
             return None
-        x = torch.from_numpy(image[None]).to(self.device).contiguous(memory_format=torch.channels_last)
+        x = (
+            torch.from_numpy(self.without_absent(image)[None])
+            .to(self.device)
+            .contiguous(memory_format=torch.channels_last)
+        )
         _, maps = self.model(x, return_attention=True)
         return maps[0][0, 0].float().cpu().numpy()

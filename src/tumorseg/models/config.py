@@ -27,6 +27,11 @@ class ModelConfig:
         "regions", "regions: sigmoid WT/TC/ET with Dice+BCE; labels: softmax classes, Dice+CE"
     )
     modalities: list = option(list(MODALITIES), "input channels, in order", flag=False)
+    modality_dropout: float = option(
+        0.0,
+        "train with each sequence zeroed with this probability (never all), so that the model can "
+        "segment cases with sequences missing",
+    )
 
     @classmethod
     def from_mapping(cls, values: dict, where: str, base: ModelConfig | None = None) -> ModelConfig:
@@ -44,6 +49,7 @@ class ModelConfig:
                 ),
                 (self.norm in ("batch", "instance"), "norm", "batch or instance"),
                 (self.target in TARGETS, "target", " or ".join(TARGETS)),
+                (0 <= self.modality_dropout < 1, "modality_dropout", "in [0, 1)"),
             ],
             self,
             where,

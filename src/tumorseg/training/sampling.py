@@ -17,7 +17,9 @@ from tumorseg.training.config import TrainConfig
 
 class EpochData:
     def __init__(self, store_path: Path, case_ids: list[str], config: TrainConfig, world: int):
-        transform = augmentation(config.seed) if config.augment else None
+        transform = augmentation(
+            config.seed, spatial=config.augment, modality_dropout=config.modality_dropout
+        )
         self.dataset = SliceDataset(store_path, case_ids, size=tuple(config.size), transform=transform)
         if len(self.dataset) == 0:
             raise TumorsegError(f"{store_path}: the training patients hold no labeled slices")
