@@ -144,15 +144,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tumorseg.evaluation.evaluate import evaluate_run
+    from tumorseg.evaluation.folders import evaluate_folders
     from tumorseg.inference.segmenter import Segmenter
     from tumorseg.rundir import RunDir, variant_name
 
-    segmenter = Segmenter(args.run, device=args.device, tta=args.tta, absent=tuple(args.missing))
-    result = evaluate_run(
-        RunDir.of(args.run), segmenter, args.data, args.split, args.out, overwrite=args.overwrite,
-        variant=variant_name(args.tta, segmenter.absent),
-    )  # fmt: skip
-    print(f"{result.summary['dice_WT']['n']} {args.split} patients, mean ± std over patients:\n")
+    folders = bool(args.predictions or args.references)
+    if folders == bool(args.run) or folders and not (args.predictions and args.references and args.out):
+        raise TumorsegError(
+            "evaluate: give a RUN, or --predictions DIR --references DIR --out DIR (label maps on disk)"
+        )
+    if folders:
+        labels = {"2023": "brats2023"}.get(args.labels, args.labels)
+        result = evaluate_folders(
+            args.predictions, args.references, args.out, labels=labels, overwrite=args.overwrite
+        )
+        what = "cases"
+    else:
+        segmenter = Segmenter(args.run, device=args.device, tta=args.tta, absent=tuple(args.missing))
+        result = evaluate_run(
+            RunDir.of(args.run), segmenter, args.data, args.split, args.out, overwrite=args.overwrite,
+            variant=variant_name(args.tta, segmenter.absent),
+        )  # fmt: skip
+        what = f"{args.split} patients"
+    print(f"{result.summary['dice_WT']['n']} {what}, mean ± std over patients:\n")
     print(result.table)
     accuracy = result.report["accuracy"]["value"]
     print(f"\nper-voxel accuracy {accuracy:.4f}; classification report, metrics.csv, figures: {result.out}")
@@ -227,8 +241,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if result.volumes:
         print(f"{'case':<28} {'WT mL':>8} {'TC mL':>8} {'ET mL':>8}")
         for case_id, volumes in result.volumes.items():
-            missing = f"   (without {', '.join(volumes['missing']).upper()})" if "missing" in volumes else ""
-            print(f"{case_id:<28} {volumes['WT']:>8.1f} {volumes['TC']:>8.1f} {volumes['ET']:>8.1f}{missing}")
+            notes = []
+            if "missing" in volumes:
+                notes.append(f"without {', '.join(volumes['missing']).upper()}")
+            if "resampled_from_mm" in volumes:
+                size = " x ".join(f"{s:g}" for s in volumes["resampled_from_mm"])
+                notes.append(f"resampled from {size} mm")
+            note = f"   ({'; '.join(notes)})" if notes else ""
+            print(f"{case_id:<28} {volumes['WT']:>8.1f} {volumes['TC']:>8.1f} {volumes['ET']:>8.1f}{note}")
     print(
         f"wrote {len(result.written)} label maps under {args.out}"
         if len(result.written) != 1
@@ -406,11 +426,25 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
             "Segment every patient of a part of the run's split from the store and compute, per patient,\n"
             "Dice, IoU, HD95 (mm), sensitivity and specificity for WT, TC, ET, NCR/NET and edema, with the\n"
             "BraTS rules for empty structures; plus a per-voxel classification report, a confusion matrix,\n"
-            "box plots and overlays. Writes metrics.csv and summary.json and prints a table."
+            "box plots and overlays. Writes metrics.csv and summary.json and prints a table.\n"
+            "With --predictions and --references instead of a run: the same for label maps on disk\n"
+            "(another tool's, or your own test set), matched by case id; no store or model needed."
         ),
-        epilog="example:\n  tumorseg evaluate runs/first --data store.h5 --split test",
+        epilog="examples:\n  tumorseg evaluate runs/first --data store.h5 --split test\n"
+        "  tumorseg evaluate --predictions predictions/ --references labels/ --out scores/\n"
+        "      (label maps on disk matched by case id: <id>.nii.gz, <id>_seg.nii.gz or case folders)",
     )
-    p.add_argument("run", type=Path, help="run directory (uses best.pt) or a checkpoint inside one")
+    p.add_argument(
+        "run", type=Path, nargs="?", help="run directory (uses best.pt) or a checkpoint inside one"
+    )
+    p.add_argument("--predictions", type=Path, help="instead of a run: a folder of predicted label maps")
+    p.add_argument("--references", type=Path, help="with --predictions: the folder of reference label maps")
+    p.add_argument(
+        "--labels",
+        choices=("auto", "brats", "2023"),
+        default="auto",
+        help="label values of the folders: brats (0/1/2/4), 2023 (0/1/2/3), auto (3 present: 2023)",
+    )
     p.add_argument("--data", type=Path, help="the store (default: the one the run trained on)")
     p.add_argument(
         "--split", choices=("train", "val", "test"), default="test", help="which patients (default test)"

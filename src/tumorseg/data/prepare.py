@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from tumorseg.data.preprocess import preprocess
 from tumorseg.data.sources import Source, discover
-from tumorseg.data.store import Store, write_case, write_root_attrs
+from tumorseg.data.store import Store, check_spacing, write_case, write_root_attrs
 from tumorseg.errors import TumorsegError
 from tumorseg.locks import exclusive_lock
 
@@ -117,10 +117,12 @@ def write_store(
         with h5py.File(tmp, "w") as handle:
             write_root_attrs(handle)
             cases = handle.create_group("cases")
+            first = None  # (case id, voxel size) every other case must share
             if keep:
                 with h5py.File(out, "r") as old:
                     for case_id in keep:
                         old.copy(old["cases"][case_id], cases, name=case_id)
+                    first = (keep[0], tuple(cases[keep[0]].attrs["spacing"]))
             bar = tqdm(
                 sources, desc="prepare", unit="case", disable=None if progress is None else not progress
             )
@@ -130,7 +132,10 @@ def write_store(
                 if lines:
                     print(f"prepare {number}/{len(sources)}: {source.case_id}", flush=True)
                 try:
-                    write_case(cases, preprocess(source.load()))
+                    prepared = preprocess(source.load())
+                    first = first or (prepared.case_id, prepared.spacing)
+                    check_spacing(prepared.spacing, first, source.where)
+                    write_case(cases, prepared)
                 except TumorsegError as err:
                     if not skip_invalid:
                         raise

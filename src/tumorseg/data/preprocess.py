@@ -1,16 +1,18 @@
 """Preprocessing shared by ``prepare`` (training data) and ``predict`` (new patients).
 
-One case in memory becomes what a network reads, in four steps:
+One case in memory becomes what a network reads, in five steps:
 
 1. **orientation**: the arrays are turned to the axis order and directions of the BraTS files
    (LPS), so that every stored slice is axial and seen the same way, whatever the source;
 2. **crop** to the brain: the bounding box of voxels non-zero in any modality or labeled;
-3. **int16**: intensities kept exactly when they are int16-exact (BraTS files are), else
+3. **resampling** (prediction only, when asked): the crop is resampled (linearly) to the voxel
+   size a model was trained on, when the case's differs by more than 1 %;
+4. **int16**: intensities kept exactly when they are int16-exact (BraTS files are), else
    scaled to fit, the factor recorded;
-4. **z-score statistics** per modality over the brain (non-zero voxels), applied when read.
+5. **z-score statistics** per modality over the brain (non-zero voxels), applied when read.
 
-``Preprocessed.restore`` undoes steps 1-2 for a network's output, putting it back on the
-source's own grid.
+``Preprocessed.to_source_spacing`` undoes step 3 and ``Preprocessed.restore`` steps 1-2 for a
+network's output, putting it back on the source's own grid.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from nibabel import orientations
+from scipy import ndimage
 
 from tumorseg.data.case import MODALITIES, Case, voxel_spacing
 from tumorseg.errors import TumorsegError
@@ -27,6 +30,8 @@ from tumorseg.labels import NUM_CLASSES
 #: Axis codes of the BraTS files, and so of the slices the models learn from.
 TRAINING_AXES = ("L", "P", "S")
 INT16_MAX = np.iinfo(np.int16).max
+#: Voxel sizes closer than this (relative) count as the same: no resampling.
+SPACING_TOLERANCE = 0.01
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Preprocessed:
     ``image`` is (Z, 4, H, W) int16 and ``label`` (Z, H, W) internal classes (or None): Z, H, W
     run along the reoriented grid's axes 3, 1, 2, inside ``bbox``. ``affine`` and ``shape`` are
     those of the whole reoriented grid; ``source_orientation`` is the source's (nibabel ornt).
+    When the crop was resampled, ``resampled_to`` is the voxel size of ``image`` (X, Y, Z mm).
     """
 
     case_id: str
@@ -51,11 +57,24 @@ class Preprocessed:
     sources: list[str]
     label_convention: str = "brats"
     absent: tuple[str, ...] = ()  # sequences not acquired: zero channels, z-scored to zero
+    resampled_to: tuple[float, float, float] | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along the reoriented grid's axes."""
+        """Voxel size in mm along the reoriented grid's axes (of the source, before any resampling)."""
         return voxel_spacing(self.affine)
+
+    def to_source_spacing(self, stored: np.ndarray) -> np.ndarray:
+        """A map on the stored axes, (Z, H, W) or (Z, C, H, W), from the resampled crop back onto the
+        crop at the source's voxel size: linear for real values, nearest for integer labels."""
+        if self.resampled_to is None:
+            return stored
+        (x0, x1), (y0, y1), (z0, z1) = self.bbox
+        shape = (z1 - z0, x1 - x0, y1 - y0)
+        order = 1 if np.issubdtype(stored.dtype, np.floating) else 0
+        if stored.ndim == 3:
+            return resample(stored, shape, order)
+        return np.stack([resample(stored[:, c], shape, order) for c in range(stored.shape[1])], axis=1)
 
     @property
     def label_counts(self) -> np.ndarray:
@@ -126,11 +145,26 @@ def to_int16(volume: np.ndarray) -> tuple[np.ndarray, float]:
     return np.round(volume.astype(np.float64) * scale).astype(np.int16), scale
 
 
-def preprocess(case: Case) -> Preprocessed:
-    """Orient, crop to the brain, make int16, and compute the z-score statistics of each modality.
+def resample(volume: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
+    """``volume`` resampled onto ``shape`` voxels spanning the same extent (voxels as boxes, edges
+    aligned), by linear (order 1) or nearest (order 0) interpolation."""
+    factors = [new / old for new, old in zip(shape, volume.shape, strict=True)]
+    values = volume.astype(np.float32) if order else volume
+    out = ndimage.zoom(values, factors, order=order, mode="nearest", grid_mode=True)
+    return out.astype(volume.dtype) if not order else out
+
+
+def differs(spacing: tuple[float, ...], target: tuple[float, ...] | list[float]) -> bool:
+    """Whether two voxel sizes differ by more than SPACING_TOLERANCE on any axis."""
+    return not np.allclose(spacing, target, rtol=SPACING_TOLERANCE, atol=0)
+
+
+def preprocess(case: Case, spacing: tuple[float, float, float] | list[float] | None = None) -> Preprocessed:
+    """Orient, crop to the brain, (resample to ``spacing``), make int16, and compute the z-score
+    statistics of each modality.
 
     The crop keeps every voxel that is non-zero in any modality or labeled as tumor, so nothing
-    but background is ever cut away.
+    but background is ever cut away. Only an unlabeled case is resampled.
     """
     where = case.sources[0] if case.sources else case.case_id
     if not (case.image != 0).any():
@@ -142,9 +176,18 @@ def preprocess(case: Case) -> Preprocessed:
         keep |= case.label > 0
     bbox = bounding_box(keep)
     crop = tuple(slice(a, b) for a, b in bbox)
+    volumes = [volume[crop] for volume in case.image]
+    resampled_to = None
+    if spacing is not None and differs(case.spacing, spacing):
+        if case.label is not None:
+            raise TumorsegError(f"{where}: a labeled case is not resampled")
+        resampled_to = tuple(float(s) for s in spacing)
+        sides = zip(volumes[0].shape, case.spacing, spacing, strict=True)
+        shape = tuple(max(1, round(n * old / new)) for n, old, new in sides)
+        volumes = [resample(volume, shape, order=1) for volume in volumes]
     stored, scales, means, stds = [], [], [], []
-    for modality, volume in zip(MODALITIES, case.image, strict=True):
-        values, scale = to_int16(volume[crop])
+    for modality, volume in zip(MODALITIES, volumes, strict=True):
+        values, scale = to_int16(volume)
         brain = values[values != 0].astype(np.float64)
         if modality in case.absent:
             brain = np.array([-1.0, 1.0])  # statistics that leave the zero channel at zero
@@ -169,6 +212,7 @@ def preprocess(case: Case) -> Preprocessed:
         sources=list(case.sources),
         label_convention=case.label_convention,
         absent=tuple(case.absent),
+        resampled_to=resampled_to,
     )
 
 

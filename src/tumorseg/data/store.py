@@ -29,7 +29,7 @@ import numpy as np
 
 from tumorseg import __version__
 from tumorseg.data.case import MAX_SIDE, MAX_VOXELS, MODALITIES
-from tumorseg.data.preprocess import Preprocessed, normalize, zscore_coefficients
+from tumorseg.data.preprocess import Preprocessed, differs, normalize, zscore_coefficients
 from tumorseg.errors import TumorsegError, short
 from tumorseg.labels import BRATS_VALUES, CLASS_NAMES, NUM_CLASSES
 
@@ -170,6 +170,22 @@ def case_problem(node: h5py.Group, attrs: dict) -> str | None:
     return None
 
 
+def format_spacing(spacing: tuple[float, ...] | list[float]) -> str:
+    return " x ".join(f"{float(s):g}" for s in spacing) + " mm"
+
+
+def check_spacing(spacing: tuple[float, ...], first: tuple[str, tuple[float, ...]], where: str) -> None:
+    """Refuse a voxel size other than the store's ``first`` (case id, size): a network learns
+    one scale, and predict resamples new cases to the one its model learned."""
+    case_id, expected = first
+    if differs(spacing, expected):
+        raise TumorsegError(
+            f"{where}: voxel size {format_spacing(spacing)} differs from {case_id}'s "
+            f"{format_spacing(expected)}; a store holds one voxel size (resample the case, or "
+            "prepare it into a store of its own)"
+        )
+
+
 class Store:
     """Read access to a store; open one per process (HDF5 handles do not survive fork)."""
 
@@ -191,6 +207,13 @@ class Store:
     @property
     def attrs(self) -> dict:
         return dict(self._file.attrs)
+
+    def spacing(self, case_ids: list[str]) -> list[float]:
+        """The voxel size (X, Y, Z mm, along the training axes) the cases share."""
+        first = (case_ids[0], tuple(float(v) for v in self.info(case_ids[0]).attrs["spacing"]))
+        for case_id in case_ids[1:]:
+            check_spacing(tuple(self.info(case_id).attrs["spacing"]), first, f"{self.path} ({case_id})")
+        return list(first[1])
 
     def info(self, case_id: str) -> CaseInfo:
         if case_id not in self._info:

@@ -177,15 +177,24 @@ def evaluate(
             confusion += confusion_matrix(prediction, reference)
             confusion[0, 0] += info.outside_voxels
             predictions[case_id] = prediction
-        summary, report = write_tables(out, split, rows, confusion, predictor)
-        plot_boxplots(out / "metrics.csv", out / "boxplots.png")
         chosen = overlay_choices(rows)
         samples = [
             overlay_sample(store, case_id, predictions[case_id], predictor, title)
             for case_id, title in chosen
         ]
-        plot_overlays(samples, out / "overlays.png")
+        model = getattr(predictor, "description", "")
+        evaluation = write_results(out, split, rows, confusion, model, samples)
         write_viewers(store, chosen, predictions, out / "viewers.json")
+    return evaluation
+
+
+def write_results(
+    out: Path, split: str, rows: list[dict], confusion: np.ndarray, model: str, samples: list[dict]
+) -> Evaluation:
+    """The tables and figures of an evaluation (all of OUTPUT_FILES but the viewers)."""
+    summary, report = write_tables(out, split, rows, confusion, model)
+    plot_boxplots(out / "metrics.csv", out / "boxplots.png")
+    plot_overlays(samples, out / "overlays.png")
     return Evaluation(out, summary, report, format_table(summary))
 
 
@@ -221,14 +230,13 @@ def write_viewers(store: Store, chosen: list[tuple[str, str]], predictions: dict
 
 
 def write_tables(
-    out: Path, split: str, rows: list[dict], confusion: np.ndarray, predictor: Predictor
+    out: Path, split: str, rows: list[dict], confusion: np.ndarray, model: str
 ) -> tuple[dict, dict]:
     """metrics.csv, summary.json, the classification report and the confusion matrix; returns the
     summary and the report."""
     write_csv(out / "metrics.csv", rows, list(rows[0]))
     summary = statistics(rows)
     report = classification_report(confusion)
-    model = getattr(predictor, "description", "")
     write_json(out / "summary.json", {"split": split, "cases": len(rows), "model": model, "metrics": summary})
     write_text(out / "classification_report.txt", format_report(report) + "\n")
     write_csv(

@@ -40,10 +40,17 @@ class Prediction:
     probabilities: np.ndarray | None  # (X, Y, Z, C) on the input's grid, when asked for
     volumes_ml: dict[str, float]
     absent: tuple[str, ...] = ()  # the sequences the case lacked
+    resampled_from: tuple[float, float, float] | None = None  # its voxel size, when not the model's
 
     def record(self) -> dict:
-        """What the volumes JSON keeps of this case: volumes in mL, and the missing sequences."""
-        return {**self.volumes_ml, **({"missing": list(self.absent)} if self.absent else {})}
+        """What the volumes JSON keeps of this case: volumes in mL, the missing sequences, and the
+        voxel size it was resampled from."""
+        record: dict = dict(self.volumes_ml)
+        if self.absent:
+            record["missing"] = list(self.absent)
+        if self.resampled_from:
+            record["resampled_from_mm"] = [round(s, 4) for s in self.resampled_from]
+        return record
 
 
 def remove_small_enhancing(classes: np.ndarray, min_voxels: int) -> np.ndarray:
@@ -72,11 +79,17 @@ def segment(
 ) -> Prediction:
     """Segment one case held in memory; the result lies on the case's own grid."""
     segmenter.check_absent(case.absent, case.sources[0] if case.sources else case.case_id)
-    prepared = preprocess(Case(case.case_id, case.image, None, case.affine, case.sources, absent=case.absent))
-    probabilities = segmenter.probabilities(prepared.normalized())  # (Z, C, H, W)
+    prepared = preprocess(
+        Case(case.case_id, case.image, None, case.affine, case.sources, absent=case.absent),
+        spacing=segmenter.config.spacing,
+    )
+    # (Z, C, H, W) on the crop, at the case's own voxel size: resampled probabilities, then decoded
+    probabilities = prepared.to_source_spacing(segmenter.probabilities(prepared.normalized()))
     classes = remove_small_enhancing(prepared.restore(segmenter.classes(probabilities)), min_et_voxels)
     full = prepared.restore(probabilities) if keep_probabilities else None
-    return Prediction(case.case_id, classes, full, tumor_volumes(classes, case.affine), case.absent)
+    resampled_from = prepared.spacing if prepared.resampled_to else None
+    volumes = tumor_volumes(classes, case.affine)
+    return Prediction(case.case_id, classes, full, volumes, case.absent, resampled_from)
 
 
 def write_nifti(data: np.ndarray, reference: nib.Nifti1Image, path: Path) -> None:

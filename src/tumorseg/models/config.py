@@ -27,6 +27,12 @@ class ModelConfig:
         "regions", "regions: sigmoid WT/TC/ET with Dice+BCE; labels: softmax classes, Dice+CE"
     )
     modalities: list = option(list(MODALITIES), "input channels, in order", flag=False)
+    spacing: list = option(
+        [1.0, 1.0, 1.0],
+        "voxel size in mm (left-right, front-back, bottom-top) of the data it learned from; predict "
+        "resamples other cases to it",
+        flag=False,
+    )
     modality_dropout: float = option(
         0.0,
         "train with each sequence zeroed with this probability (never all), so that the model can "
@@ -50,6 +56,7 @@ class ModelConfig:
                 (self.norm in ("batch", "instance"), "norm", "batch or instance"),
                 (self.target in TARGETS, "target", " or ".join(TARGETS)),
                 (0 <= self.modality_dropout < 1, "modality_dropout", "in [0, 1)"),
+                (len(self.spacing) == 3 and all(s > 0 for s in self.spacing), "spacing", "three sizes > 0"),
             ],
             self,
             where,

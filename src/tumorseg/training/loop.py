@@ -4,6 +4,7 @@ on whole volumes, checkpoint. What the run directory holds is described in ``tum
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import sys
@@ -119,6 +120,9 @@ def fit(
     seed_everything(config, device)
     store = Store(store_path)
     split = make_split(config, store, run, resume=checkpoint is not None)
+    if checkpoint is None:  # the model records the voxel size it learns, for predict to resample to
+        spacing = store.spacing(split["train"] + split["val"])
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, spacing=spacing))
     if context.is_main:
         record_run(run, config, split, store_path, device, context.world, fresh=checkpoint is None)
     data = EpochData(store_path, split["train"], config, context.world)
