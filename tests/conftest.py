@@ -82,6 +82,18 @@ def trained_run(cohort, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture(scope="session")
+def segmenting_run(cohort, tmp_path_factory) -> Path:
+    """A tiny model trained long enough to segment the phantoms' whole tumor (validation WT > 0.5)."""
+    from tumorseg.training.config import TrainConfig
+    from tumorseg.training.loop import train
+
+    run = tmp_path_factory.mktemp("segmenting") / "run"
+    config = TrainConfig.of(**{**TINY_TRAINING, "channels": [8, 16], "lr": 0.02, "epochs": 3})
+    train(cohort, run, config, progress=False)
+    return run
+
+
 def tumorseg(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the command line in a fresh process, as a user would."""
     command = [sys.executable, "-m", "tumorseg", *map(str, args)]

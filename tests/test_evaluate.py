@@ -69,7 +69,7 @@ def test_summary_report_and_figures(evaluated):
 def test_html_report_renders_in_headless_chromium(evaluated, trained_run, tmp_path):
     report = build_report(trained_run, evaluated)
     page = report.read_text()
-    assert page.count("data:image/png;base64,") == 5
+    assert page.count("data:image/png;base64,") == 6  # curves 2, box plots, confusion, overlays, uncertainty
     assert "Per-voxel classification report" in page and "hd95 (mm)" in page and "Confusion matrix" in page
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
@@ -117,21 +117,17 @@ def test_evaluate_cli_and_errors(trained_run, cohort, tmp_path, capsys):
         evaluate_run(RunDir(tmp_path / "run"), Segmenter(tmp_path / "run"), cohort)
 
 
-def test_validation_dice_of_best_pt_is_what_evaluate_reports(cohort, tmp_path):
+def test_validation_dice_of_best_pt_is_what_evaluate_reports(segmenting_run, cohort, tmp_path):
     """Training validates through the same whole-volume segmentation that evaluation uses (here
     with another batch size), so best.pt's recorded validation Dice is what evaluate reports."""
     import torch
 
-    from conftest import TINY_TRAINING
-    from tumorseg.training.config import TrainConfig
-    from tumorseg.training.loop import train
-
-    run = tmp_path / "run"
-    config = TrainConfig.of(**{**TINY_TRAINING, "channels": [8, 16], "lr": 0.02, "epochs": 3})
-    train(cohort, run, config, progress=False)
+    run = segmenting_run
     recorded = torch.load(run / "best.pt", weights_only=True)["metrics"]
     assert recorded["val_dice_WT"] > 0.5  # a model that segments, so the comparison means something
-    result = evaluate_run(RunDir(run), Segmenter(run, batch_size=32), cohort, split="val", progress=False)
+    result = evaluate_run(
+        RunDir(run), Segmenter(run, batch_size=32), cohort, split="val", out=tmp_path / "e", progress=False
+    )
     for region in ("WT", "TC", "ET"):
         assert result.summary[f"dice_{region}"]["mean"] == pytest.approx(
             recorded[f"val_dice_{region}"], abs=1e-12

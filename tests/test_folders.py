@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import TINY_TRAINING, tumorseg
+from conftest import tumorseg
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.evaluate import evaluate_run
 from tumorseg.evaluation.folders import evaluate_folders
@@ -18,21 +18,13 @@ from tumorseg.rundir import RunDir
 
 
 @pytest.fixture(scope="module")
-def scored(cohort, tmp_path_factory):
+def scored(segmenting_run, cohort, tmp_path_factory):
     """A model that segments, its run evaluation on the validation patients, their predictions
     written by predict, and a folder of their reference label maps."""
-    from tumorseg.training.config import TrainConfig
-    from tumorseg.training.loop import train
-
-    root = tmp_path_factory.mktemp("folders")
-    run = root / "run"
-    train(
-        cohort,
-        run,
-        TrainConfig.of(**{**TINY_TRAINING, "channels": [8, 16], "lr": 0.02, "epochs": 3}),
-        progress=False,
+    root, run = tmp_path_factory.mktemp("folders"), segmenting_run
+    evaluate_run(
+        RunDir(run), Segmenter(run), cohort, split="val", out=root / "evaluation-val", progress=False
     )
-    evaluate_run(RunDir(run), Segmenter(run), cohort, split="val", progress=False)
     val = json.loads((run / "split.json").read_text())["val"]
     cases, references = cohort.parent / "cases", root / "references"
     references.mkdir()
@@ -57,7 +49,7 @@ def test_folder_scores_reproduce_the_run_evaluation(scored, tmp_path):
     run, predictions, references = scored
     result = evaluate_folders(predictions, references, tmp_path / "scores", progress=False)
     by_run, by_folder = (
-        rows(run / "evaluation-val" / "metrics.csv"),
+        rows(predictions.parent / "evaluation-val" / "metrics.csv"),
         rows(tmp_path / "scores" / "metrics.csv"),
     )
     assert sorted(by_run) == sorted(by_folder)
@@ -67,7 +59,9 @@ def test_folder_scores_reproduce_the_run_evaluation(scored, tmp_path):
             if key != "case_id":
                 assert float(by_folder[case_id][key]) == pytest.approx(float(value), rel=1e-9, abs=1e-12), key
     for name in ("classification_report.txt", "confusion_matrix.csv"):
-        assert (tmp_path / "scores" / name).read_text() == (run / "evaluation-val" / name).read_text()
+        assert (tmp_path / "scores" / name).read_text() == (
+            predictions.parent / "evaluation-val" / name
+        ).read_text()
     assert (tmp_path / "scores" / "overlays.png").stat().st_size > 0 and result.summary["dice_WT"][
         "n"
     ] == len(by_run)

@@ -214,6 +214,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def volume_notes(volumes: dict) -> str:
+    """What a case's volumes record says beyond the volumes: missing sequences, uncertainty, resampling."""
+    notes = []
+    if "missing" in volumes:
+        notes.append(f"without {', '.join(volumes['missing']).upper()}")
+    if "uncertain_mL" in volumes:
+        notes.append(f"uncertain {volumes['uncertain_mL']:.1f} mL")
+    if "resampled_from_mm" in volumes:
+        size = " x ".join(f"{s:g}" for s in volumes["resampled_from_mm"])
+        notes.append(f"resampled from {size} mm")
+    return f"   ({'; '.join(notes)})" if notes else ""
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from tumorseg.inference.predict import files_from_paths, predict
     from tumorseg.inference.segmenter import Segmenter
@@ -237,18 +250,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         labels="brats2023" if args.labels == "2023" else "brats",
         min_et_voxels=args.min_et_voxels,
         probabilities=args.probabilities,
+        uncertainty=args.uncertainty,
     )
     if result.volumes:
         print(f"{'case':<28} {'WT mL':>8} {'TC mL':>8} {'ET mL':>8}")
         for case_id, volumes in result.volumes.items():
-            notes = []
-            if "missing" in volumes:
-                notes.append(f"without {', '.join(volumes['missing']).upper()}")
-            if "resampled_from_mm" in volumes:
-                size = " x ".join(f"{s:g}" for s in volumes["resampled_from_mm"])
-                notes.append(f"resampled from {size} mm")
-            note = f"   ({'; '.join(notes)})" if notes else ""
-            print(f"{case_id:<28} {volumes['WT']:>8.1f} {volumes['TC']:>8.1f} {volumes['ET']:>8.1f}{note}")
+            print(
+                f"{case_id:<28} {volumes['WT']:>8.1f} {volumes['TC']:>8.1f} {volumes['ET']:>8.1f}"
+                + volume_notes(volumes)
+            )
     print(
         f"wrote {len(result.written)} label maps under {args.out}"
         if len(result.written) != 1
@@ -556,6 +566,13 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         help="relabel enhancing components under N voxels as NCR",
     )
     p.add_argument("--probabilities", action="store_true", help="also write <out>_probabilities.nii.gz")
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also write <out>_uncertainty.nii.gz: per voxel, the largest binary entropy (bits, 0..1) of "
+        "the region probabilities (with --tta, averaged over the flips); the volume at least 0.5 "
+        "uncertain is printed and saved as uncertain_mL",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     p.add_argument(
         "--device", default="auto", help="auto (default: the GPU when there is one), cpu or cuda[:N]"

@@ -62,6 +62,15 @@ class Target:
         classes[et] = 3
         return classes
 
+    def uncertainty(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Probabilities (B, C, ...) -> voxel-wise uncertainty (B, ...) in [0, 1]: the largest binary
+        entropy (bits) of the three regions, or the class entropy over log2(C). Averaged over TTA
+        flips or models, the probabilities carry their disagreement into it."""
+        p = probabilities.float().clamp(1e-7, 1 - 1e-7)
+        if self.regions:
+            return (-(p * p.log2() + (1 - p) * (1 - p).log2())).amax(dim=1)
+        return -(p * p.log2()).sum(dim=1) / math.log2(self.channels)
+
     def initial_bias(self, prior: float = 0.01) -> torch.Tensor:
         """Output biases under which every voxel starts as background with probability 1 - ``prior``
         (Lin et al. 2017, RetinaNet). With zero biases every voxel starts at p = 0.5 for every

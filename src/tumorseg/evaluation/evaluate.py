@@ -11,6 +11,7 @@ Writes into the output folder:
     classification_report.txt   per-voxel precision, recall, F1, support per class (also .csv)
     confusion_matrix.csv        counts; confusion_matrix.png row-normalized
     boxplots.png, overlays.png  per-patient Dice/IoU; best, median and worst patient
+    uncertainty.json, .png      error rate per uncertainty bin; patients' uncertainty against Dice
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tumorseg.evaluation.metrics import (
     confusion_matrix,
     patient_metrics,
 )
+from tumorseg.evaluation.uncertainty import UncertaintyCheck
 from tumorseg.evaluation.viewer import stored_case_data
 from tumorseg.files import write_csv, write_json, write_text
 from tumorseg.labels import CLASS_NAMES, REGION_NAMES
@@ -42,6 +44,7 @@ from tumorseg.rundir import RunDir
 OUTPUT_FILES = (
     "metrics.csv", "summary.json", "classification_report.txt", "classification_report.csv",
     "confusion_matrix.csv", "confusion_matrix.png", "boxplots.png", "overlays.png", "viewers.json",
+    "uncertainty.json", "uncertainty.png",
 )  # fmt: skip
 
 
@@ -56,6 +59,9 @@ class Predictor(Protocol):
 
     def attention(self, image: np.ndarray) -> np.ndarray | None:
         """The finest attention gate's coefficients on one slice (4, H, W), if the model has gates."""
+
+    def uncertainty(self, probabilities: np.ndarray) -> np.ndarray:
+        """Probabilities (Z, C, H, W) -> voxel-wise uncertainty (Z, H, W) in [0, 1]."""
 
 
 @dataclass
@@ -154,6 +160,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     rows, predictions = [], {}
     confusion = np.zeros((4, 4), dtype=np.int64)
+    check = UncertaintyCheck()
     with Store(store_path) as store:
         missing = [c for c in case_ids if c not in store.case_ids]
         if missing:
@@ -171,7 +178,9 @@ def evaluate(
             if not info.has_label:
                 raise TumorsegError(f"{store_path}: case {case_id} has no labels to evaluate against")
             volume, reference = store.read_volume(case_id)
-            prediction = predictor.classes(predictor.probabilities(volume))
+            probabilities = predictor.probabilities(volume)
+            prediction = predictor.classes(probabilities)
+            check.add(case_id, predictor.uncertainty(probabilities), prediction, reference)
             row = patient_metrics(prediction, reference, info.spacing, info.outside_voxels)
             rows.append({"case_id": case_id, **row})
             confusion += confusion_matrix(prediction, reference)
@@ -184,6 +193,7 @@ def evaluate(
         ]
         model = getattr(predictor, "description", "")
         evaluation = write_results(out, split, rows, confusion, model, samples)
+        check.write(rows, out)
         write_viewers(store, chosen, predictions, out / "viewers.json")
     return evaluation
 

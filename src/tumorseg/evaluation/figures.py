@@ -126,3 +126,32 @@ def plot_confusion(confusion: np.ndarray, names: list[str], path: Path) -> Path:
     ax.set_title("Confusion matrix (per voxel)")
     save_figure(fig, path)
     return path
+
+
+def plot_uncertainty(summary: dict, dice: list[float], path: Path) -> Path:
+    """Left: error rate of voxels per uncertainty bin (with their count). Right: each patient's mean
+    uncertainty over its predicted tumor against its mean Dice of WT, TC and ET."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    centers = (np.asarray(summary["bins"][:-1]) + np.asarray(summary["bins"][1:])) / 2
+    rates = [np.nan if r is None else r for r in summary["error_rate"]]
+    left.bar(centers, rates, width=0.08)
+    for x, rate, count in zip(centers, rates, summary["voxels"], strict=True):
+        if count:
+            left.annotate(f"{count:,}", (x, rate), ha="center", va="bottom", fontsize=6, rotation=90)
+    left.set(
+        xlabel="uncertainty (bits)",
+        ylabel="voxels wrong",
+        title="error rate per uncertainty bin",
+        ylim=(0, 1.15),
+    )
+    uncertainty = list(summary["patients"].values())
+    right.scatter(uncertainty, dice, s=14)
+    r = summary["pearson_r"]
+    right.set(
+        xlabel="mean uncertainty over the predicted tumor",
+        ylabel="mean Dice (WT, TC, ET)",
+        title="patients" + (f" (Pearson r {r:.2f})" if r is not None else ""),
+    )
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path

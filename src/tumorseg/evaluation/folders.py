@@ -143,7 +143,8 @@ def evaluate_folders(
     inputs = [path for _, *paths in pairs for path in paths]
     claim_outputs([out / name for name in OUTPUT_FILES], inputs, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "viewers.json").unlink(missing_ok=True)  # a run's evaluation had them; these labels have no images
+    for name in ("viewers.json", "uncertainty.json", "uncertainty.png"):  # a run's; label maps have neither
+        (out / name).unlink(missing_ok=True)
     rows, confusion = [], np.zeros((4, 4), dtype=np.int64)
     for case_id, prediction, reference in tqdm(
         pairs, desc="evaluate", unit="case", disable=None if progress is None else not progress

@@ -147,6 +147,28 @@ def evaluation_parts(evaluation: Path) -> list[str]:
         except ValueError as err:
             raise TumorsegError(f"{evaluation / 'viewers.json'}: not valid JSON ({first_line(err)})") from err
         parts += [viewer_block(data, f"viewer-{i}") for i, data in enumerate(viewers)]
+    if (evaluation / "uncertainty.json").exists():
+        parts += uncertainty_parts(evaluation)
     parts.append("<h2>Per-patient metrics</h2>")
     parts.append(csv_table(evaluation / "metrics.csv"))
     return parts
+
+
+def uncertainty_parts(evaluation: Path) -> list[str]:
+    """Whether the model's uncertainty means something: error rate per bin, patients' correlation."""
+    check = read_json(evaluation / "uncertainty.json")
+    r, rho = check.get("pearson_r"), check.get("spearman_rho")
+    said = (
+        f"Across patients, mean uncertainty over the predicted tumor against mean Dice: Pearson r "
+        f"{r:.2f}, Spearman &rho; {rho:.2f} (negative: the less sure, the worse)."
+        if r is not None and rho is not None
+        else "Too few patients (or no spread) for a correlation across patients."
+    )
+    return [
+        "<h2>Uncertainty</h2>",
+        "<p>Voxel-wise uncertainty is the largest binary entropy of the region probabilities (bits). "
+        f"If it means something, voxels that are more uncertain are more often wrong. {said}</p>",
+        image_tag(
+            evaluation / "uncertainty.png", "error rate per uncertainty bin; patients' uncertainty and Dice"
+        ),
+    ]

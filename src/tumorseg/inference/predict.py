@@ -39,13 +39,14 @@ class Prediction:
     classes: np.ndarray  # (X, Y, Z) internal classes on the input's grid
     probabilities: np.ndarray | None  # (X, Y, Z, C) on the input's grid, when asked for
     volumes_ml: dict[str, float]
+    uncertainty: np.ndarray | None = None  # (X, Y, Z) on the input's grid, when asked for
     absent: tuple[str, ...] = ()  # the sequences the case lacked
     resampled_from: tuple[float, float, float] | None = None  # its voxel size, when not the model's
 
     def record(self) -> dict:
         """What the volumes JSON keeps of this case: volumes in mL, the missing sequences, and the
         voxel size it was resampled from."""
-        record: dict = dict(self.volumes_ml)
+        record: dict = dict(self.volumes_ml)  # with uncertain_mL when the uncertainty was asked for
         if self.absent:
             record["missing"] = list(self.absent)
         if self.resampled_from:
@@ -74,8 +75,17 @@ def tumor_volumes(classes: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     return region_volumes(classes, abs(np.linalg.det(affine[:3, :3])) / 1000)
 
 
+#: Voxels at least this uncertain (bits; a region probability between about 0.11 and 0.89) count
+#: towards a case's uncertain volume.
+UNCERTAIN = 0.5
+
+
 def segment(
-    case: Case, segmenter: Segmenter, min_et_voxels: int = 0, keep_probabilities: bool = False
+    case: Case,
+    segmenter: Segmenter,
+    min_et_voxels: int = 0,
+    keep_probabilities: bool = False,
+    uncertainty: bool = False,
 ) -> Prediction:
     """Segment one case held in memory; the result lies on the case's own grid."""
     segmenter.check_absent(case.absent, case.sources[0] if case.sources else case.case_id)
@@ -89,7 +99,11 @@ def segment(
     full = prepared.restore(probabilities) if keep_probabilities else None
     resampled_from = prepared.spacing if prepared.resampled_to else None
     volumes = tumor_volumes(classes, case.affine)
-    return Prediction(case.case_id, classes, full, volumes, case.absent, resampled_from)
+    uncertain = prepared.restore(segmenter.uncertainty(probabilities)) if uncertainty else None
+    if uncertain is not None:
+        voxel_ml = abs(np.linalg.det(case.affine[:3, :3])) / 1000
+        volumes["uncertain_mL"] = float(np.count_nonzero(uncertain >= UNCERTAIN) * voxel_ml)
+    return Prediction(case.case_id, classes, full, volumes, uncertain, case.absent, resampled_from)
 
 
 def write_nifti(data: np.ndarray, reference: nib.Nifti1Image, path: Path) -> None:
@@ -119,15 +133,21 @@ def predict_case(
     labels: str = "brats",
     min_et_voxels: int = 0,
     probabilities: bool = False,
+    uncertainty: bool = False,
 ) -> Prediction:
-    """Read a case's modalities, segment them, write the label map (and probabilities)."""
+    """Read a case's modalities, segment them, write the label map (and probabilities, and the
+    uncertainty map)."""
     segmenter.check_absent(files.absent, str(files.folder))  # before any voxel is read
     case = read_case(CaseFiles(files.case_id, files.folder, files.modalities, None, files.convention))
     reference = nib.load(files.paths[0])
-    prediction = segment(case, segmenter, min_et_voxels, keep_probabilities=probabilities)
+    prediction = segment(
+        case, segmenter, min_et_voxels, keep_probabilities=probabilities, uncertainty=uncertainty
+    )
     write_nifti(to_brats(prediction.classes, labels), reference, out)
     if probabilities:
         write_nifti(prediction.probabilities, reference, beside(out, "_probabilities.nii.gz"))
+    if uncertainty:
+        write_nifti(prediction.uncertainty.astype(np.float32), reference, beside(out, "_uncertainty.nii.gz"))
     return prediction
 
 
@@ -167,6 +187,7 @@ def predict(
     labels: str = "brats",
     min_et_voxels: int = 0,
     probabilities: bool = False,
+    uncertainty: bool = False,
     progress: bool | None = None,
 ) -> BatchResult:
     """Segment one case (a case folder or four files) into the file ``out``, or every case folder
@@ -191,7 +212,8 @@ def predict(
         with exclusive_lock(out / ".lock", busy) if batch else contextlib.nullcontext():
             result = BatchResult([], [], failed, {})
             segment_all(cases, out, batch, make_segmenter(), result, overwrite, progress, labels=labels,
-                        min_et_voxels=min_et_voxels, probabilities=probabilities)  # fmt: skip
+                        min_et_voxels=min_et_voxels, probabilities=probabilities,
+                        uncertainty=uncertainty)  # fmt: skip
             return result
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
@@ -222,7 +244,14 @@ def segment_all(
                 result.skipped.append(target)
                 recorded = record_skipped(files.case_id, target, volumes_file, recorded, options["labels"])
                 continue
-            companions = [beside(target, "_probabilities.nii.gz")] if options["probabilities"] else []
+            companions = [
+                beside(target, suffix)
+                for suffix, wanted in (
+                    ("_probabilities.nii.gz", "probabilities"),
+                    ("_uncertainty.nii.gz", "uncertainty"),
+                )
+                if options[wanted]
+            ]
             inputs = [*files.paths, *model_files]
             claim_outputs([target], inputs, overwrite or batch)  # a batch redoes its own broken leftovers
             claim_outputs([*companions, *([] if batch else [volumes_file])], inputs, overwrite)

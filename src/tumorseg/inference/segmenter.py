@@ -166,6 +166,10 @@ class Segmenter:
         """Probabilities (Z, C, H, W) -> internal classes (Z, H, W) uint8."""
         return self.target.decode(torch.from_numpy(probabilities)).numpy().astype(np.uint8)
 
+    def uncertainty(self, probabilities: np.ndarray) -> np.ndarray:
+        """Probabilities (Z, C, H, W) -> voxel-wise uncertainty (Z, H, W) float32 in [0, 1]."""
+        return self.target.uncertainty(torch.from_numpy(probabilities)).numpy()
+
     @torch.inference_mode()
     def attention(self, image: np.ndarray) -> np.ndarray | None:
         """The finest gate's coefficients on one slice (4, H, W); None for MONAI's network."""
