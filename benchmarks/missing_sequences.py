@@ -19,18 +19,9 @@ import numpy as np
 from tumorseg.data.case import MODALITIES
 from tumorseg.data.splits import load_split
 from tumorseg.data.store import Store
+from tumorseg.evaluation.metrics import region_dice
 from tumorseg.inference.segmenter import Segmenter
-from tumorseg.labels import region_masks
 from tumorseg.rundir import RunDir
-
-
-def dice(prediction: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Dice of WT, TC and ET (1 where both are empty, as BraTS scores it)."""
-    scores = []
-    for predicted, truth in zip(region_masks(prediction), region_masks(reference), strict=True):
-        total = int(predicted.sum()) + int(truth.sum())
-        scores.append(2 * int((predicted & truth).sum()) / total if total else 1.0)
-    return np.array(scores)
 
 
 def main() -> None:
@@ -53,7 +44,7 @@ def main() -> None:
                     for absent in conditions:
                         segmenter.absent = absent  # set directly: the benchmark skips predict's refusal
                         prediction = segmenter.classes(segmenter.probabilities(volume))
-                        scores[absent].append(dice(prediction, reference))
+                        scores[absent].append(region_dice(prediction, reference))
             for absent, values in scores.items():
                 mean, std = np.mean(values, axis=0), np.std(values, axis=0)
                 cells = "".join(f"{m:>9.3f} ± {s:.3f}" for m, s in zip(mean, std, strict=True))

@@ -28,9 +28,9 @@ from tumorseg.data.brats import find_case_files, read_case
 from tumorseg.data.case import Case
 from tumorseg.data.preprocess import preprocess
 from tumorseg.data.splits import load_split
+from tumorseg.evaluation.metrics import region_dice
 from tumorseg.inference.predict import segment
 from tumorseg.inference.segmenter import Segmenter
-from tumorseg.labels import region_masks
 from tumorseg.rundir import RunDir
 
 GRIDS = {"2 x 2 x 2 mm": (2.0, 2.0, 2.0), "0.9 x 0.9 x 3 mm": (0.9, 0.9, 3.0)}
@@ -74,15 +74,6 @@ def segment_as(case: Case, segmenter: Segmenter, method: str) -> np.ndarray:
     return prepared.restore(prepared.to_source_spacing(classes))
 
 
-def dice(prediction: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Dice of WT, TC and ET (1 where both are empty, as BraTS scores it)."""
-    scores = []
-    for predicted, truth in zip(region_masks(prediction), region_masks(reference), strict=True):
-        total = int(predicted.sum()) + int(truth.sum())
-        scores.append(2 * int((predicted & truth).sum()) / total if total else 1.0)
-    return np.array(scores)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -101,14 +92,16 @@ def main() -> None:
             case = read_case(files)
             reference = nib.load(files.seg)
             fine = segment(dataclasses.replace(case, label=None), segmenter).classes
-            scores.setdefault(("1 mm", "-", "reference"), []).append(dice(fine, case.label))
+            scores.setdefault(("1 mm", "-", "reference"), []).append(region_dice(fine, case.label))
             for grid, spacing in GRIDS.items():
                 coarse, labels = coarse_case(case, reference, spacing)
                 fine_there = on_grid(fine, case.affine, coarse)
                 for method in METHODS:
                     classes = segment_as(coarse, segmenter, method)
-                    scores.setdefault((grid, method, "1 mm prediction"), []).append(dice(classes, fine_there))
-                    scores.setdefault((grid, method, "reference"), []).append(dice(classes, labels))
+                    scores.setdefault((grid, method, "1 mm prediction"), []).append(
+                        region_dice(classes, fine_there)
+                    )
+                    scores.setdefault((grid, method, "reference"), []).append(region_dice(classes, labels))
             print(f"done {case_id}", flush=True)
     print(f"\n{'grid':<18}{'method':<15}{'Dice against':<17}{'WT':>7}{'TC':>7}{'ET':>7}   patients")
     for (grid, method, against), values in scores.items():

@@ -84,3 +84,14 @@ def test_classification_report_by_hand():
     assert report["accuracy"]["value"] == pytest.approx(5 / 8)
     assert report["macro avg"]["recall"] == pytest.approx((2 / 3 + 1 + 0.5 + 0.5) / 4)
     assert report["weighted avg"]["recall"] == pytest.approx(5 / 8)  # weighted recall is accuracy
+
+
+def test_region_dice_is_the_dice_of_patient_metrics():
+    from tumorseg.evaluation.metrics import region_dice
+
+    rng = np.random.default_rng(3)
+    prediction, reference = rng.integers(0, 4, (2, 12, 10, 8), dtype=np.uint8)
+    row = patient_metrics(prediction, reference, (1.0, 1.0, 1.0))
+    np.testing.assert_allclose(
+        region_dice(prediction, reference), [row[f"dice_{r}"] for r in ("WT", "TC", "ET")]
+    )
