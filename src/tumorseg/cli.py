@@ -160,10 +160,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         what = "cases"
     else:
-        segmenter = Segmenter(args.run, device=args.device, tta=args.tta, absent=tuple(args.missing))
+        absent = missing_sequences(args)
+        segmenter = Segmenter(args.run, device=args.device, tta=args.tta, absent=absent)
         result = evaluate_run(
             RunDir.of(args.run), segmenter, args.data, args.split, args.out, overwrite=args.overwrite,
-            variant=variant_name(args.tta, segmenter.absent),
+            variant=variant_name(args.tta, absent),
         )  # fmt: skip
         what = f"{args.split} patients"
     print(f"{result.summary['dice_WT']['n']} {what}, mean ± std over patients:\n")
@@ -174,12 +175,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from tumorseg.data.case import MODALITIES
     from tumorseg.evaluation.crossval import cross_validate
     from tumorseg.inference.segmenter import Segmenter
     from tumorseg.rundir import variant_name
 
-    absent = tuple(m for m in MODALITIES if m in args.missing)
+    absent = missing_sequences(args)
     result = cross_validate(
         args.folds_dir,
         lambda run: Segmenter(run.root, device=args.device, tta=args.tta, absent=absent),
@@ -469,6 +469,13 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--device", default="auto", help="auto (default: the GPU when there is one), cpu or cuda[:N]"
     )
     p.set_defaults(func=cmd_evaluate)
+
+
+def missing_sequences(args: argparse.Namespace) -> tuple[str, ...]:
+    """The sequences of --missing in the modality order, as evaluation folders name them."""
+    from tumorseg.data.case import MODALITIES
+
+    return tuple(m for m in MODALITIES if m in args.missing)
 
 
 def add_missing(p: argparse.ArgumentParser) -> None:

@@ -172,15 +172,15 @@ def read_case(files: CaseFiles) -> Case:
             raise TumorsegError(f"{path}: shape {shape} differs from {reference_path.name} {reference_shape}")
         if not np.allclose(image.affine, reference.affine, atol=AFFINE_TOLERANCE):
             raise TumorsegError(f"{path}: affine differs from {reference_path.name}")
-    present = len(files.modalities)
+    present = [m for m in MODALITIES if m in files.modalities]  # the order of files.paths
     volumes = {}
-    for modality, path, image in zip(files.modalities, files.paths[:present], images[:present], strict=True):
+    for modality, path, image in zip(present, files.paths, images, strict=False):
         volumes[modality] = read_voxels(image, reference_shape, path)
         check_finite(volumes[modality], str(path))
     label = None
     if files.seg is not None:
         label = labels_to_internal(
-            read_voxels(images[present], reference_shape, files.seg), files.convention, str(files.seg)
+            read_voxels(images[len(present)], reference_shape, files.seg), files.convention, str(files.seg)
         )
     dtype = np.result_type(*volumes.values())
     return Case(

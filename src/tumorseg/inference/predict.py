@@ -70,9 +70,14 @@ def remove_small_enhancing(classes: np.ndarray, min_voxels: int) -> np.ndarray:
     return out
 
 
+def voxel_ml(affine: np.ndarray) -> float:
+    """The volume of one voxel of the grid, in mL."""
+    return abs(np.linalg.det(affine[:3, :3])) / 1000
+
+
 def tumor_volumes(classes: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     """Volume in mL of each BraTS region."""
-    return region_volumes(classes, abs(np.linalg.det(affine[:3, :3])) / 1000)
+    return region_volumes(classes, voxel_ml(affine))
 
 
 #: Voxels at least this uncertain (bits; a region probability between about 0.11 and 0.89) count
@@ -101,8 +106,7 @@ def segment(
     volumes = tumor_volumes(classes, case.affine)
     uncertain = prepared.restore(segmenter.uncertainty(probabilities)) if uncertainty else None
     if uncertain is not None:
-        voxel_ml = abs(np.linalg.det(case.affine[:3, :3])) / 1000
-        volumes["uncertain_mL"] = float(np.count_nonzero(uncertain >= UNCERTAIN) * voxel_ml)
+        volumes["uncertain_mL"] = float(np.count_nonzero(uncertain >= UNCERTAIN) * voxel_ml(case.affine))
     return Prediction(case.case_id, classes, full, volumes, uncertain, case.absent, resampled_from)
 
 
@@ -262,10 +266,10 @@ def segment_all(
             result.failed.append((files.case_id, str(err)))
             continue
         result.written.append(target)
-        result.volumes[files.case_id] = prediction.record()
+        record = result.volumes[files.case_id] = prediction.record()
         # after each case, so that a killed batch keeps the volumes of the cases it finished
-        recorded = {**recorded, files.case_id: prediction.record()}
-        write_json(volumes_file, recorded if batch else {files.case_id: prediction.record()})
+        recorded = {**recorded, files.case_id: record}
+        write_json(volumes_file, recorded if batch else {files.case_id: record})
 
 
 def find_inputs(inputs: Path | CaseFiles) -> tuple[list[Path | CaseFiles], bool]:
