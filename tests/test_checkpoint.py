@@ -2,6 +2,8 @@ import errno
 import os
 import pickle
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +88,27 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 OLD_RUN = Path(__file__).parent / "data" / "run-v0.1"
+
+
+def test_ctrl_c_while_writing_is_an_interrupt_and_keeps_the_previous_checkpoint(tmp_path):
+    """torch.save into a file reports an interrupt in its write callback as a failed write."""
+    state = {"model": {f"w{i}": torch.randn(64, 64) for i in range(100)}, "epoch": 1}
+    save_checkpoint(state, tmp_path / "c.pt")
+    outcomes = []
+    for delay in np.linspace(0, 0.02, 40):
+        timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
+        try:
+            timer.start()
+            for _ in range(5):
+                save_checkpoint({**state, "epoch": 2}, tmp_path / "c.pt")
+            timer.join()
+            outcomes.append("finished")
+        except KeyboardInterrupt:
+            outcomes.append("interrupted")
+        timer.join()
+        assert load_checkpoint(tmp_path / "c.pt")["epoch"] in (1, 2)
+    assert outcomes.count("interrupted") >= 20  # each is an interrupt, none a TumorsegError
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 
 def test_checkpoints_of_tumorseg_0_1_still_load_and_predict_the_same():

@@ -29,6 +29,7 @@ import torch
 
 from tumorseg import __version__
 from tumorseg.errors import TumorsegError, first_line
+from tumorseg.interrupts import deferred
 
 FORMAT = "tumorseg-checkpoint"
 FORMAT_VERSION = 2
@@ -42,7 +43,7 @@ def save_checkpoint(state: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "tumorseg_version": __version__, **state}
     try:
-        with open(tmp, "wb") as handle:
+        with deferred(), open(tmp, "wb") as handle:  # torch.save turns an interrupt into a write error
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())

@@ -6,6 +6,9 @@ finalizer (a weakref callback, a ``__del__``) it prints "Exception ignored" and 
 the command would go on to finish with exit code 0. Such an interrupt is kept and raised again
 from a short timer, once the finalizer has returned, or when the command ends, whichever comes
 first.
+
+Some writers turn an interrupt into their own error instead (``torch.save`` into a file object
+reports a failed write), so checkpoints are written with interrupts ``deferred`` to the end.
 """
 
 from __future__ import annotations
@@ -57,3 +60,21 @@ def handled() -> Iterator[None]:
         sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGALRM, previous[1])
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait for the block to end, then reach their handlers as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(signum, lambda signum, frame: caught.append(signum)) for signum in held]
+    try:
+        yield
+    finally:
+        for signum, handler in zip(held, previous, strict=True):
+            signal.signal(signum, handler)
+    if caught:
+        signal.raise_signal(caught[0])
