@@ -55,3 +55,22 @@ def test_incomplete_or_mixed_folds_are_refused(folds, tmp_path):
     shutil.copytree(folds / "fold-0", tmp_path / "twice" / "b")
     with pytest.raises(TumorsegError, match="also validates in"):
         fold_runs(tmp_path / "twice")
+
+
+def test_postprocessing_is_chosen_on_out_of_fold_predictions_and_measured_apart(folds, capsys):
+    assert main(["cv", str(folds), "--choose-postprocessing"]) == 0
+    assert "chosen:" in capsys.readouterr().out
+    rule = json.loads((folds / "postprocessing.json").read_text())
+    with open(folds / "postprocessing.csv", newline="") as handle:
+        candidates = list(csv.DictReader(handle))
+    assert len(candidates) == 49
+    wanted = (rule["min_island_ml"], rule["min_et_ml"])
+    chosen = next(
+        row for row in candidates if (float(row["min_island_ml"]), float(row["min_et_ml"])) == wanted
+    )
+    assert float(chosen["dice_mean"]) == max(float(row["dice_mean"]) for row in candidates)
+    assert main(["cv", str(folds), "--postprocessing", str(folds / "postprocessing.json")]) == 0
+    assert (folds / "fold-1" / "evaluation-val-postprocessed" / "metrics.csv").is_file()
+    pooled = json.loads((folds / "crossval-postprocessed" / "summary.json").read_text())["metrics"]
+    mean = sum(pooled[f"dice_{region}"]["mean"] for region in ("WT", "TC", "ET")) / 3
+    assert mean == pytest.approx(float(chosen["dice_mean"]), abs=1e-6)  # the same maps, scored twice

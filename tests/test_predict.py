@@ -7,7 +7,7 @@ import pytest
 from conftest import tumorseg
 from tumorseg.data.synth import synthesize
 from tumorseg.errors import TumorsegError
-from tumorseg.inference.predict import files_from_paths, predict, remove_small_enhancing
+from tumorseg.inference.predict import files_from_paths, predict
 from tumorseg.inference.segmenter import Segmenter
 
 
@@ -97,15 +97,6 @@ def test_labels_2023_and_tta(trained_run, new_patients, tmp_path):
         progress=False,
     )
     assert tta.written
-
-
-def test_small_enhancing_components_become_core():
-    classes = np.zeros((10, 10, 10), np.uint8)
-    classes[1:4, 1:4, 1:4] = 3  # 27 voxels
-    classes[8, 8, 8] = 3  # 1 voxel
-    cleaned = remove_small_enhancing(classes, 5)
-    assert (cleaned[1:4, 1:4, 1:4] == 3).all() and cleaned[8, 8, 8] == 1
-    assert np.array_equal(remove_small_enhancing(classes, 0), classes)
 
 
 @pytest.mark.parametrize(

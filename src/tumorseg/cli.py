@@ -7,10 +7,14 @@ import functools
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tumorseg import __version__
 from tumorseg.errors import TumorsegError
 from tumorseg.interrupts import Terminated, handled
+
+if TYPE_CHECKING:  # commands import what they use when they run, to start fast
+    from tumorseg.postprocess import PostProcessing
 
 EXAMPLES = """\
 the pipeline:
@@ -160,11 +164,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         what = "cases"
     else:
-        absent = missing_sequences(args)
-        segmenter = Segmenter(args.run, device=args.device, tta=args.tta, absent=absent)
+        absent, rule = missing_sequences(args), postprocessing(args)
+        if args.models and not args.out:
+            raise TumorsegError("evaluate: --models needs --out (the run's own folders are its own model's)")
+        segmenter = Segmenter(
+            args.models or args.run, device=args.device, tta=args.tta, absent=absent, postprocessing=rule
+        )
         result = evaluate_run(
             RunDir.of(args.run), segmenter, args.data, args.split, args.out, overwrite=args.overwrite,
-            variant=variant_name(args.tta, absent),
+            variant=variant_name(args.tta, absent, rule is not None),
         )  # fmt: skip
         what = f"{args.split} patients"
     print(f"{result.summary['dice_WT']['n']} {what}, mean ± std over patients:\n")
@@ -175,20 +183,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from tumorseg.evaluation.crossval import cross_validate
+    from tumorseg.evaluation.crossval import choose_fold_postprocessing, cross_validate
     from tumorseg.inference.segmenter import Segmenter
     from tumorseg.rundir import variant_name
 
-    absent = missing_sequences(args)
+    absent, rule = missing_sequences(args), postprocessing(args)
+    segmenter_of = lambda run: Segmenter(  # noqa: E731
+        run.root, device=args.device, tta=args.tta, absent=absent, postprocessing=rule
+    )
     result = cross_validate(
         args.folds_dir,
-        lambda run: Segmenter(run.root, device=args.device, tta=args.tta, absent=absent),
+        segmenter_of,
         args.data,
         overwrite=args.overwrite,
-        variant=variant_name(args.tta, absent),
+        variant=variant_name(args.tta, absent, rule is not None),
     )
     print(result.table)
     print(f"\npooled out-of-fold metrics, summary with fold means: {result.out}")
+    if args.choose_postprocessing:
+        choice = choose_fold_postprocessing(args.folds_dir, segmenter_of, args.data)
+        print(f"\n{choice.table()}")
+        print(
+            f"\nmean out-of-fold Dice of every candidate: {args.folds_dir / 'postprocessing.csv'}; the rule: "
+            f"{args.folds_dir / 'postprocessing.json'} (measure it: --postprocessing; ship it: tumorseg pack)"
+        )
+    return 0
+
+
+def postprocessing(args: argparse.Namespace) -> PostProcessing | None:
+    """The rule of --postprocessing FILE, or None: the model's own."""
+    from tumorseg.postprocess import PostProcessing
+
+    return PostProcessing.from_file(args.postprocessing) if args.postprocessing else None
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from tumorseg.inference.bundle import pack
+    from tumorseg.outputs import claim_outputs
+    from tumorseg.postprocess import PostProcessing
+
+    rule = postprocessing(args) or PostProcessing()
+    claim_outputs([args.out], [args.model], args.overwrite)
+    pack(args.model, args.out, rule, half=not args.fp32)
+    size = args.out.stat().st_size / 1e6
+    print(f"wrote {args.out} ({size:.1f} MB, {'fp32' if args.fp32 else 'fp16'}; post-processing: {rule})")
     return 0
 
 
@@ -230,6 +268,7 @@ def volume_notes(volumes: dict) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tumorseg.inference.predict import files_from_paths, predict
     from tumorseg.inference.segmenter import Segmenter
+    from tumorseg.postprocess import PostProcessing
 
     explicit = [args.flair, args.t1, args.t1ce, args.t2]
     if any(explicit):
@@ -245,10 +284,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     result = predict(
         inputs,
         args.out,
-        lambda: Segmenter(args.model, device=args.device, tta=args.tta, engine=args.engine),
+        lambda: Segmenter(
+            args.model,
+            device=args.device,
+            tta=args.tta,
+            engine=args.engine,
+            postprocessing=PostProcessing() if args.no_postprocessing else None,
+        ),
         overwrite=args.overwrite,
         labels="brats2023" if args.labels == "2023" else "brats",
-        min_et_voxels=args.min_et_voxels,
         probabilities=args.probabilities,
         uncertainty=args.uncertainty,
     )
@@ -306,7 +350,7 @@ def build_parser(command: str | None = "train") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = functools.partial(add_train, with_config_flags=command == "train")
     for add in (add_synth, add_prepare, add_inspect, add_split, train, add_evaluate, add_cv, add_report,
-                add_predict, add_export, add_view, add_demo):  # fmt: skip
+                add_predict, add_export, add_pack, add_view, add_demo):  # fmt: skip
         add(sub)
     return parser
 
@@ -447,6 +491,14 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "run", type=Path, nargs="?", help="run directory (uses best.pt) or a checkpoint inside one"
     )
+    p.add_argument(
+        "--models",
+        type=Path,
+        nargs="+",
+        metavar="MODEL",
+        help="segment the run's patients with these models instead of its own: runs, model files or "
+        "folders of fold runs, their probabilities averaged (an ensemble); needs --out",
+    )
     p.add_argument("--predictions", type=Path, help="instead of a run: a folder of predicted label maps")
     p.add_argument("--references", type=Path, help="with --predictions: the folder of reference label maps")
     p.add_argument(
@@ -465,6 +517,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tta", action="store_true", help="average over the four in-plane flips")
     add_missing(p)
+    add_postprocessing(p)
     p.add_argument(
         "--device", default="auto", help="auto (default: the GPU when there is one), cpu or cuda[:N]"
     )
@@ -476,6 +529,16 @@ def missing_sequences(args: argparse.Namespace) -> tuple[str, ...]:
     from tumorseg.data.case import MODALITIES
 
     return tuple(m for m in MODALITIES if m in args.missing)
+
+
+def add_postprocessing(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--postprocessing",
+        type=Path,
+        metavar="JSON",
+        help="apply this post-processing rule instead of the model's (a FOLDS_DIR/postprocessing.json of "
+        "cv --choose-postprocessing); results go to evaluation-SPLIT-postprocessed",
+    )
 
 
 def add_missing(p: argparse.ArgumentParser) -> None:
@@ -511,6 +574,7 @@ def add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="the store (default: the one the runs trained on)")
     p.add_argument("--tta", action="store_true", help="average over the four in-plane flips")
     add_missing(p)
+    add_postprocessing(p)
     p.add_argument(
         "--device", default="auto", help="auto (default: the GPU when there is one), cpu or cuda[:N]"
     )
@@ -518,6 +582,12 @@ def add_cv(sub: argparse._SubParsersAction) -> None:
         "--overwrite",
         action="store_true",
         help="evaluate every fold again (else reuse one evaluated since its best.pt)",
+    )
+    p.add_argument(
+        "--choose-postprocessing",
+        action="store_true",
+        help="also choose the post-processing thresholds (tumor islands, small enhancing tumor) that "
+        "maximize the mean out-of-fold Dice; writes FOLDS_DIR/postprocessing.json and .csv",
     )
     p.set_defaults(func=cmd_cv)
 
@@ -549,13 +619,23 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
             "some of --flair --t1 --t1ce --t2 left out); the JSON records which were missing."
         ),
         epilog="examples:\n"
+        "  tumorseg predict BraTS20_Training_001 --out seg.nii.gz     # the model that ships with tumorseg\n"
         "  tumorseg predict --model runs/first BraTS20_Training_001 --out seg.nii.gz\n"
         "  tumorseg predict --model runs/first/best.pt --flair f.nii.gz --t1 t1.nii.gz --t1ce c.nii.gz \\\n"
         "      --t2 t2.nii.gz --out seg.nii.gz\n"
-        "  tumorseg predict --model runs/first cases/ --out predictions/ --tta     # every case folder",
+        "  tumorseg predict --model runs/first cases/ --out predictions/ --tta     # every case folder\n"
+        "  tumorseg predict --model runs/cv CASE --out seg.nii.gz     # the fold models of a cv\n"
+        "  tumorseg predict --model runs/a --model runs/b CASE --out seg.nii.gz     # any models, averaged",
     )
     p.add_argument("input", type=Path, nargs="?", help="a case folder, or a folder of case folders")
-    p.add_argument("--model", type=Path, required=True, help="a run directory (uses best.pt) or a checkpoint")
+    p.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        help="a run directory (uses best.pt) or a model file (default: the model that ships with tumorseg, "
+        "trained on 28 BraTS 2018 patients; see MODEL_CARD.md); repeated, or a folder of fold runs: an "
+        "ensemble, their probabilities averaged",
+    )
     p.add_argument("--out", type=Path, required=True, help="output .nii.gz (one case) or folder (several)")
     for modality in ("flair", "t1", "t1ce", "t2"):
         p.add_argument(f"--{modality}", type=Path, help=f"the {modality.upper()} file, instead of INPUT")
@@ -566,11 +646,10 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         "--tta", action="store_true", help="average over the four in-plane flips (about 4x slower)"
     )
     p.add_argument(
-        "--min-et-voxels",
-        type=int,
-        default=0,
-        metavar="N",
-        help="relabel enhancing components under N voxels as NCR",
+        "--no-postprocessing",
+        action="store_true",
+        help="skip the model's post-processing (removing small tumor islands, small enhancing tumor "
+        "relabeled necrosis, with thresholds chosen on cross-validation)",
     )
     p.add_argument("--probabilities", action="store_true", help="also write <out>_probabilities.nii.gz")
     p.add_argument(
@@ -606,6 +685,28 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="output file (default: beside the checkpoint, .onnx)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
     p.set_defaults(func=cmd_export)
+
+
+def add_pack(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pack",
+        help="pack a trained model into one small file, with its post-processing",
+        description="Write the model of a run (best.pt) or checkpoint as a standalone model file: the "
+        "network's config and weights (fp16: half the size; read back as float32), and a post-processing "
+        "rule chosen by `tumorseg cv --choose-postprocessing`, which predict and evaluate then apply. "
+        "No optimizer or training state. The model that ships with tumorseg is such a file.",
+        epilog="example:\n"
+        "  tumorseg cv runs/cv --choose-postprocessing\n"
+        "  tumorseg pack runs/final --postprocessing runs/cv/postprocessing.json --out model.pt\n"
+        "  tumorseg predict --model model.pt CASE --out seg.nii.gz",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", type=Path, help="run directory or checkpoint")
+    p.add_argument("--out", type=Path, required=True, help="the model file to write")
+    p.add_argument("--postprocessing", type=Path, metavar="JSON", help="the rule to store (default none)")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights (default: fp16)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.set_defaults(func=cmd_pack)
 
 
 def add_view(sub: argparse._SubParsersAction) -> None:

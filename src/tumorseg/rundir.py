@@ -82,6 +82,17 @@ class RunDir:
             ) from err
 
 
+def model_checkpoints(source: Path) -> list[Path]:
+    """The models a source names: a file, a run's checkpoint, or one per run in a folder of runs (the
+    folds of a cross-validation: an ensemble)."""
+    source = Path(source)
+    if source.is_dir() and not RunDir(source).split.is_file():
+        runs = [p for p in sorted(source.iterdir()) if p.is_dir() and RunDir(p).split.is_file()]
+        if runs:
+            return [model_checkpoint(run) for run in runs]
+    return [model_checkpoint(source)]
+
+
 def model_checkpoint(source: Path) -> Path:
     """A run directory means its best.pt (else last.pt); a file means itself."""
     source = Path(source)
@@ -94,6 +105,11 @@ def model_checkpoint(source: Path) -> Path:
     raise TumorsegError(f"{source}: no best.pt or last.pt in this run directory")
 
 
-def variant_name(tta: bool = False, absent: tuple[str, ...] = ()) -> str:
-    """The suffix naming an evaluation made with TTA or without some sequences: "-tta-without-t1ce"."""
-    return ("-tta" if tta else "") + ("-without-" + "-".join(absent) if absent else "")
+def variant_name(tta: bool = False, absent: tuple[str, ...] = (), postprocessed: bool = False) -> str:
+    """The suffix naming an evaluation made with TTA, without some sequences or with a post-processing
+    given apart from the model: "-tta-without-t1ce", "-postprocessed"."""
+    return (
+        ("-tta" if tta else "")
+        + ("-without-" + "-".join(absent) if absent else "")
+        + ("-postprocessed" if postprocessed else "")
+    )

@@ -10,6 +10,7 @@ import torch
 from monai import transforms as mt
 from torch.utils.data import Dataset, get_worker_info
 
+from tumorseg.data.preprocess import neighbours
 from tumorseg.data.store import Store
 
 KEYS = ("image", "label")
@@ -39,25 +40,26 @@ class Augmentation:
 
 
 class ModalityDropout(mt.Randomizable):
-    """Zero each modality channel with probability ``p``, never all of them.
+    """Zero each of the ``modalities`` with probability ``p``, never all of them; with 2.5D input a
+    dropped modality is zeroed in every neighbouring slice (channel k is modality k % modalities).
 
     A zeroed channel is how an absent sequence reaches the network at inference, so a model
     trained this way learns to segment from any non-empty subset of the sequences.
     """
 
-    def __init__(self, p: float):
-        self.p = p
+    def __init__(self, p: float, modalities: int = 4):
+        self.p, self.modalities = p, modalities
 
     def __call__(self, item: dict) -> dict:
-        channels = item["image"].shape[0]
-        keep = self.R.random_sample(channels) >= self.p
+        keep = self.R.random_sample(self.modalities) >= self.p
         if not keep.any():
-            keep[self.R.randint(channels)] = True
+            keep[self.R.randint(self.modalities)] = True
+        keep = np.tile(keep, item["image"].shape[0] // self.modalities)
         return {**item, "image": item["image"] * keep.astype(np.float32)[:, None, None]}
 
 
 def augmentation(
-    seed: int = 0, *, spatial: bool = True, modality_dropout: float = 0.0
+    seed: int = 0, *, spatial: bool = True, modality_dropout: float = 0.0, modalities: int = 4
 ) -> Augmentation | None:
     """Random flips, small rotations and scaling, intensity scale and shift (MONAI), then modality
     dropout (last, so that no intensity shift revives a zeroed channel). None when there is none."""
@@ -78,7 +80,7 @@ def augmentation(
             mt.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
         ]
     if modality_dropout > 0:
-        transforms.append(ModalityDropout(modality_dropout))
+        transforms.append(ModalityDropout(modality_dropout, modalities))
     return Augmentation(transforms, seed) if transforms else None
 
 
@@ -106,9 +108,10 @@ def center_fit(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class SliceDataset(Dataset):
     """Every axial slice of the given (labeled) cases, padded or cropped to ``size``.
 
-    Items are dicts with "image" (4, H, W) float32 and "label" (H, W) int64 internal classes.
-    The store is opened lazily in each process, so DataLoader workers each get their own
-    HDF5 handle.
+    Items are dicts with "image" (4, H, W) float32 (with ``context`` N: (4 (2N + 1), H, W), the
+    slice and its neighbours, as ``preprocess.with_context`` stacks them) and "label" (H, W)
+    int64 internal classes. The store is opened lazily in each process, so DataLoader workers
+    each get their own HDF5 handle.
     """
 
     def __init__(
@@ -117,8 +120,11 @@ class SliceDataset(Dataset):
         case_ids: list[str],
         size: tuple[int, int] | None = (192, 192),
         transform: Augmentation | None = None,
+        context: int = 0,
     ):
         self.store_path = Path(store_path)
+        self.context = context
+        self.depth: dict[str, int] = {}
         self.transform = transform
         self.size = tuple(size) if size else None
         self.index: list[tuple[str, int]] = []
@@ -129,6 +135,7 @@ class SliceDataset(Dataset):
                 if not info.has_label:
                     continue
                 has_tumor = info.tumor_voxels > 0
+                self.depth[case_id] = info.num_slices
                 self.index += [(case_id, z) for z in range(info.num_slices)]
                 tumor += has_tumor.tolist()
         self.has_tumor = np.asarray(tumor, dtype=bool)
@@ -146,7 +153,11 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         case_id, z = self.index[i]
-        image, label = self._open().read_slice(case_id, z)
+        store = self._open()
+        image, label = store.read_slice(case_id, z)
+        if self.context:
+            near = neighbours(np.array([z]), self.depth[case_id], self.context)[0]
+            image = store.read_slices(case_id, near).reshape(-1, *image.shape[1:])
         if self.size:
             image, label = center_fit(image, self.size), center_fit(label, self.size)
         item = {"image": image, "label": label[None]}

@@ -12,7 +12,8 @@ One case in memory becomes what a network reads, in five steps:
 5. **z-score statistics** per modality over the brain (non-zero voxels), applied when read.
 
 ``Preprocessed.to_source_spacing`` undoes step 3 and ``Preprocessed.restore`` steps 1-2 for a
-network's output, putting it back on the source's own grid.
+network's output, putting it back on the source's own grid. ``with_context`` gives a 2.5D
+network each slice with its neighbours, for training and inference alike.
 """
 
 from __future__ import annotations
@@ -229,3 +230,20 @@ def normalize(stored: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.n
     out += offset
     out *= stored != 0
     return out
+
+
+def neighbours(z: np.ndarray, depth: int, context: int) -> np.ndarray:
+    """The slices (len(z), 2 * context + 1) around each of ``z`` in a volume of ``depth`` slices,
+    lowest first; beyond either end the end slice repeats."""
+    return np.clip(np.asarray(z)[:, None] + np.arange(-context, context + 1), 0, depth - 1)
+
+
+def with_context(volume: np.ndarray, context: int, z: np.ndarray | None = None) -> np.ndarray:
+    """Slices ``z`` (default all) of a volume (Z, C, H, W), each with its ``context`` neighbours on
+    either side as extra channels: (len(z), (2 * context + 1) * C, H, W), neighbour-major, so
+    that channel k holds modality k % C."""
+    z = np.arange(len(volume)) if z is None else np.asarray(z)
+    if context == 0:
+        return volume[z]
+    stacked = volume[neighbours(z, len(volume), context)]  # (len(z), 2N + 1, C, H, W)
+    return stacked.reshape(len(z), -1, *volume.shape[2:])

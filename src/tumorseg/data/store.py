@@ -244,6 +244,15 @@ class Store:
         image, label, scale, offset = self._datasets[case_id]
         return normalize(image[index], scale, offset), (None if label is None else label[index])
 
+    def read_slices(self, case_id: str, indices: np.ndarray) -> np.ndarray:
+        """Normalized axial slices (len(indices), 4, H, W) float32, in the order given (repeats
+        allowed): one read of the range they span."""
+        if case_id not in self._datasets:
+            self.info(case_id)
+        image, _, scale, offset = self._datasets[case_id]
+        low, high = int(np.min(indices)), int(np.max(indices))
+        return normalize(image[low : high + 1], scale, offset)[np.asarray(indices) - low]
+
     def read_volume(self, case_id: str) -> tuple[np.ndarray, np.ndarray | None]:
         """A whole normalized case (Z, 4, H, W) float32 and its label (Z, H, W) or None."""
         if case_id not in self._datasets:

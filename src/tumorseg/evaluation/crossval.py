@@ -5,22 +5,26 @@ validated on its own fifth of the patients. Each fold's model is evaluated on it
 patients (``evaluation-val`` in the fold's run), and the per-patient rows are pooled, so every
 patient is scored exactly once by a model that never saw it. The summary gives the mean and
 spread over patients and the spread of the fold means, which says how much a recipe's score
-depends on the split.
+depends on the split. The same out-of-fold label maps choose the post-processing thresholds
+(``choose_fold_postprocessing``).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from tumorseg.data.splits import load_split
+from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.evaluate import Predictor, evaluate_run, statistics
 from tumorseg.evaluation.metrics import METRICS
+from tumorseg.evaluation.postprocessing import Choice, choose_postprocessing
 from tumorseg.files import write_csv, write_json
 from tumorseg.rundir import RunDir
 
@@ -121,3 +125,43 @@ def format_table(summary: dict, patients: int, folds: int) -> str:
             f"{metric + (' mm' if metric == 'hd95' else ''):<10}" + "".join(f"{c:>24}" for c in cells)
         )
     return "\n".join(lines)
+
+
+def out_of_fold(
+    runs: list[RunDir],
+    predictor_of: Callable[[RunDir], Predictor],
+    store_path: Path | None,
+    progress: bool | None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
+    """Each patient's raw predicted classes by the fold model that never saw it, its reference and
+    its voxel volume (mL)."""
+    bar = tqdm(total=sum(len(load_split(r.split)["val"]) for r in runs), desc="out-of-fold", unit="case",
+               disable=None if progress is None else not progress)  # fmt: skip
+    for run in runs:
+        predictor = predictor_of(run)
+        with Store(store_path or run.store()) as store:
+            for case_id in load_split(run.split)["val"]:
+                volume, reference = store.read_volume(case_id)
+                spacing = store.info(case_id).spacing
+                yield (
+                    predictor.classes(predictor.probabilities(volume)),
+                    reference,
+                    float(np.prod(spacing)) / 1000,
+                )
+                bar.update()
+    bar.close()
+
+
+def choose_fold_postprocessing(
+    root: Path,
+    predictor_of: Callable[[RunDir], Predictor],
+    store_path: Path | None = None,
+    progress: bool | None = None,
+) -> Choice:
+    """Choose the post-processing on the out-of-fold predictions of the folds under ``root``; write
+    the rule to ``root/postprocessing.json`` (for ``tumorseg pack``) and every candidate's Dice to
+    ``root/postprocessing.csv``."""
+    choice = choose_postprocessing(out_of_fold(fold_runs(root), predictor_of, store_path, progress))
+    write_csv(root / "postprocessing.csv", choice.rows, list(choice.rows[0]))
+    write_json(root / "postprocessing.json", choice.chosen.to_dict())
+    return choice

@@ -55,10 +55,14 @@ class Predictor(Protocol):
         """Z-scored slices (Z, 4, H, W) -> probabilities (Z, C, H, W)."""
 
     def classes(self, probabilities: np.ndarray) -> np.ndarray:
-        """Probabilities (Z, C, H, W) -> internal classes (Z, H, W)."""
+        """Probabilities (Z, C, H, W) -> internal classes (Z, H, W), as decoded."""
 
-    def attention(self, image: np.ndarray) -> np.ndarray | None:
-        """The finest attention gate's coefficients on one slice (4, H, W), if the model has gates."""
+    def segmentation(self, probabilities: np.ndarray, voxel_ml: float) -> np.ndarray:
+        """Probabilities (Z, C, H, W) -> internal classes (Z, H, W) after the model's post-processing."""
+
+    def attention(self, volume: np.ndarray, z: int) -> np.ndarray | None:
+        """The finest attention gate's coefficients on slice ``z`` of a volume (Z, 4, H, W), if the
+        model has gates."""
 
     def uncertainty(self, probabilities: np.ndarray) -> np.ndarray:
         """Probabilities (Z, C, H, W) -> voxel-wise uncertainty (Z, H, W) in [0, 1]."""
@@ -126,7 +130,8 @@ def overlay_sample(
 ) -> dict:
     """The axial slice with the most reference tumor, with the finest gate's attention if available."""
     z = int(np.argmax(store.info(case_id).tumor_voxels))
-    image, reference = store.read_slice(case_id, z)
+    volume, labels = store.read_volume(case_id)
+    image, reference = volume[z], labels[z]
     sample = {
         "title": title,
         "slice": z,
@@ -135,7 +140,7 @@ def overlay_sample(
         "reference": reference,
         "prediction": prediction[z],
     }
-    attention = predictor.attention(image)
+    attention = predictor.attention(volume, z)
     if attention is not None:
         sample["attention"] = attention
     return sample
@@ -179,7 +184,7 @@ def evaluate(
                 raise TumorsegError(f"{store_path}: case {case_id} has no labels to evaluate against")
             volume, reference = store.read_volume(case_id)
             probabilities = predictor.probabilities(volume)
-            prediction = predictor.classes(probabilities)
+            prediction = predictor.segmentation(probabilities, float(np.prod(info.spacing)) / 1000)
             check.add(case_id, predictor.uncertainty(probabilities), prediction, reference)
             row = patient_metrics(prediction, reference, info.spacing, info.outside_voxels)
             rows.append({"case_id": case_id, **row})

@@ -46,7 +46,7 @@ def export_onnx(segmenter: Segmenter, out: Path) -> Path:
 
     model = WithActivation(segmenter).eval().to("cpu", memory_format=torch.contiguous_format)
     side = 2 * segmenter.config.stride
-    example = torch.zeros(1, len(segmenter.config.modalities), side, side)
+    example = torch.zeros(1, segmenter.config.in_channels, side, side)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         write_graph(model, example, tmp, segmenter)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 from tqdm import tqdm
 
 from tumorseg.data.brats import CaseFiles, find_case_files, find_case_folders, read_case
@@ -54,22 +53,6 @@ class Prediction:
         return record
 
 
-def remove_small_enhancing(classes: np.ndarray, min_voxels: int) -> np.ndarray:
-    """Relabel enhancing components smaller than ``min_voxels`` as NCR/NET (nnU-Net's BraTS idea:
-    a few false enhancing voxels cost a whole case's ET Dice when the reference has none)."""
-    if min_voxels <= 0:
-        return classes
-    components, count = ndimage.label(classes == 3, structure=np.ones((3, 3, 3)))
-    if count == 0:
-        return classes
-    sizes = np.bincount(components.ravel())
-    small = np.flatnonzero(sizes < min_voxels)
-    small = small[small > 0]
-    out = classes.copy()
-    out[np.isin(components, small)] = 1
-    return out
-
-
 def voxel_ml(affine: np.ndarray) -> float:
     """The volume of one voxel of the grid, in mL."""
     return abs(np.linalg.det(affine[:3, :3])) / 1000
@@ -88,7 +71,6 @@ UNCERTAIN = 0.5
 def segment(
     case: Case,
     segmenter: Segmenter,
-    min_et_voxels: int = 0,
     keep_probabilities: bool = False,
     uncertainty: bool = False,
 ) -> Prediction:
@@ -100,7 +82,7 @@ def segment(
     )
     # (Z, C, H, W) on the crop, at the case's own voxel size: resampled probabilities, then decoded
     probabilities = prepared.to_source_spacing(segmenter.probabilities(prepared.normalized()))
-    classes = remove_small_enhancing(prepared.restore(segmenter.classes(probabilities)), min_et_voxels)
+    classes = prepared.restore(segmenter.segmentation(probabilities, voxel_ml(case.affine)))
     full = prepared.restore(probabilities) if keep_probabilities else None
     resampled_from = prepared.spacing if prepared.resampled_to else None
     volumes = tumor_volumes(classes, case.affine)
@@ -135,7 +117,6 @@ def predict_case(
     out: Path,
     *,
     labels: str = "brats",
-    min_et_voxels: int = 0,
     probabilities: bool = False,
     uncertainty: bool = False,
 ) -> Prediction:
@@ -144,9 +125,7 @@ def predict_case(
     segmenter.check_absent(files.absent, str(files.folder))  # before any voxel is read
     case = read_case(CaseFiles(files.case_id, files.folder, files.modalities, None, files.convention))
     reference = nib.load(files.paths[0])
-    prediction = segment(
-        case, segmenter, min_et_voxels, keep_probabilities=probabilities, uncertainty=uncertainty
-    )
+    prediction = segment(case, segmenter, keep_probabilities=probabilities, uncertainty=uncertainty)
     write_nifti(to_brats(prediction.classes, labels), reference, out)
     if probabilities:
         write_nifti(prediction.probabilities, reference, beside(out, "_probabilities.nii.gz"))
@@ -189,7 +168,6 @@ def predict(
     *,
     overwrite: bool = False,
     labels: str = "brats",
-    min_et_voxels: int = 0,
     probabilities: bool = False,
     uncertainty: bool = False,
     progress: bool | None = None,
@@ -216,7 +194,7 @@ def predict(
         with exclusive_lock(out / ".lock", busy) if batch else contextlib.nullcontext():
             result = BatchResult([], [], failed, {})
             segment_all(cases, out, batch, make_segmenter(), result, overwrite, progress, labels=labels,
-                        min_et_voxels=min_et_voxels, probabilities=probabilities,
+                        probabilities=probabilities,
                         uncertainty=uncertainty)  # fmt: skip
             return result
     finally:

@@ -2,15 +2,16 @@
 
 ``segment_volume`` takes a volume of z-scored slices (Z, 4, H, W), as the store and the
 preprocessing give it, runs any forward function on it a batch of slices at a time (each
-batch zero-padded to the network's stride and cropped back, optionally averaged over flips),
-and returns the scores (Z, C, H, W). ``Segmenter`` is a trained model loaded from a checkpoint,
-ready to turn volumes into probabilities and classes.
+slice with its neighbours for a 2.5D network, each batch zero-padded to the network's stride
+and cropped back, optionally averaged over flips), and returns the scores (Z, C, H, W).
+``Segmenter`` is a trained model (or an ensemble of them) loaded from model files, ready to turn
+volumes into probabilities and classes.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,14 @@ import torch
 
 from tumorseg.checkpoint import load_checkpoint
 from tumorseg.data.case import MODALITIES
+from tumorseg.data.preprocess import with_context
 from tumorseg.devices import resolve_device
 from tumorseg.errors import TumorsegError, first_line
+from tumorseg.inference.bundle import BUNDLED_MODEL
 from tumorseg.models import AttentionUNet, ModelConfig, create_network
 from tumorseg.models.blocks import pad_to_multiple
-from tumorseg.rundir import model_checkpoint
+from tumorseg.postprocess import PostProcessing
+from tumorseg.rundir import model_checkpoints
 
 NO_FLIPS: tuple[tuple[int, ...], ...] = ((),)
 #: The four in-plane flips of test-time augmentation (axes of a (B, C, H, W) batch).
@@ -36,16 +40,19 @@ def segment_volume(
     batch_size: int,
     multiple: int,
     flips: tuple[tuple[int, ...], ...] = NO_FLIPS,
+    context: int = 0,
 ) -> torch.Tensor:
     """Scores (Z, C, H, W) of ``forward`` over a volume (Z, 4, H, W), ``batch_size`` slices at a time.
 
-    Each batch is zero-padded to a multiple of ``multiple`` and the scores cropped back; with
-    several ``flips``, the scores of each flipped batch are flipped back and averaged.
+    Each slice comes with ``context`` neighbours on either side (``with_context``); each batch is
+    zero-padded to a multiple of ``multiple`` and the scores cropped back; with several
+    ``flips``, the scores of each flipped batch are flipped back and averaged.
     """
     depth, _, height, width = volume.shape
     out: torch.Tensor | None = None
     for start in range(0, depth, batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(volume[start : start + batch_size], dtype=np.float32))
+        slices = with_context(volume, context, np.arange(start, min(start + batch_size, depth)))
+        chunk = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))
         padded = pad_to_multiple(chunk, multiple)
         total: torch.Tensor | float = 0.0
         for axes in flips:
@@ -68,59 +75,77 @@ def file_digest(path: Path) -> str:
 
 
 class Segmenter:
-    """A trained model from a run directory (its best.pt) or a checkpoint, ready to segment.
+    """A trained model from a run directory (its best.pt) or a checkpoint (None: the model that ships
+    with tumorseg), ready to segment.
 
     ``probabilities`` returns sigmoid region probabilities (WT, TC, ET) or softmax class
-    probabilities, as the model's target says; ``classes`` decodes them. ``engine="onnx"`` runs
-    the model exported by ``tumorseg export`` with ONNX Runtime instead of PyTorch. ``absent``
-    sequences are zeroed in every volume it segments (to measure a model without them).
+    probabilities, as the model's target says; ``classes`` decodes them, and ``segmentation``
+    applies the post-processing the model file holds (or ``postprocessing``, to measure another).
+    ``engine="onnx"`` runs the model exported by ``tumorseg export`` with ONNX Runtime instead of
+    PyTorch. ``absent`` sequences are zeroed in every volume it segments (to measure a model
+    without them).
     """
 
     def __init__(
         self,
-        source: Path,
+        source: Path | Sequence[Path] | None = None,
         device: str = "cpu",
         batch_size: int = 32,
         tta: bool = False,
         engine: str = "torch",
         absent: tuple[str, ...] = (),
+        postprocessing: PostProcessing | None = None,
     ):
         if engine not in ("torch", "onnx"):
             raise TumorsegError(f"unknown engine {engine!r}; choose torch or onnx")
-        path = model_checkpoint(source)
-        state = load_checkpoint(path)
-        if not isinstance(state.get("model"), dict) or not isinstance(state.get("model_config"), dict):
-            raise TumorsegError(f"{path}: checkpoint lacks model weights or config")
-        if not isinstance(state.get("epoch", 0), int):
-            raise TumorsegError(f"{path}: checkpoint epoch is not a number")
-        self.config = ModelConfig.from_mapping(state["model_config"], f"{path} (model_config)")
-        self.target = self.config.target_spec()
-        self.path, self.epoch = path, int(state.get("epoch", 0))
+        if source is None and not BUNDLED_MODEL.is_file():
+            raise TumorsegError(
+                f"no --model given, and this installation lacks its bundled model ({BUNDLED_MODEL})"
+            )
+        sources = (
+            [BUNDLED_MODEL] if source is None else [source] if isinstance(source, str | Path) else source
+        )
+        self.paths = [path for each in sources for path in model_checkpoints(Path(each))]
         self.device = resolve_device(device)
+        members = [load_member(path, self.device) for path in self.paths]
+        self.configs = [config for config, _, _, _ in members]
+        self.models = [model for _, _, _, model in members]
+        self.config, self.epoch, rule, self.model = members[0]
+        self.path = self.paths[0]
+        for path, (config, _, other, _) in zip(self.paths[1:], members[1:], strict=True):
+            for key in ("target", "spacing", "context"):
+                if getattr(config, key) != getattr(self.config, key):
+                    raise TumorsegError(f"{path}: another {key} than {self.path}; an ensemble needs one")
+            if other != rule and postprocessing is None:
+                raise TumorsegError(
+                    f"{path}: another post-processing than {self.path}; an ensemble needs one"
+                )
+        self.target = self.config.target_spec()
+        self.postprocessing = postprocessing or rule
         self.batch_size = batch_size
         self.flips = TTA_FLIPS if tta else NO_FLIPS
         self.check_absent(absent, "--missing")
         self.absent = tuple(m for m in MODALITIES if m in absent)
-        model = create_network(self.config)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as err:
-            raise TumorsegError(
-                f"{path}: weights do not fit the model its config describes ({first_line(err)})"
-            ) from err
-        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.forward = self.torch_forward
         if engine == "onnx":
             from tumorseg.inference.onnx import onnx_forward
+
+            if len(self.models) > 1:
+                raise TumorsegError("--engine onnx runs one model; give one --model")
 
             self.forward = onnx_forward(self)
 
     @property
     def description(self) -> str:
         """Which model this is, as reports name it."""
-        tta = ", 4-flip TTA" if len(self.flips) > 1 else ""
-        absent = f", without {', '.join(m.upper() for m in self.absent)}" if self.absent else ""
-        return f"{self.path} (epoch {self.epoch}{tta}{absent})"
+        notes = [f"epoch {self.epoch}"] if len(self.paths) == 1 else []
+        notes += ["4-flip TTA"] if len(self.flips) > 1 else []
+        notes += [f"without {', '.join(m.upper() for m in self.absent)}"] if self.absent else []
+        if self.postprocessing != PostProcessing():
+            notes.append(f"post-processing: {self.postprocessing}")
+        names = ", ".join(map(str, self.paths))
+        name = names if len(self.paths) == 1 else f"ensemble of {len(self.paths)} models: {names}"
+        return f"{name} ({'; '.join(notes)})" if notes else name
 
     def check_absent(self, absent: tuple[str, ...], where: str) -> None:
         """Refuse missing sequences unless the model learned to segment without them."""
@@ -131,16 +156,21 @@ class Segmenter:
             )
         if set(absent) >= set(MODALITIES):
             raise TumorsegError(f"{where}: every sequence is missing; at least one is needed")
-        if absent and not self.config.modality_dropout:
+        lacking = [
+            path for path, config in zip(self.paths, self.configs, strict=True) if not config.modality_dropout
+        ]
+        if absent and lacking:
             raise TumorsegError(
-                f"{where}: {', '.join(m.upper() for m in absent)} missing, and {self.path} was trained "
+                f"{where}: {', '.join(m.upper() for m in absent)} missing, and {lacking[0]} was trained "
                 "on all four sequences only (no --modality-dropout), so it cannot segment without them; "
                 "give all four, or use a model trained with --modality-dropout"
             )
 
     def torch_forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Probabilities of a batch, averaged over the models of an ensemble."""
         x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        return self.target.activate(self.model(x).float())
+        total = sum(self.target.activate(model(x).float()) for model in self.models)
+        return total / len(self.models)
 
     def without_absent(self, image: np.ndarray) -> np.ndarray:
         """``image`` (..., 4, H, W) with the channels of the absent sequences zeroed (a copy)."""
@@ -157,8 +187,9 @@ class Segmenter:
             self.forward,
             self.without_absent(volume),
             batch_size=self.batch_size,
-            multiple=self.config.stride,
+            multiple=max(config.stride for config in self.configs),
             flips=self.flips,
+            context=self.config.context,
         )
         return scores.cpu().numpy()
 
@@ -166,19 +197,50 @@ class Segmenter:
         """Probabilities (Z, C, H, W) -> internal classes (Z, H, W) uint8."""
         return self.target.decode(torch.from_numpy(probabilities)).numpy().astype(np.uint8)
 
+    def segmentation(self, probabilities: np.ndarray, voxel_ml: float) -> np.ndarray:
+        """Probabilities (Z, C, H, W) on a grid of ``voxel_ml`` voxels -> the model's answer: its
+        classes (Z, H, W) after its post-processing."""
+        return self.postprocessing.apply(self.classes(probabilities), voxel_ml)
+
     def uncertainty(self, probabilities: np.ndarray) -> np.ndarray:
         """Probabilities (Z, C, H, W) -> voxel-wise uncertainty (Z, H, W) float32 in [0, 1]."""
         return self.target.uncertainty(torch.from_numpy(probabilities)).numpy()
 
     @torch.inference_mode()
-    def attention(self, image: np.ndarray) -> np.ndarray | None:
-        """The finest gate's coefficients on one slice (4, H, W); None for MONAI's network."""
+    def attention(self, volume: np.ndarray, z: int) -> np.ndarray | None:
+        """The finest gate's coefficients on slice ``z`` of a volume (Z, 4, H, W); None for MONAI's
+        network."""
         if not isinstance(self.model, AttentionUNet):
             return None
+        image = with_context(self.without_absent(volume), self.config.context, np.array([z]))
         x = (
-            torch.from_numpy(self.without_absent(image)[None])
+            torch.from_numpy(np.ascontiguousarray(image))
             .to(self.device)
             .contiguous(memory_format=torch.channels_last)
         )
         _, maps = self.model(x, return_attention=True)
         return maps[0][0, 0].float().cpu().numpy()
+
+
+def load_member(path: Path, device: torch.device) -> tuple[ModelConfig, int, PostProcessing, torch.nn.Module]:
+    """One model file: its config, epoch, post-processing and network, ready on ``device``."""
+    state = load_checkpoint(path)
+    if not isinstance(state.get("model"), dict) or not isinstance(state.get("model_config"), dict):
+        raise TumorsegError(f"{path}: checkpoint lacks model weights or config")
+    if not isinstance(state.get("epoch", 0), int):
+        raise TumorsegError(f"{path}: checkpoint epoch is not a number")
+    config = ModelConfig.from_mapping(state["model_config"], f"{path} (model_config)")
+    rule = PostProcessing.from_mapping(state.get("postprocessing", {}), str(path))
+    model = create_network(config)
+    try:
+        model.load_state_dict(state["model"])  # fp16 weights of a packed model are read into float32
+    except RuntimeError as err:
+        raise TumorsegError(
+            f"{path}: weights do not fit the model its config describes ({first_line(err)})"
+        ) from err
+    return (
+        config,
+        int(state.get("epoch", 0)),
+        rule,
+        model.eval().to(device, memory_format=torch.channels_last),
+    )

@@ -13,7 +13,7 @@ def create_network(config: ModelConfig) -> nn.Module:
     target = config.target_spec()
     model = build_model(
         config.name,
-        in_channels=len(config.modalities),
+        in_channels=config.in_channels,
         out_channels=target.channels,
         channels=config.channels,
         norm=config.norm,

@@ -33,6 +33,11 @@ class ModelConfig:
         "resamples other cases to it",
         flag=False,
     )
+    context: int = option(
+        0,
+        "2.5D input: each slice comes with this many neighbouring slices on either side as extra "
+        "channels (4 x (2N + 1) in all), so that a 2D network sees some through-plane shape",
+    )
     modality_dropout: float = option(
         0.0,
         "train with each sequence zeroed with this probability (never all), so that the model can "
@@ -56,6 +61,7 @@ class ModelConfig:
                 (self.norm in ("batch", "instance"), "norm", "batch or instance"),
                 (self.target in TARGETS, "target", " or ".join(TARGETS)),
                 (0 <= self.modality_dropout < 1, "modality_dropout", "in [0, 1)"),
+                (isinstance(self.context, int) and 0 <= self.context <= 8, "context", "an int in 0..8"),
                 (len(self.spacing) == 3 and all(s > 0 for s in self.spacing), "spacing", "three sizes > 0"),
             ],
             self,
@@ -73,6 +79,11 @@ class ModelConfig:
     def stride(self) -> int:
         """The network's total downsampling: inputs are padded to multiples of it."""
         return 2 ** (len(self.channels) - 1)
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels: every modality of the slice and of its neighbours."""
+        return len(self.modalities) * (2 * self.context + 1)
 
     def target_spec(self) -> Target:
         return Target(self.target)

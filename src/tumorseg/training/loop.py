@@ -415,8 +415,13 @@ def validate(trainer: Trainer, store: Store, case_ids: list[str]) -> dict[str, f
     dices, ious = [], []
     for case_id in case_ids:
         image, label = store.read_volume(case_id)
+        model = trainer.config.model
         logits = segment_volume(
-            forward, image, batch_size=trainer.config.val_batch_size, multiple=trainer.config.model.stride
+            forward,
+            image,
+            batch_size=trainer.config.val_batch_size,
+            multiple=model.stride,
+            context=model.context,
         ).float()
         y = torch.from_numpy(label).long().to(logits.device)
         loss_sum += trainer.objective(logits, y).item() * len(y)

@@ -20,7 +20,9 @@ class EpochData:
         transform = augmentation(
             config.seed, spatial=config.augment, modality_dropout=config.modality_dropout
         )
-        self.dataset = SliceDataset(store_path, case_ids, size=tuple(config.size), transform=transform)
+        self.dataset = SliceDataset(
+            store_path, case_ids, size=tuple(config.size), transform=transform, context=config.model.context
+        )
         if len(self.dataset) == 0:
             raise TumorsegError(f"{store_path}: the training patients hold no labeled slices")
         self.config = config

@@ -1,0 +1,39 @@
+"""A model as one small file, and the one that ships with tumorseg.
+
+``pack`` keeps of a run's checkpoint what segmenting needs (the network's config and weights,
+the label convention) and adds the post-processing chosen on cross-validation; floating-point
+weights are stored in half precision (they are read back into float32), which halves the file.
+The file is an ordinary checkpoint: ``--model FILE`` reads it, ``weights_only`` as always.
+
+``BUNDLED_MODEL`` is such a file inside the package, what ``predict`` uses without ``--model``;
+``MODEL_CARD.md`` says how it was trained and how well it does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tumorseg.checkpoint import load_checkpoint, save_checkpoint
+from tumorseg.errors import TumorsegError
+from tumorseg.postprocess import PostProcessing
+from tumorseg.rundir import model_checkpoint
+
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "weights" / "brats-2d.pt"
+#: What a packed model keeps of a checkpoint.
+KEPT = ("model_config", "epoch", "labels", "metrics")
+
+
+def pack(source: Path, out: Path, postprocessing: PostProcessing, half: bool = True) -> dict:
+    """Write the model of ``source`` (a run or checkpoint) to ``out``; return what was written."""
+    path = model_checkpoint(source)
+    state = load_checkpoint(path)
+    if not isinstance(state.get("model"), dict) or not isinstance(state.get("model_config"), dict):
+        raise TumorsegError(f"{path}: checkpoint lacks model weights or config")
+    weights = {
+        name: tensor.half() if half and tensor.is_floating_point() else tensor
+        for name, tensor in state["model"].items()
+    }
+    packed = {key: state[key] for key in KEPT if key in state}
+    packed |= {"model": weights, "postprocessing": postprocessing.to_dict(), "packed_from": path.name}
+    save_checkpoint(packed, out)
+    return packed

@@ -1,0 +1,85 @@
+"""Post-processing of a decoded label map: rules whose thresholds are chosen on cross-validation.
+
+Two rules, each off at 0 and both in mL so that they mean the same at any voxel size:
+
+- ``min_island_ml``: tumor components (26-connected) smaller than this become background,
+  except the largest one. A 2D network segments slice by slice and leaves false-positive
+  islands far from the tumor, which dominate HD95.
+- ``min_et_ml``: a patient whose enhancing tumor is smaller than this in total has it relabeled
+  necrosis (the BraTS rule: many low-grade gliomas have no enhancing tumor, and a few predicted
+  voxels then score ET Dice 0 instead of 1).
+
+The thresholds are picked on out-of-fold predictions (``tumorseg cv --choose-postprocessing``)
+and stored in the model file (``tumorseg pack``), from which predict and evaluate read them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from tumorseg.errors import TumorsegError, first_line
+
+#: Internal classes (labels.py): 1 necrosis / non-enhancing core, 3 enhancing tumor.
+NECROSIS, ENHANCING = 1, 3
+
+
+@dataclass(frozen=True)
+class PostProcessing:
+    min_island_ml: float = 0.0
+    min_et_ml: float = 0.0
+
+    @classmethod
+    def from_mapping(cls, mapping: object, where: str) -> PostProcessing:
+        if not isinstance(mapping, dict) or set(mapping) - set(cls.__dataclass_fields__):
+            raise TumorsegError(f"{where}: post-processing must map min_island_ml and min_et_ml to numbers")
+        values = {}
+        for key, value in mapping.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
+                raise TumorsegError(f"{where}: post-processing {key} must be a volume in mL >= 0")
+            values[key] = float(value)
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: Path) -> PostProcessing:
+        """A rule saved as JSON (``tumorseg cv --choose-postprocessing`` writes one)."""
+        try:
+            mapping = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise TumorsegError(f"{path}: not a readable post-processing file ({first_line(err)})") from err
+        return cls.from_mapping(mapping, str(path))
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        rules = []
+        if self.min_island_ml:
+            rules.append(f"tumor islands < {self.min_island_ml:g} mL removed")
+        if self.min_et_ml:
+            rules.append(f"enhancing tumor < {self.min_et_ml:g} mL relabeled necrosis")
+        return "; ".join(rules) or "none"
+
+    def apply(self, classes: np.ndarray, voxel_ml: float) -> np.ndarray:
+        """``classes`` (internal, any shape) with the rules applied: a new array, or the same if none
+        applies."""
+        out = classes
+        if self.min_island_ml:
+            components, count = ndimage.label(classes > 0, structure=np.ones((3,) * classes.ndim))
+            if count > 1:
+                sizes = np.bincount(components.ravel())
+                sizes[0] = 0
+                small = np.flatnonzero(sizes * voxel_ml < self.min_island_ml)
+                small = small[(small > 0) & (small != sizes.argmax())]
+                if small.size:
+                    out = out.copy()
+                    out[np.isin(components, small)] = 0
+        et = out == ENHANCING
+        if self.min_et_ml and 0 < np.count_nonzero(et) * voxel_ml < self.min_et_ml:
+            out = out.copy()
+            out[et] = NECROSIS
+        return out

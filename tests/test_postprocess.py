@@ -1,0 +1,115 @@
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from tumorseg.checkpoint import load_checkpoint, save_checkpoint
+from tumorseg.cli import main
+from tumorseg.errors import TumorsegError
+from tumorseg.evaluation.postprocessing import choose_postprocessing
+from tumorseg.inference.segmenter import Segmenter
+from tumorseg.postprocess import PostProcessing
+
+
+def blobs() -> np.ndarray:
+    """A 1000-voxel tumor (edema around an enhancing core of 27) and a 1-voxel and an 8-voxel island."""
+    classes = np.zeros((20, 20, 20), np.uint8)
+    classes[2:12, 2:12, 2:12] = 2
+    classes[5:8, 5:8, 5:8] = 3
+    classes[18, 18, 18] = 2
+    classes[15:17, 15:17, 15:17] = 1
+    return classes
+
+
+def test_islands_smaller_than_the_threshold_go_but_never_the_largest_component():
+    classes = blobs()
+    assert np.array_equal(PostProcessing().apply(classes, 0.001), classes)
+    cleaned = PostProcessing(min_island_ml=0.005).apply(classes, 0.001)  # 1 and 8 voxels of 1 uL
+    assert cleaned[18, 18, 18] == 0 and (cleaned[15:17, 15:17, 15:17] == 1).all()
+    assert np.array_equal(cleaned[:13, :13, :13], classes[:13, :13, :13])
+    only = PostProcessing(min_island_ml=1e6).apply(classes, 0.001)
+    assert np.count_nonzero(only) == 1000  # the largest stays, however small
+    assert np.array_equal(PostProcessing(min_island_ml=0.005).apply(classes, 1.0), classes)  # 1 mL voxels
+
+
+def test_a_small_enhancing_tumor_in_total_becomes_necrosis():
+    classes = blobs()
+    assert np.array_equal(PostProcessing(min_et_ml=0.027).apply(classes, 0.001), classes)  # 27 uL: kept
+    relabeled = PostProcessing(min_et_ml=0.028).apply(classes, 0.001)
+    assert not (relabeled == 3).any() and (relabeled[5:8, 5:8, 5:8] == 1).all()
+    assert np.array_equal(relabeled != 0, classes != 0)
+
+
+@pytest.mark.parametrize(
+    "mapping", [[], {"min_island_ml": -1}, {"min_et_ml": "1"}, {"min_et_ml": True}, {"islands": 1}]
+)
+def test_a_malformed_rule_is_refused(mapping, tmp_path):
+    (tmp_path / "rule.json").write_text(json.dumps(mapping))
+    with pytest.raises(TumorsegError, match="rule.json: post-processing"):
+        PostProcessing.from_file(tmp_path / "rule.json")
+
+
+def test_thresholds_are_chosen_only_when_they_raise_the_mean_dice():
+    reference = blobs()
+    reference[reference == 3] = 1  # a patient without enhancing tumor ...
+    reference[18, 18, 18] = reference[15:17, 15:17, 15:17] = 0  # ... and without the islands
+    choice = choose_postprocessing([(blobs(), reference, 0.001)] * 3)
+    assert choice.chosen == PostProcessing(min_island_ml=0.1, min_et_ml=0.05)  # the smallest that work
+    assert {row["dice_ET"] for row in choice.rows if row["min_et_ml"] >= 0.05} == {1.0}
+    assert "chosen: tumor islands < 0.1 mL removed; enhancing tumor < 0.05 mL" in choice.table()
+    unchanged = choose_postprocessing([(reference, reference, 0.001)])
+    assert unchanged.chosen == PostProcessing()
+
+
+def test_the_rule_is_read_from_the_model_file(segmenting_run, cohort, tmp_path):
+    """One model packed with three rules: predict applies each file's own."""
+    assert main(["pack", str(segmenting_run), "--out", str(tmp_path / "model.pt")]) == 0
+    state = load_checkpoint(tmp_path / "model.pt")
+    state["model"]["head.bias"][2] += 6  # an enhancing tumor in every case, for the rule to act on
+    case, labels = cohort.parent / "cases" / "Phantom_003", {}
+    for name, rule in (("none", {}), ("no-et", {"min_et_ml": 1e5}), ("largest", {"min_island_ml": 1e5})):
+        save_checkpoint({**state, "postprocessing": rule}, tmp_path / f"{name}.pt")
+        assert Segmenter(tmp_path / f"{name}.pt").postprocessing == PostProcessing(**rule)
+        out = tmp_path / f"{name}.nii.gz"
+        assert main(["predict", "--model", str(tmp_path / f"{name}.pt"), str(case), "--out", str(out)]) == 0
+        labels[name] = np.asarray(nib.load(out).dataobj)
+    assert (labels["none"] == 4).any() and not (labels["no-et"] == 4).any()
+    assert np.array_equal(labels["no-et"] > 0, labels["none"] > 0)
+    assert ndimage.label(labels["largest"] > 0, np.ones((3, 3, 3)))[1] == 1
+    raw = tmp_path / "raw.nii.gz"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "no-et.pt"),
+                str(case),
+                "--out",
+                str(raw),
+                "--no-postprocessing",
+            ]
+        )
+        == 0
+    )
+    assert np.array_equal(np.asarray(nib.load(raw).dataobj), labels["none"])
+
+
+def test_a_packed_model_is_half_the_size_and_segments_the_same(segmenting_run, cohort, tmp_path):
+    assert main(["pack", str(segmenting_run), "--out", str(tmp_path / "half.pt")]) == 0
+    assert main(["pack", str(segmenting_run), "--out", str(tmp_path / "full.pt"), "--fp32"]) == 0
+    half, full = load_checkpoint(tmp_path / "half.pt"), load_checkpoint(tmp_path / "full.pt")
+    assert {t.dtype for t in half["model"].values() if t.is_floating_point()} == {torch.float16}
+    assert "optimizer" not in full and full["postprocessing"] == PostProcessing().to_dict()
+    weights = [sum(t.numel() * t.element_size() for t in c["model"].values()) for c in (half, full)]
+    assert weights[0] < 0.51 * weights[1]  # the file's own overhead is what a tiny model mostly is
+    from tumorseg.data.store import Store
+
+    with Store(cohort) as store:
+        volume, _ = store.read_volume(store.case_ids[0])
+    original = Segmenter(segmenting_run).probabilities(volume)
+    packed = Segmenter(tmp_path / "half.pt").probabilities(volume)
+    assert np.abs(packed - original).max() < 0.02
+    assert main(["pack", str(segmenting_run), "--out", str(tmp_path / "half.pt")]) == 1  # exists
