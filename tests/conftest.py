@@ -42,7 +42,7 @@ def store(phantoms, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_root() -> Path:
     root = real_data_root()
     if root is None:

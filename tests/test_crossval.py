@@ -8,6 +8,7 @@ from conftest import TINY_TRAINING
 from tumorseg.cli import main
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.crossval import fold_runs
+from tumorseg.evaluation.postprocessing import ENHANCING_ML, ISLAND_ML
 from tumorseg.training.config import TrainConfig
 from tumorseg.training.loop import train
 
@@ -63,7 +64,7 @@ def test_postprocessing_is_chosen_on_out_of_fold_predictions_and_measured_apart(
     rule = json.loads((folds / "postprocessing.json").read_text())
     with open(folds / "postprocessing.csv", newline="") as handle:
         candidates = list(csv.DictReader(handle))
-    assert len(candidates) == 49
+    assert len(candidates) == len(ISLAND_ML) * len(ENHANCING_ML)
     wanted = (rule["min_island_ml"], rule["min_et_ml"])
     chosen = next(
         row for row in candidates if (float(row["min_island_ml"]), float(row["min_et_ml"])) == wanted
@@ -74,3 +75,9 @@ def test_postprocessing_is_chosen_on_out_of_fold_predictions_and_measured_apart(
     pooled = json.loads((folds / "crossval-postprocessed" / "summary.json").read_text())["metrics"]
     mean = sum(pooled[f"dice_{region}"]["mean"] for region in ("WT", "TC", "ET")) / 3
     assert mean == pytest.approx(float(chosen["dice_mean"]), abs=1e-6)  # the same maps, scored twice
+    (folds / "other.json").write_text(json.dumps({"min_island_ml": 0.5, "min_et_ml": 0.25}))
+    assert main(["cv", str(folds), "--postprocessing", str(folds / "other.json")]) == 0  # not reused
+    model = json.loads((folds / "fold-1" / "evaluation-val-postprocessed" / "summary.json").read_text())[
+        "model"
+    ]
+    assert "tumor islands < 0.5 mL removed; enhancing tumor < 0.25 mL" in model

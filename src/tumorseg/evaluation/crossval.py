@@ -12,6 +12,7 @@ depends on the split. The same out-of-fold label maps choose the post-processing
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,14 +82,14 @@ def cross_validate(
     rows: list[dict] = []
     for index, run in enumerate(runs):
         metrics = run.evaluation("val", variant) / "metrics.csv"
-        reuse = not overwrite and metrics.exists() and metrics.stat().st_mtime >= run.best.stat().st_mtime
-        if not reuse:  # a fold evaluated since its best.pt was saved is not evaluated again
+        predictor = predictor_of(run)
+        if overwrite or not evaluated_by(metrics.parent, predictor, run):
             evaluate_run(
                 run,
-                predictor_of(run),
+                predictor,
                 store_path,
                 "val",
-                overwrite=overwrite,
+                overwrite=True,  # the fold's own evaluation, stale: by an older model or other settings
                 progress=progress,
                 variant=variant,
             )
@@ -107,6 +108,19 @@ def cross_validate(
     write_csv(out / "metrics.csv", rows, list(rows[0]))
     write_json(out / "summary.json", {"folds": len(runs), "patients": len(rows), "metrics": summary})
     return CrossValidation(out, len(runs), summary, format_table(summary, len(rows), len(runs)))
+
+
+def evaluated_by(folder: Path, predictor: Predictor, run: RunDir) -> bool:
+    """Whether ``folder`` holds an evaluation by this very predictor (the same model, TTA and
+    post-processing) made since the fold's best.pt was saved: then it is not made again."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    newer = (folder / "metrics.csv").is_file() and (
+        folder / "metrics.csv"
+    ).stat().st_mtime >= run.best.stat().st_mtime
+    return newer and summary.get("model") == getattr(predictor, "description", None)
 
 
 def format_table(summary: dict, patients: int, folds: int) -> str:

@@ -1,7 +1,8 @@
 """A model as one small file, and the one that ships with tumorseg.
 
 ``pack`` keeps of a run's checkpoint what segmenting needs (the network's config and weights,
-the label convention) and adds the post-processing chosen on cross-validation; floating-point
+the label convention) and adds the post-processing chosen on cross-validation and the patients
+it was trained and validated on (the run's split), so the file says what it has seen; floating-point
 weights are stored in half precision (they are read back into float32), which halves the file.
 The file is an ordinary checkpoint: ``--model FILE`` reads it, ``weights_only`` as always.
 
@@ -14,9 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from tumorseg.checkpoint import load_checkpoint, save_checkpoint
+from tumorseg.data.splits import load_split
 from tumorseg.errors import TumorsegError
 from tumorseg.postprocess import PostProcessing
-from tumorseg.rundir import model_checkpoint
+from tumorseg.rundir import RunDir, model_checkpoint
 
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "weights" / "brats-2d.pt"
 #: What a packed model keeps of a checkpoint.
@@ -35,5 +37,8 @@ def pack(source: Path, out: Path, postprocessing: PostProcessing, half: bool = T
     }
     packed = {key: state[key] for key in KEPT if key in state}
     packed |= {"model": weights, "postprocessing": postprocessing.to_dict(), "packed_from": path.name}
+    run = RunDir.of(path)
+    if run.split.is_file():
+        packed["split"] = load_split(run.split)
     save_checkpoint(packed, out)
     return packed
