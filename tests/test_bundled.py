@@ -12,7 +12,7 @@ from conftest import tumorseg
 from tumorseg.checkpoint import load_checkpoint
 from tumorseg.data.case import labels_to_internal
 from tumorseg.evaluation.metrics import region_dice
-from tumorseg.inference.bundle import BUNDLED_MODEL
+from tumorseg.inference.bundle import BUNDLED_ANY_SEQUENCES, BUNDLED_MODEL
 from tumorseg.labels import REGION_NAMES
 
 #: Per region, about the 10th percentile of per-patient Dice in the 5-fold cross-validation of
@@ -20,16 +20,22 @@ from tumorseg.labels import REGION_NAMES
 #: ten, and a model broken in a way that matters (orientation, normalization, label order,
 #: fp16 weights) falls far below it.
 FLOOR = {"WT": 0.65, "TC": 0.5, "ET": 0.5}
-#: Per region, the Dice of a prediction at 2 mm against the same model's at 1 mm: the resampling
-#: benchmark measured 0.894 / 0.865 / 0.799 over five patients (README); 0.1 below that.
-RESAMPLED_FLOOR = {"WT": 0.79, "TC": 0.76, "ET": 0.69}
+#: Per region, the Dice of a prediction at 2 mm against the same model's at 1 mm. The resampling
+#: benchmark (README) measured 0.894 / 0.865 / 0.799 over five patients with resampling, and
+#: without it (segmenting on the 2 mm grid) 0.578 / 0.423 / 0.479 even against the reference:
+#: the floor lies between working and broken resampling.
+RESAMPLED_FLOOR = {"WT": 0.7, "TC": 0.7, "ET": 0.7}
 
 
-def test_the_bundled_model_is_small_and_says_what_it_learned_from():
-    assert BUNDLED_MODEL.stat().st_size < 10e6
-    state = load_checkpoint(BUNDLED_MODEL)
-    assert len(state["split"]["train"]) + len(state["split"]["val"]) == 28
-    assert state["model_config"]["modality_dropout"] > 0  # it segments cases lacking sequences
+def test_the_bundled_models_are_small_and_say_what_they_learned_from():
+    assert BUNDLED_MODEL.stat().st_size + BUNDLED_ANY_SEQUENCES.stat().st_size < 10e6
+    default, any_sequences = load_checkpoint(BUNDLED_MODEL), load_checkpoint(BUNDLED_ANY_SEQUENCES)
+    for state in (default, any_sequences):
+        assert len(state["split"]["train"]) + len(state["split"]["val"]) == 28
+        assert state["postprocessing"]["min_island_ml"] > 0  # chosen on cross-validation
+    assert (
+        default["model_config"]["modality_dropout"] == 0 < any_sequences["model_config"]["modality_dropout"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +77,18 @@ def test_the_patient_at_2_mm_is_segmented_on_its_own_grid_as_at_1_mm(patient, tm
     expected = resample_from_to(at_1mm, grid, order=0)
     dice = dict(zip(REGION_NAMES, region_dice(classes(at_2mm), classes(expected)), strict=True))
     assert all(dice[name] >= RESAMPLED_FLOOR[name] for name in REGION_NAMES), dice
+
+
+def test_a_patient_without_t1ce_is_segmented_by_the_model_trained_for_it(patient, tmp_path):
+    """The default model learned from all four sequences; its sibling with modality dropout steps in."""
+    folder, _ = patient
+    for sequence in ("flair", "t1", "t2", "seg"):
+        (tmp_path / folder.name).mkdir(exist_ok=True)
+        (tmp_path / folder.name / f"{folder.name}_{sequence}.nii.gz").symlink_to(
+            folder / f"{folder.name}_{sequence}.nii.gz"
+        )
+    result = tumorseg("predict", tmp_path / folder.name, "--out", tmp_path / "seg.nii.gz")
+    assert result.returncode == 0 and "without T1CE" in result.stdout, result.stderr
+    predicted, reference = nib.load(tmp_path / "seg.nii.gz"), nib.load(folder / f"{folder.name}_seg.nii.gz")
+    assert predicted.shape == reference.shape
+    assert region_dice(classes(predicted), classes(reference))[0] >= FLOOR["WT"]

@@ -7,7 +7,9 @@ weights are stored in half precision (they are read back into float32), which ha
 The file is an ordinary checkpoint: ``--model FILE`` reads it, ``weights_only`` as always.
 
 ``BUNDLED_MODEL`` is such a file inside the package, what ``predict`` uses without ``--model``;
-``MODEL_CARD.md`` says how it was trained and how well it does.
+``BUNDLED_ANY_SEQUENCES``, trained with modality dropout, takes over for a case that lacks
+sequences (it scores lower when all four are there). ``MODEL_CARD.md`` says how both were trained
+and how well they do.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from tumorseg.errors import TumorsegError
 from tumorseg.postprocess import PostProcessing
 from tumorseg.rundir import RunDir, model_checkpoint
 
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "weights" / "brats-2d.pt"
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+BUNDLED_MODEL = WEIGHTS / "brats-2d.pt"
+BUNDLED_ANY_SEQUENCES = WEIGHTS / "brats-2d-any-sequences.pt"
 #: What a packed model keeps of a checkpoint.
 KEPT = ("model_config", "epoch", "labels", "metrics")
 

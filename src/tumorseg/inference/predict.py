@@ -75,6 +75,7 @@ def segment(
     uncertainty: bool = False,
 ) -> Prediction:
     """Segment one case held in memory; the result lies on the case's own grid."""
+    segmenter = segmenter.for_sequences(case.absent)
     segmenter.check_absent(case.absent, case.sources[0] if case.sources else case.case_id)
     prepared = preprocess(
         Case(case.case_id, case.image, None, case.affine, case.sources, absent=case.absent),
@@ -122,7 +123,7 @@ def predict_case(
 ) -> Prediction:
     """Read a case's modalities, segment them, write the label map (and probabilities, and the
     uncertainty map)."""
-    segmenter.check_absent(files.absent, str(files.folder))  # before any voxel is read
+    segmenter.for_sequences(files.absent).check_absent(files.absent, str(files.folder))  # before reading
     case = read_case(CaseFiles(files.case_id, files.folder, files.modalities, None, files.convention))
     reference = nib.load(files.paths[0])
     prediction = segment(case, segmenter, keep_probabilities=probabilities, uncertainty=uncertainty)

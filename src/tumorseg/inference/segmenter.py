@@ -22,7 +22,7 @@ from tumorseg.data.case import MODALITIES
 from tumorseg.data.preprocess import with_context
 from tumorseg.devices import resolve_device
 from tumorseg.errors import TumorsegError, first_line
-from tumorseg.inference.bundle import BUNDLED_MODEL
+from tumorseg.inference.bundle import BUNDLED_ANY_SEQUENCES, BUNDLED_MODEL
 from tumorseg.models import AttentionUNet, ModelConfig, create_network
 from tumorseg.models.blocks import pad_to_multiple
 from tumorseg.postprocess import PostProcessing
@@ -76,7 +76,8 @@ def file_digest(path: Path) -> str:
 
 class Segmenter:
     """A trained model from a run directory (its best.pt) or a checkpoint (None: the model that ships
-    with tumorseg), ready to segment.
+    with tumorseg; ``for_sequences`` then swaps in its sibling trained for missing sequences), ready
+    to segment.
 
     ``probabilities`` returns sigmoid region probabilities (WT, TC, ET) or softmax class
     probabilities, as the model's target says; ``classes`` decodes them, and ``segmentation``
@@ -106,6 +107,10 @@ class Segmenter:
             [BUNDLED_MODEL] if source is None else [source] if isinstance(source, str | Path) else source
         )
         self.paths = [path for each in sources for path in model_checkpoints(Path(each))]
+        self.bundled = source is None
+        self.options = {"device": device, "batch_size": batch_size, "tta": tta, "engine": engine,
+                        "postprocessing": postprocessing}  # fmt: skip
+        self.sibling: Segmenter | None = None
         self.device = resolve_device(device)
         members = [load_member(path, self.device) for path in self.paths]
         self.configs = [config for config, _, _, _ in members]
@@ -146,6 +151,15 @@ class Segmenter:
         names = ", ".join(map(str, self.paths))
         name = names if len(self.paths) == 1 else f"ensemble of {len(self.paths)} models: {names}"
         return f"{name} ({'; '.join(notes)})" if notes else name
+
+    def for_sequences(self, absent: tuple[str, ...]) -> Segmenter:
+        """The segmenter for a case lacking ``absent``: this one, or for the bundled model, which
+        learned from all four sequences, the bundled model trained to do without some."""
+        if not (absent and self.bundled and not self.config.modality_dropout):
+            return self
+        if self.sibling is None:
+            self.sibling = Segmenter(BUNDLED_ANY_SEQUENCES, absent=self.absent, **self.options)
+        return self.sibling
 
     def check_absent(self, absent: tuple[str, ...], where: str) -> None:
         """Refuse missing sequences unless the model learned to segment without them."""
