@@ -84,6 +84,16 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+def load_network(path: Path) -> dict:
+    """A checkpoint that holds a network: its weights, its config and a numeric epoch, checked."""
+    state = load_checkpoint(path)
+    if not isinstance(state.get("model"), dict) or not isinstance(state.get("model_config"), dict):
+        raise TumorsegError(f"{path}: checkpoint lacks model weights or config")
+    if not isinstance(state.get("epoch", 0), int):
+        raise TumorsegError(f"{path}: checkpoint epoch is not a number")
+    return state
+
+
 def upgrade_v1(state: dict, path: Path) -> dict:
     """A format-1 checkpoint as format 2: the network's keys of its flat config become model_config."""
     config = state.get("config")

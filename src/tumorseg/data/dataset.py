@@ -59,7 +59,7 @@ class ModalityDropout(mt.Randomizable):
 
 
 def augmentation(
-    seed: int = 0, *, spatial: bool = True, modality_dropout: float = 0.0, modalities: int = 4
+    seed: int = 0, *, spatial: bool = True, modality_dropout: float = 0.0
 ) -> Augmentation | None:
     """Random flips, small rotations and scaling, intensity scale and shift (MONAI), then modality
     dropout (last, so that no intensity shift revives a zeroed channel). None when there is none."""
@@ -80,7 +80,7 @@ def augmentation(
             mt.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
         ]
     if modality_dropout > 0:
-        transforms.append(ModalityDropout(modality_dropout, modalities))
+        transforms.append(ModalityDropout(modality_dropout))
     return Augmentation(transforms, seed) if transforms else None
 
 

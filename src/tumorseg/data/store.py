@@ -133,6 +133,11 @@ class CaseInfo:
         return z, x, y
 
     @property
+    def voxel_ml(self) -> float:
+        """The volume of one voxel, in mL."""
+        return float(np.prod(self.attrs["spacing"])) / 1000
+
+    @property
     def outside_voxels(self) -> int:
         """Voxels of the case's whole grid that lie outside the stored crop (all background)."""
         z, _, h, w = self.shape

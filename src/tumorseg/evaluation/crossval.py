@@ -117,9 +117,8 @@ def evaluated_by(folder: Path, predictor: Predictor, run: RunDir) -> bool:
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError):
         return False
-    newer = (folder / "metrics.csv").is_file() and (
-        folder / "metrics.csv"
-    ).stat().st_mtime >= run.best.stat().st_mtime
+    metrics = folder / "metrics.csv"
+    newer = metrics.is_file() and metrics.stat().st_mtime >= run.best.stat().st_mtime
     return newer and summary.get("model") == getattr(predictor, "description", None)
 
 
@@ -156,11 +155,10 @@ def out_of_fold(
         with Store(store_path or run.store()) as store:
             for case_id in load_split(run.split)["val"]:
                 volume, reference = store.read_volume(case_id)
-                spacing = store.info(case_id).spacing
                 yield (
                     predictor.classes(predictor.probabilities(volume)),
                     reference,
-                    float(np.prod(spacing)) / 1000,
+                    store.info(case_id).voxel_ml,
                 )
                 bar.update()
     bar.close()

@@ -184,7 +184,7 @@ def evaluate(
                 raise TumorsegError(f"{store_path}: case {case_id} has no labels to evaluate against")
             volume, reference = store.read_volume(case_id)
             probabilities = predictor.probabilities(volume)
-            prediction = predictor.segmentation(probabilities, float(np.prod(info.spacing)) / 1000)
+            prediction = predictor.segmentation(probabilities, info.voxel_ml)
             check.add(case_id, predictor.uncertainty(probabilities), prediction, reference)
             row = patient_metrics(prediction, reference, info.spacing, info.outside_voxels)
             rows.append({"case_id": case_id, **row})

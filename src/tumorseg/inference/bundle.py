@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tumorseg.checkpoint import load_checkpoint, save_checkpoint
+from tumorseg.checkpoint import load_network, save_checkpoint
 from tumorseg.data.splits import load_split
-from tumorseg.errors import TumorsegError
 from tumorseg.postprocess import PostProcessing
 from tumorseg.rundir import RunDir, model_checkpoint
 
@@ -32,9 +31,7 @@ KEPT = ("model_config", "epoch", "labels", "metrics")
 def pack(source: Path, out: Path, postprocessing: PostProcessing, half: bool = True) -> dict:
     """Write the model of ``source`` (a run or checkpoint) to ``out``; return what was written."""
     path = model_checkpoint(source)
-    state = load_checkpoint(path)
-    if not isinstance(state.get("model"), dict) or not isinstance(state.get("model_config"), dict):
-        raise TumorsegError(f"{path}: checkpoint lacks model weights or config")
+    state = load_network(path)
     weights = {
         name: tensor.half() if half and tensor.is_floating_point() else tensor
         for name, tensor in state["model"].items()

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tumorseg.checkpoint import load_checkpoint
+from tumorseg.checkpoint import load_network
 from tumorseg.data.case import MODALITIES
 from tumorseg.data.preprocess import with_context
 from tumorseg.devices import resolve_device
@@ -115,8 +115,7 @@ class Segmenter:
         members = [load_member(path, self.device) for path in self.paths]
         self.configs = [config for config, _, _, _ in members]
         self.models = [model for _, _, _, model in members]
-        self.config, self.epoch, rule, self.model = members[0]
-        self.path = self.paths[0]
+        self.config, self.epoch, rule, _ = members[0]
         for path, (config, _, other, _) in zip(self.paths[1:], members[1:], strict=True):
             for key in ("target", "spacing", "context"):
                 if getattr(config, key) != getattr(self.config, key):
@@ -139,6 +138,16 @@ class Segmenter:
                 raise TumorsegError("--engine onnx runs one model; give one --model")
 
             self.forward = onnx_forward(self)
+
+    @property
+    def path(self) -> Path:
+        """The (first) model file."""
+        return self.paths[0]
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The (first) network: the one attention maps and ONNX exports come from."""
+        return self.models[0]
 
     @property
     def description(self) -> str:
@@ -238,11 +247,7 @@ class Segmenter:
 
 def load_member(path: Path, device: torch.device) -> tuple[ModelConfig, int, PostProcessing, torch.nn.Module]:
     """One model file: its config, epoch, post-processing and network, ready on ``device``."""
-    state = load_checkpoint(path)
-    if not isinstance(state.get("model"), dict) or not isinstance(state.get("model_config"), dict):
-        raise TumorsegError(f"{path}: checkpoint lacks model weights or config")
-    if not isinstance(state.get("epoch", 0), int):
-        raise TumorsegError(f"{path}: checkpoint epoch is not a number")
+    state = load_network(path)
     config = ModelConfig.from_mapping(state["model_config"], f"{path} (model_config)")
     rule = PostProcessing.from_mapping(state.get("postprocessing", {}), str(path))
     model = create_network(config)
