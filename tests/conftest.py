@@ -100,13 +100,17 @@ def tumorseg(*args: object, timeout: float = 300) -> subprocess.CompletedProcess
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
+#: The peak is the process's own (VmHWM, reset by exec): getrusage's ru_maxrss also counts the
+#: peak of the pytest process it was forked from, so it grew with whatever ran in pytest before.
 MEASURED = """
-import resource, runpy, sys
+import re, runpy, sys
 sys.argv = ["tumorseg", *sys.argv[1:]]
 try:
     runpy.run_module("tumorseg", run_name="__main__")
 finally:
-    sys.stderr.write(f"\\npeak-rss-kb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n")
+    with open("/proc/self/status") as status:
+        peak = re.search(r"VmHWM:\\s*(\\d+) kB", status.read())[1]
+    sys.stderr.write(f"\\npeak-rss-kb {peak}\\n")
 """
 
 
