@@ -1,10 +1,11 @@
 """Model benchmark: tumorseg's Attention U-Net versus MONAI's AttentionUnet, side by side.
 
-Same channels, same input, same loss and optimizer; prints training and inference slices per
+Same channels, same input, same loss and optimizer; prints training and inference slices (3D: patches) per
 second (median over repeats) and writes them as JSON. On CUDA it also measures bf16/fp16
 autocast, channels-last and torch.compile variants of tumorseg's model.
 
     python benchmarks/model_speed.py --size 240 --batch 8 --repeats 5 [--json model_speed.json]
+    python benchmarks/model_speed.py --dims 3 --size 128 --batch 2   # 3D: volumes (patches) per second
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def main() -> None:
     )
     parser.add_argument("--size", type=int, default=240, help="slice height and width (default 240)")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2D slices or 3D patches")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="passes per timing")
     parser.add_argument("--json", help="write the figures here")
@@ -78,8 +80,10 @@ def main() -> None:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    x = torch.randn(args.batch, 4, args.size, args.size, device=device)
-    target = (torch.rand(args.batch, 3, args.size, args.size, device=device) > 0.9).float()
+    grid = [args.size] * args.dims
+    x = torch.randn(args.batch, 4, *grid, device=device)
+    target = (torch.rand(args.batch, 3, *grid, device=device) > 0.9).float()
+    channels_last = torch.channels_last_3d if args.dims == 3 else torch.channels_last
     variants = [
         ("tumorseg", "attention_unet", {}),
         ("monai", "monai_attention_unet", {}),
@@ -104,16 +108,16 @@ def main() -> None:
     )
     print(
         f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"input {args.batch}x4x{args.size}x{args.size}, channels {CHANNELS}, median of {args.repeats}"
+        f"input {args.batch}x4x{'x'.join(map(str, grid))}, channels {CHANNELS}, median of {args.repeats}"
     )
     train_steps, infer_steps = {}, {}
     for label, model_name, options in variants:
         torch.manual_seed(0)
-        model = build_model(model_name, channels=CHANNELS).to(device)
+        model = build_model(model_name, spatial_dims=args.dims, channels=CHANNELS).to(device)
         inputs = x
         if options.get("channels_last"):
-            model = model.to(memory_format=torch.channels_last)
-            inputs = x.contiguous(memory_format=torch.channels_last)
+            model = model.to(memory_format=channels_last)
+            inputs = x.contiguous(memory_format=channels_last)
         if options.get("compile"):
             model = torch.compile(model)
         train_steps[label] = make_step(model, inputs, target, True, options.get("amp"))

@@ -7,7 +7,7 @@ from torch import nn
 
 from conftest import TINY_TRAINING
 from tumorseg.cli import main
-from tumorseg.data.dataset import ModalityDropout, SliceDataset
+from tumorseg.data.dataset import SliceDataset
 from tumorseg.data.preprocess import with_context
 from tumorseg.data.store import Store
 from tumorseg.inference.segmenter import Segmenter
@@ -51,15 +51,6 @@ def test_a_training_slice_is_the_stored_slice_among_its_neighbours(cohort):
         np.testing.assert_array_equal(item["image"].numpy(), with_context(volume, 2, np.array([z]))[0])
         np.testing.assert_array_equal(item["image"][8:12].numpy(), flat[z]["image"].numpy())
         np.testing.assert_array_equal(item["label"].numpy(), labels[z])
-
-
-def test_a_dropped_sequence_is_dropped_in_every_neighbour():
-    dropout = ModalityDropout(0.5, modalities=4)
-    dropout.set_random_state(3)
-    for _ in range(20):
-        image = dropout({"image": np.ones((12, 2, 2), np.float32)})["image"]
-        kept = image[:, 0, 0].reshape(3, 4)
-        assert (kept == kept[0]).all() and kept[0].any()
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d:

@@ -187,7 +187,8 @@ def test_train_says_where_and_from_which_epoch_without_a_terminal(cohort, tmp_pa
     first = tumorseg("train", "--data", cohort, "--out", tmp_path / "r", *TINY_FLAGS, "--epochs", 1)
     assert first.returncode == 0, first.stderr
     head = first.stdout.splitlines()[0]
-    assert head.startswith(f"train {tmp_path / 'r'}: cpu (fp32), 1 process(es), 0 worker(s); 3 training")
+    where = "cpu (fp32), 1 process(es), 0 loader worker(s), batches augmented on cpu"
+    assert head.startswith(f"train {tmp_path / 'r'}: {where}; 3 training")
     assert "from epoch 1 of 1" in head
     again = tumorseg("train", "--resume", tmp_path / "r", "--epochs", 2)
     assert again.returncode == 0, again.stderr
@@ -207,3 +208,19 @@ def test_an_interrupted_train_says_how_to_resume(cohort, tmp_path):
     assert child.wait(timeout=60) == 130
     err = child.stderr.read()
     assert f"interrupted; continue with: tumorseg train --resume {run}" in err and "Traceback" not in err
+
+
+def test_workers_auto_fits_the_device_and_the_cores(monkeypatch):
+    from tumorseg.training import sampling
+
+    monkeypatch.setattr(sampling, "available_cores", lambda: 16)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert sampling.worker_count("auto", 1, cuda) == sampling.MAX_AUTO_WORKERS
+    assert sampling.worker_count("auto", 4, cuda) == 3  # 4 cores per process, one of them its own
+    assert sampling.worker_count("auto", 1, cpu) == 1
+    assert sampling.worker_count("3", 1, cuda) == 3
+    monkeypatch.setattr(sampling, "available_cores", lambda: 1)
+    assert sampling.worker_count("auto", 1, cpu) == 0 and sampling.worker_count("auto", 1, cuda) == 0
+    with pytest.raises(TumorsegError, match="workers"):
+        TrainConfig.of(workers="many")
+    assert TrainConfig.of(workers=2).workers == "2"  # a number in a config file reads as one

@@ -49,6 +49,8 @@ def plain(value: object, kind: type) -> bool:
         return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     if kind is float:
         return isinstance(value, int | float) and math.isfinite(value)
+    if kind is str:  # a word or a number (``workers: auto`` or ``workers: 4``)
+        return isinstance(value, str | int)
     return isinstance(value, kind)
 
 
@@ -56,7 +58,7 @@ def convert(value: object, kind: type) -> object:
     """A value that ``plain`` accepted, as ``kind``."""
     if kind is int:
         return int(float(value)) if isinstance(value, str) else int(value)
-    return kind(value)
+    return kind(value)  # str(4) is "4"
 
 
 def coerce(spec: Field, value: object, where: str) -> object:

@@ -1,87 +1,16 @@
-"""2D axial slices from a store, as PyTorch tensors, with optional MONAI augmentation."""
+"""2D axial slices from a store, as PyTorch tensors (augmented later, a batch at a time, by
+``tumorseg.training.augment``)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from monai import transforms as mt
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from tumorseg.data.preprocess import neighbours
-from tumorseg.data.store import Store
-
-KEYS = ("image", "label")
-
-
-class Augmentation:
-    """MONAI's random transforms applied in order, each drawing from its own seeded stream.
-
-    (Wrapped in MONAI 1.6's ``Compose`` inside this dataset, equally seeded runs drew
-    different augmentations; this chain keeps the seeds it is given, and a test checks it.)
-    """
-
-    def __init__(self, transforms: list[mt.Randomizable], seed: int = 0):
-        self.transforms = transforms
-        self.set_random_state(seed)
-
-    def set_random_state(self, seed: int) -> Augmentation:
-        seeds = np.random.SeedSequence(seed).generate_state(len(self.transforms))
-        for transform, stream in zip(self.transforms, seeds, strict=True):
-            transform.set_random_state(int(stream))
-        return self
-
-    def __call__(self, item: dict) -> dict:
-        for transform in self.transforms:
-            item = transform(item)
-        return item
-
-
-class ModalityDropout(mt.Randomizable):
-    """Zero each of the ``modalities`` with probability ``p``, never all of them; with 2.5D input a
-    dropped modality is zeroed in every neighbouring slice (channel k is modality k % modalities).
-
-    A zeroed channel is how an absent sequence reaches the network at inference, so a model
-    trained this way learns to segment from any non-empty subset of the sequences.
-    """
-
-    def __init__(self, p: float, modalities: int = 4):
-        self.p, self.modalities = p, modalities
-
-    def __call__(self, item: dict) -> dict:
-        keep = self.R.random_sample(self.modalities) >= self.p
-        if not keep.any():
-            keep[self.R.randint(self.modalities)] = True
-        keep = np.tile(keep, item["image"].shape[0] // self.modalities)
-        return {**item, "image": item["image"] * keep.astype(np.float32)[:, None, None]}
-
-
-def augmentation(
-    seed: int = 0, *, spatial: bool = True, modality_dropout: float = 0.0
-) -> Augmentation | None:
-    """Random flips, small rotations and scaling, intensity scale and shift (MONAI), then modality
-    dropout (last, so that no intensity shift revives a zeroed channel). None when there is none."""
-    transforms: list[mt.Randomizable] = []
-    if spatial:
-        transforms += [
-            mt.RandFlipd(KEYS, prob=0.5, spatial_axis=0),
-            mt.RandFlipd(KEYS, prob=0.5, spatial_axis=1),
-            mt.RandAffined(
-                KEYS,
-                prob=0.5,
-                rotate_range=np.deg2rad(15),
-                scale_range=0.1,
-                mode=("bilinear", "nearest"),
-                padding_mode="zeros",
-            ),
-            mt.RandScaleIntensityd("image", factors=0.1, prob=0.5),
-            mt.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
-        ]
-    if modality_dropout > 0:
-        transforms.append(ModalityDropout(modality_dropout))
-    return Augmentation(transforms, seed) if transforms else None
+from tumorseg.data.store import ProcessStore, Store
 
 
 def center_fit(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -119,13 +48,11 @@ class SliceDataset(Dataset):
         store_path: str | Path,
         case_ids: list[str],
         size: tuple[int, int] | None = (192, 192),
-        transform: Augmentation | None = None,
         context: int = 0,
     ):
         self.store_path = Path(store_path)
         self.context = context
         self.depth: dict[str, int] = {}
-        self.transform = transform
         self.size = tuple(size) if size else None
         self.index: list[tuple[str, int]] = []
         tumor: list[bool] = []
@@ -139,41 +66,24 @@ class SliceDataset(Dataset):
                 self.index += [(case_id, z) for z in range(info.num_slices)]
                 tumor += has_tumor.tolist()
         self.has_tumor = np.asarray(tumor, dtype=bool)
-        self._store: Store | None = None
-        self._pid = -1
+        self.reader = ProcessStore(self.store_path)
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def _open(self) -> Store:
-        if self._store is None or self._pid != os.getpid():
-            self._store = Store(self.store_path)
-            self._pid = os.getpid()
-        return self._store
-
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         case_id, z = self.index[i]
-        store = self._open()
+        store = self.reader()
         image, label = store.read_slice(case_id, z)
         if self.context:
             near = neighbours(np.array([z]), self.depth[case_id], self.context)[0]
             image = store.read_slices(case_id, near).reshape(-1, *image.shape[1:])
         if self.size:
             image, label = center_fit(image, self.size), center_fit(label, self.size)
-        item = {"image": image, "label": label[None]}
-        if self.transform:
-            item = self.transform(item)
         return {
-            "image": torch.as_tensor(np.asarray(item["image"]), dtype=torch.float32),
-            "label": torch.as_tensor(np.asarray(item["label"][0]), dtype=torch.int64),
+            "image": torch.as_tensor(image, dtype=torch.float32),
+            "label": torch.as_tensor(label, dtype=torch.int64),
         }
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: a distinct, reproducible augmentation stream per worker."""
-    info = get_worker_info()
-    if info is not None and info.dataset.transform is not None:
-        info.dataset.transform.set_random_state(info.seed % 2**32)
 
 
 def tumor_weights(has_tumor: np.ndarray, tumor_fraction: float) -> np.ndarray | None:

@@ -19,6 +19,7 @@ Writing a whole store (atomically, under a lock) is ``tumorseg.data.prepare``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,6 +259,21 @@ class Store:
         low, high = int(np.min(indices)), int(np.max(indices))
         return normalize(image[low : high + 1], scale, offset)[np.asarray(indices) - low]
 
+    def read_box(self, case_id: str, box: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+        """A normalized box (Z, 4, H, W) float32 of a labeled case, and its label (Z, H, W): the
+        slices it spans are read, the rest of them is never normalized."""
+        if case_id not in self._datasets:
+            self.info(case_id)
+        image, label, scale, offset = self._datasets[case_id]
+        z, y, x = box
+        return normalize(image[z, :, y, x], scale, offset), label[z, y, x]
+
+    def read_label(self, case_id: str) -> np.ndarray:
+        """The label map (Z, H, W) of a labeled case."""
+        if case_id not in self._datasets:
+            self.info(case_id)
+        return self._datasets[case_id][1][()]
+
     def read_volume(self, case_id: str) -> tuple[np.ndarray, np.ndarray | None]:
         """A whole normalized case (Z, 4, H, W) float32 and its label (Z, H, W) or None."""
         if case_id not in self._datasets:
@@ -302,3 +318,19 @@ def describe(path: Path) -> dict:
         "tumor_slices": sum(r["tumor_slices"] for r in rows),
         "voxels": np.sum([r["voxels"] for r in rows], axis=0).tolist() if rows else [0] * 4,
     }
+
+
+class ProcessStore:
+    """A store opened on first use in each process, since DataLoader workers cannot share an HDF5
+    handle: calling it gives this process's open ``Store``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._store: Store | None = None
+        self._pid = -1
+
+    def __call__(self) -> Store:
+        if self._store is None or self._pid != os.getpid():
+            self._store = Store(self.path)
+            self._pid = os.getpid()
+        return self._store

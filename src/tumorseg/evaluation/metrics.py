@@ -11,17 +11,20 @@ from tumorseg.labels import CLASS_NAMES, REGIONS, region_masks
 
 
 def overlap_counts(prediction: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """True positives, false positives and false negatives per region: a (3, 3) int64 tensor."""
+    """True positives, false positives and false negatives per region: a (3, 3) int64 tensor, on the
+    inputs' device (so that a training step need not wait for it)."""
     pred, ref = region_masks(prediction), region_masks(reference)
     flat = (pred.flatten(1), ref.flatten(1))
     tp = (flat[0] & flat[1]).sum(1)
     fp = (flat[0] & ~flat[1]).sum(1)
     fn = (~flat[0] & flat[1]).sum(1)
-    return torch.stack([tp, fp, fn], dim=1).long().cpu()
+    return torch.stack([tp, fp, fn], dim=1).long()
 
 
 def dice_iou(counts: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dice and IoU per region from (tp, fp, fn) rows; a region empty in both is a perfect 1."""
+    if isinstance(counts, torch.Tensor):
+        counts = counts.cpu()
     tp, fp, fn = np.asarray(counts, dtype=np.float64).T
     union = tp + fp + fn
     empty = union == 0

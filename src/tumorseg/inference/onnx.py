@@ -1,9 +1,10 @@
 """Export to ONNX and run with ONNX Runtime.
 
-The exported graph takes z-scored slices (B, 4, H, W), H and W multiples of the network's total
-stride (``segment_volume`` pads), and returns probabilities, so the two engines share everything
-but the forward pass. Its metadata holds the SHA-256 of the checkpoint it came from, so an
-export of any other checkpoint (a newer best.pt, another run's) is refused.
+The exported graph takes z-scored slices (B, 4, H, W) (a 3D network: patches (B, 4, D, H, W)),
+sizes multiples of the network's total stride (``segment`` pads), and returns probabilities, so
+the two engines share everything but the forward pass. Its metadata holds the SHA-256 of the
+checkpoint it came from, so an export of any other checkpoint (a newer best.pt, another run's) is
+refused.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def export_onnx(segmenter: Segmenter, out: Path) -> Path:
         raise TumorsegError("export needs the onnx package: pip install 'tumorseg[onnx]'") from err
 
     model = WithActivation(segmenter).eval().to("cpu", memory_format=torch.contiguous_format)
-    side = 2 * segmenter.config.stride
-    example = torch.zeros(1, segmenter.config.in_channels, side, side)
+    config = segmenter.config
+    example = torch.zeros(1, config.in_channels, *[2 * config.stride] * config.dims)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         write_graph(model, example, tmp, segmenter)
@@ -60,7 +61,8 @@ def write_graph(model: nn.Module, example: torch.Tensor, path: Path, segmenter: 
     """Export ``model`` to ``path`` and record in its metadata the checkpoint it comes from."""
     import onnx
 
-    dynamic = {0: "batch", 2: "height", 3: "width"}
+    names = ("height", "width") if example.ndim == 4 else ("depth", "height", "width")
+    dynamic = {0: "batch", **{axis: name for axis, name in enumerate(names, start=2)}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(

@@ -1,9 +1,10 @@
 """Running a network on whole volumes: the one way validation, evaluation and prediction segment.
 
-``segment_volume`` takes a volume of z-scored slices (Z, 4, H, W), as the store and the
-preprocessing give it, runs any forward function on it a batch of slices at a time (each
-slice with its neighbours for a 2.5D network, each batch zero-padded to the network's stride
-and cropped back, optionally averaged over flips), and returns the scores (Z, C, H, W).
+``segment`` takes a volume of z-scored slices (Z, 4, H, W), as the store and the preprocessing
+give it, runs any forward function on it and returns the scores (Z, C, H, W): for a 2D network a
+batch of slices at a time (``segment_volume``: each slice with its neighbours for a 2.5D network,
+each batch zero-padded to the network's stride and cropped back), for a 3D network patch by patch
+(``segment_patches``: a Gaussian-weighted sliding window), optionally averaged over flips.
 ``Segmenter`` is a trained model (or an ensemble of them) loaded from model files, ready to turn
 volumes into probabilities and classes.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.inferers import sliding_window_inference
 
 from tumorseg.checkpoint import load_network
 from tumorseg.data.case import MODALITIES
@@ -29,8 +31,61 @@ from tumorseg.postprocess import PostProcessing
 from tumorseg.rundir import model_checkpoints
 
 NO_FLIPS: tuple[tuple[int, ...], ...] = ((),)
-#: The four in-plane flips of test-time augmentation (axes of a (B, C, H, W) batch).
-TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (2, 3))
+#: The four in-plane flips of test-time augmentation (the last two axes of a batch, 2D or 3D).
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
+#: Patches per forward pass when a 3D network slides over a volume.
+PATCHES_PER_FORWARD = 2
+#: Overlap of neighbouring patches of the sliding window (as nnU-Net: half a patch).
+PATCH_OVERLAP = 0.5
+
+
+def segment(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    volume: np.ndarray,
+    config: ModelConfig,
+    batch_size: int,
+    flips: tuple[tuple[int, ...], ...] = NO_FLIPS,
+) -> torch.Tensor:
+    """Scores (Z, C, H, W) of the network ``config`` describes over a volume (Z, 4, H, W): slice by
+    slice for a 2D network (``segment_volume``), patch by patch for a 3D one (``segment_patches``)."""
+    if config.dims == 3:
+        return segment_patches(forward, volume, patch=config.patch, flips=flips)
+    return segment_volume(
+        forward, volume, batch_size=batch_size, multiple=config.stride, flips=flips, context=config.context
+    )
+
+
+def flip_averaged(
+    forward: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, flips: tuple[tuple[int, ...], ...]
+) -> torch.Tensor:
+    """The scores of ``batch``, averaged over its ``flips`` (each flipped back)."""
+    total: torch.Tensor | float = 0.0
+    for axes in flips:
+        scores = forward(batch.flip(axes) if axes else batch)
+        total = total + (scores.flip(axes) if axes else scores)
+    return total / len(flips)
+
+
+def segment_patches(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    volume: np.ndarray,
+    *,
+    patch: list[int],
+    flips: tuple[tuple[int, ...], ...] = NO_FLIPS,
+) -> torch.Tensor:
+    """Scores (Z, C, H, W) of a 3D ``forward`` over a volume (Z, 4, H, W): MONAI's sliding window
+    of ``patch``-sized boxes overlapping by half, each weighted by a Gaussian centred on it (its
+    rim, which saw least context, counts least); a volume smaller than the patch is zero-padded."""
+    image = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, 1, 0), dtype=np.float32))[None]
+    scores = sliding_window_inference(
+        image,
+        roi_size=list(patch),
+        sw_batch_size=PATCHES_PER_FORWARD,
+        predictor=lambda batch: flip_averaged(forward, batch, flips),
+        overlap=PATCH_OVERLAP,
+        mode="gaussian",
+    )
+    return torch.as_tensor(scores)[0].movedim(1, 0)
 
 
 def segment_volume(
@@ -53,12 +108,7 @@ def segment_volume(
     for start in range(0, depth, batch_size):
         slices = with_context(volume, context, np.arange(start, min(start + batch_size, depth)))
         chunk = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))
-        padded = pad_to_multiple(chunk, multiple)
-        total: torch.Tensor | float = 0.0
-        for axes in flips:
-            scores = forward(padded.flip(axes) if axes else padded)
-            total = total + (scores.flip(axes) if axes else scores)
-        scores = (total / len(flips))[..., :height, :width]
+        scores = flip_averaged(forward, pad_to_multiple(chunk, multiple), flips)[..., :height, :width]
         if out is None:
             out = scores.new_empty((depth, *scores.shape[1:]))
         out[start : start + len(chunk)] = scores
@@ -117,7 +167,7 @@ class Segmenter:
         self.models = [model for _, _, _, model in members]
         self.config, self.epoch, rule, _ = members[0]
         for path, (config, _, other, _) in zip(self.paths[1:], members[1:], strict=True):
-            for key in ("target", "spacing", "context"):
+            for key in ("target", "spacing", "context", "dims", "patch"):
                 if getattr(config, key) != getattr(self.config, key):
                     raise TumorsegError(f"{path}: another {key} than {self.path}; an ensemble needs one")
             if other != rule and postprocessing is None:
@@ -191,7 +241,7 @@ class Segmenter:
 
     def torch_forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Probabilities of a batch, averaged over the models of an ensemble."""
-        x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        x = batch.to(self.device).contiguous(memory_format=self.config.channels_last)
         total = sum(self.target.activate(model(x).float()) for model in self.models)
         return total / len(self.models)
 
@@ -206,14 +256,9 @@ class Segmenter:
     @torch.inference_mode()
     def probabilities(self, volume: np.ndarray) -> np.ndarray:
         """Z-scored slices (Z, 4, H, W) -> probabilities (Z, C, H, W) float32."""
-        scores = segment_volume(
-            self.forward,
-            self.without_absent(volume),
-            batch_size=self.batch_size,
-            multiple=max(config.stride for config in self.configs),
-            flips=self.flips,
-            context=self.config.context,
-        )
+        # members agree on all but their widths: the deepest one's stride pads for all
+        config = max(self.configs, key=lambda config: config.stride)
+        scores = segment(self.forward, self.without_absent(volume), config, self.batch_size, self.flips)
         return scores.cpu().numpy()
 
     def classes(self, probabilities: np.ndarray) -> np.ndarray:
@@ -232,14 +277,14 @@ class Segmenter:
     @torch.inference_mode()
     def attention(self, volume: np.ndarray, z: int) -> np.ndarray | None:
         """The finest gate's coefficients on slice ``z`` of a volume (Z, 4, H, W); None for MONAI's
-        network."""
-        if not isinstance(self.model, AttentionUNet):
+        network and for a 3D one."""
+        if not isinstance(self.model, AttentionUNet) or self.config.dims == 3:
             return None
         image = with_context(self.without_absent(volume), self.config.context, np.array([z]))
         x = (
             torch.from_numpy(np.ascontiguousarray(image))
             .to(self.device)
-            .contiguous(memory_format=torch.channels_last)
+            .contiguous(memory_format=self.config.channels_last)
         )
         _, maps = self.model(x, return_attention=True)
         return maps[0][0, 0].float().cpu().numpy()
@@ -261,5 +306,5 @@ def load_member(path: Path, device: torch.device) -> tuple[ModelConfig, int, Pos
         config,
         int(state.get("epoch", 0)),
         rule,
-        model.eval().to(device, memory_format=torch.channels_last),
+        model.eval().to(device, memory_format=config.channels_last),
     )

@@ -13,6 +13,7 @@ def create_network(config: ModelConfig) -> nn.Module:
     target = config.target_spec()
     model = build_model(
         config.name,
+        spatial_dims=config.dims,
         in_channels=config.in_channels,
         out_channels=target.channels,
         channels=config.channels,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch
+
 from tumorseg import settings
 from tumorseg.data.case import MODALITIES
 from tumorseg.errors import TumorsegError
@@ -32,6 +34,14 @@ class ModelConfig:
         "voxel size in mm (left-right, front-back, bottom-top) of the data it learned from; predict "
         "resamples other cases to it",
         flag=False,
+    )
+    dims: int = option(
+        2, "2: a 2D network on axial slices; 3: a 3D network trained on patches and slid over a volume"
+    )
+    patch: list = option(
+        [128, 128, 128],
+        "3D only: the patch (depth, height, width) it trains on and slides over a volume; multiples "
+        "of the network's stride",
     )
     context: int = option(
         0,
@@ -60,6 +70,7 @@ class ModelConfig:
                 ),
                 (self.norm in ("batch", "instance"), "norm", "batch or instance"),
                 (self.target in TARGETS, "target", " or ".join(TARGETS)),
+                (self.dims in (2, 3), "dims", "2 or 3"),
                 (0 <= self.modality_dropout < 1, "modality_dropout", "in [0, 1)"),
                 (isinstance(self.context, int) and 0 <= self.context <= 8, "context", "an int in 0..8"),
                 (len(self.spacing) == 3 and all(s > 0 for s in self.spacing), "spacing", "three sizes > 0"),
@@ -67,6 +78,19 @@ class ModelConfig:
             self,
             where,
         )
+        if self.dims == 3:
+            settings.check(
+                [
+                    (self.context == 0, "context", "0 with dims 3 (a 3D network sees its neighbours)"),
+                    (
+                        len(self.patch) == 3 and all(p > 0 and p % self.stride == 0 for p in self.patch),
+                        "patch",
+                        f"three multiples of the stride {self.stride}",
+                    ),
+                ],
+                self,
+                where,
+            )
         if self.name == "monai_attention_unet" and self.deep_supervision:
             raise TumorsegError(f"{where}: deep_supervision needs model attention_unet")
         if tuple(self.modalities) != MODALITIES:
@@ -79,6 +103,11 @@ class ModelConfig:
     def stride(self) -> int:
         """The network's total downsampling: inputs are padded to multiples of it."""
         return 2 ** (len(self.channels) - 1)
+
+    @property
+    def channels_last(self) -> torch.memory_format:
+        """The channels-last memory format of the network's inputs and weights (faster on CPU and GPU)."""
+        return torch.channels_last_3d if self.dims == 3 else torch.channels_last
 
     @property
     def in_channels(self) -> int:

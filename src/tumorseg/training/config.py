@@ -27,7 +27,9 @@ MODEL_FLAGS = {"name": "model"}
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     # data
-    size: list = option([192, 192], "slice height and width after zero-padding/center-cropping")
+    size: list = option(
+        [192, 192], "slice height and width after zero-padding/center-cropping (2D; 3D: see --patch)"
+    )
     tumor_fraction: float = option(
         0.5, "fraction of training slices drawn from slices with tumor (0: natural)"
     )
@@ -37,8 +39,12 @@ class TrainConfig:
     folds: int = option(0, "k-fold cross-validation with K folds (0: off)")
     fold: int = option(0, "which fold validates (0..K-1)")
     split: str = option("", "a split JSON (from `tumorseg split`) instead of a seeded split")
-    samples_per_epoch: int = option(0, "training slices drawn per epoch (0: as many as there are)")
-    workers: int = option(2, "DataLoader worker processes")
+    samples_per_epoch: int = option(
+        0, "training slices (3D: patches) drawn per epoch (0: one per slice, or per patient)"
+    )
+    workers: str = option(
+        "auto", "loader worker processes: a number, or auto (on a GPU every spare core, on a CPU one)"
+    )
     # optimization
     epochs: int = option(50, "training epochs")
     batch_size: int = option(16, "slices per optimizer step (per process)")
@@ -79,7 +85,7 @@ class TrainConfig:
                 (self.folds == 0 or self.folds >= 2, "folds", "0 or >= 2"),
                 (self.folds == 0 or 0 <= self.fold < self.folds, "fold", "in 0..folds-1"),
                 (self.samples_per_epoch >= 0, "samples_per_epoch", ">= 0"),
-                (self.workers >= 0, "workers", ">= 0"),
+                (self.workers == "auto" or self.workers.isdigit(), "workers", "auto or an int >= 0"),
                 (self.epochs >= 1, "epochs", ">= 1"),
                 (self.batch_size >= 1, "batch_size", ">= 1"),
                 (self.lr > 0, "lr", "> 0"),

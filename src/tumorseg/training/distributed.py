@@ -70,7 +70,9 @@ class EpochSampler(Sampler[int]):
 
     With ``weights`` the draw is with replacement (tumor oversampling), else it is a
     permutation. Every rank draws the same list and keeps every world-th item, so the
-    ranks see disjoint shards and a resumed run repeats the epoch exactly.
+    ranks see disjoint shards and a resumed run repeats the epoch exactly. ``keyed`` yields
+    (index, draw) pairs instead, the draw numbering the epoch's items (for datasets that draw
+    a random patch per item).
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class EpochSampler(Sampler[int]):
         weights: np.ndarray | None = None,
         rank: int = 0,
         world: int = 1,
+        keyed: bool = False,
     ):
         rng = np.random.default_rng([seed, epoch])
         if weights is not None:
@@ -92,16 +95,19 @@ class EpochSampler(Sampler[int]):
             ]
         per_rank = num_samples // world
         self.indices = order[rank : per_rank * world : world].tolist()
+        self.draws = range(rank, per_rank * world, world) if keyed else None
 
     def __iter__(self):
-        return iter(self.indices)
+        if self.draws is None:
+            return iter(self.indices)
+        return zip(self.indices, self.draws, strict=True)
 
     def __len__(self) -> int:
         return len(self.indices)
 
 
-def seed_for(seed: int, epoch: int) -> int:
-    """A 63-bit seed derived from (seed, epoch), for generators that take one integer."""
+def seed_for(*keys: int) -> int:
+    """A 63-bit seed derived from (seed, epoch, ...), for generators that take one integer."""
     return int(
-        np.random.SeedSequence([seed, epoch]).generate_state(2, np.uint32).astype(np.uint64) @ [1 << 31, 1]
+        np.random.SeedSequence(list(keys)).generate_state(2, np.uint32).astype(np.uint64) @ [1 << 31, 1]
     )

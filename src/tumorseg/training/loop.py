@@ -25,11 +25,12 @@ from tumorseg.devices import resolve_device
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.evaluation.metrics import dice_iou, overlap_counts
 from tumorseg.files import write_json
-from tumorseg.inference.segmenter import segment_volume
+from tumorseg.inference.segmenter import segment
 from tumorseg.labels import REGION_NAMES, label_convention
 from tumorseg.models import create_network
 from tumorseg.rundir import RunDir
 from tumorseg.training import distributed
+from tumorseg.training.augment import BatchAugmentation
 from tumorseg.training.config import TrainConfig, from_mapping, load_config, save_config
 from tumorseg.training.history import plot_history, summary_line, write_history
 from tumorseg.training.objective import Objective
@@ -38,6 +39,9 @@ from tumorseg.training.sampling import EpochData
 
 #: Without a terminal (no progress bar), a progress line this often during an epoch.
 PROGRESS_SECONDS = 30.0
+#: The training loss is read from the device every this many steps (and at the end of an epoch):
+#: a non-finite loss is caught within them, and the device is never stalled by a read every step.
+LOSS_READ_STEPS = 10
 #: Keys that may change when a run is resumed; the rest define the run.
 RESUMABLE_KEYS = {"epochs", "patience", "workers", "device", "val_batch_size"}
 
@@ -61,7 +65,7 @@ class Trainer:
 
     @property
     def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.config.channels_last else torch.contiguous_format
+        return self.config.model.channels_last if self.config.channels_last else torch.contiguous_format
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
@@ -125,7 +129,7 @@ def fit(
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, spacing=spacing))
     if context.is_main:
         record_run(run, config, split, store_path, device, context.world, fresh=checkpoint is None)
-    data = EpochData(store_path, split["train"], config, context.world)
+    data = EpochData(store_path, split["train"], config, context.world, device)
     trainer = build(config, data.steps_per_epoch, device)
     if checkpoint is not None:
         restore(trainer, checkpoint, run.last)
@@ -141,10 +145,8 @@ def fit(
             break
         started = time.perf_counter()
         quiet = True if not context.is_main else (None if progress is None else not progress)  # None: auto
-        row = {
-            "epoch": epoch,
-            **train_epoch(trainer, net, data.loader(epoch, context, device), epoch, run, quiet),
-        }
+        loader = data.loader(epoch, context, device)
+        row = {"epoch": epoch, **train_epoch(trainer, net, loader, data.augmentation, epoch, run, quiet)}
         stop = False
         if context.is_main:
             row |= validate(trainer, store, split["val"])
@@ -163,11 +165,12 @@ def header(trainer: Trainer, split: dict, data: EpochData, context: distributed.
     config, dtype = trainer.config, trainer.dtype
     precision = "fp32" if dtype is None else str(dtype).removeprefix("torch.") + " autocast"
     start = f"resuming at epoch {trainer.epoch + 1}" if trainer.epoch else "from epoch 1"
+    augmented = f"augmented on {trainer.device.type}" if data.augmentation else "not augmented"
     return (
         f"train {run.root}: {trainer.device} ({precision}), {context.world} process(es), "
-        f"{config.workers} worker(s); "
+        f"{data.workers} loader worker(s), batches {augmented}; "
         f"{len(split['train'])} training and {len(split['val'])} validation patients; "
-        f"{data.samples} slices per epoch; {start} of {config.epochs}"
+        f"{data.samples} {data.unit} per epoch; {start} of {config.epochs}"
     )
 
 
@@ -263,7 +266,9 @@ def record_run(
 
 def build(config: TrainConfig, steps_per_epoch: int, device: torch.device) -> Trainer:
     model = create_network(config.model).to(device)
-    model = model.to(memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    model = model.to(
+        memory_format=config.model.channels_last if config.channels_last else torch.contiguous_format
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     warmup, total = round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -334,59 +339,77 @@ def distributed_model(
 
 
 def train_epoch(
-    trainer: Trainer, net: torch.nn.Module, loader: DataLoader, epoch: int, run: RunDir, quiet: bool | None
+    trainer: Trainer,
+    net: torch.nn.Module,
+    loader: DataLoader,
+    augmentation: BatchAugmentation | None,
+    epoch: int,
+    run: RunDir,
+    quiet: bool | None,
 ) -> dict:
     """One pass over the epoch's sampled slices; training loss, accuracy, Dice and IoU (pooled).
-    ``quiet`` disables the progress bar (None: show it only on a terminal)."""
+    Metrics add up on the device; the loss is read every LOSS_READ_STEPS steps. ``quiet``
+    disables the progress bar (None: show it only on a terminal)."""
     net.train()
-    target = trainer.objective.target
-    loss_sum, seen, correct, voxels = 0.0, 0, 0, 0
-    counts = torch.zeros(3, 3, dtype=torch.long)
+    target, device = trainer.objective.target, trainer.device
+    losses: list[tuple[torch.Tensor, int]] = []  # (loss, slices) of the steps not read yet
+    loss_sum, seen, voxels = 0.0, 0, 0
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    counts = torch.zeros(3, 3, dtype=torch.long, device=device)
     bar = tqdm(
         loader, desc=f"epoch {epoch}/{trainer.config.epochs}", unit="batch", disable=quiet, leave=False
     )
     started = last_line = time.perf_counter()
     lines = quiet is None and not sys.stdout.isatty()  # no bar (logs, CI, notebooks): progress lines
-    for step, batch in enumerate(bar):
-        x = (
-            batch["image"]
-            .to(trainer.device, non_blocking=True)
-            .contiguous(memory_format=trainer.memory_format)
-        )
-        y = batch["label"].to(trainer.device, non_blocking=True)
+    for step, batch in enumerate(bar, start=1):
+        x = batch["image"].to(device, non_blocking=True)
+        y = batch["label"].to(device, non_blocking=True)
+        if augmentation is not None:
+            x, y = augmentation(x, y)
         with trainer.autocast():
-            outputs = net(x)
+            outputs = net(x.contiguous(memory_format=trainer.memory_format))
         loss = trainer.objective(outputs, y)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise TumorsegError(
-                f"loss became {loss_value} at epoch {epoch}, step {step + 1}; stopped. "
-                f"{run.last} holds the last good state (epoch {epoch - 1}); try a lower --lr"
-            )
         optimizer_step(trainer, loss)
+        losses.append((loss.detach(), len(x)))
         main = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
         prediction = target.decode(target.activate(main.detach().float()))
-        correct += int((prediction == y).sum())
-        voxels += y.numel()
+        correct += (prediction == y).sum()
         counts += overlap_counts(prediction, y)
-        loss_sum += loss_value * len(x)
         seen += len(x)
+        voxels += y.numel()
+        if len(losses) < LOSS_READ_STEPS and step < len(loader):
+            continue
+        loss_sum += read_losses(losses, step, epoch, run)
+        losses = []
         rate = seen / (time.perf_counter() - started)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", slices_per_s=f"{rate:.0f}")
         if lines and time.perf_counter() - last_line > PROGRESS_SECONDS:
-            progress_line = f"step {step + 1}/{len(loader)}, loss {loss_sum / seen:.4f}, {rate:.0f} slices/s"
+            progress_line = f"step {step}/{len(loader)}, loss {loss_sum / seen:.4f}, {rate:.0f} slices/s"
             print(f"  epoch {epoch}: {progress_line}", flush=True)
             last_line = time.perf_counter()
     dice, iou = dice_iou(counts)
     return {
         "lr": trainer.optimizer.param_groups[0]["lr"],
         "train_loss": loss_sum / max(seen, 1),
-        "train_accuracy": correct / max(voxels, 1),
+        "train_accuracy": int(correct) / max(voxels, 1),
         "train_dice": float(dice.mean()),
         "train_iou": float(iou.mean()),
         "train_slices": seen,
         "train_seconds": time.perf_counter() - started,
     }
+
+
+def read_losses(losses: list[tuple[torch.Tensor, int]], step: int, epoch: int, run: RunDir) -> float:
+    """The summed loss x slices of the steps up to ``step``, read from the device at once; the first
+    non-finite one stops training, named by its step."""
+    values = torch.stack([loss.float() for loss, _ in losses]).tolist()
+    for offset, value in enumerate(values):
+        if not math.isfinite(value):
+            raise TumorsegError(
+                f"loss became {value} at epoch {epoch}, step {step - len(values) + offset + 1}; stopped. "
+                f"{run.last} holds the last good state (epoch {epoch - 1}); try a lower --lr"
+            )
+    return sum(value * n for value, (_, n) in zip(values, losses, strict=True))
 
 
 def optimizer_step(trainer: Trainer, loss: torch.Tensor) -> None:
@@ -403,7 +426,7 @@ def optimizer_step(trainer: Trainer, loss: torch.Tensor) -> None:
 @torch.no_grad()
 def validate(trainer: Trainer, store: Store, case_ids: list[str]) -> dict[str, float]:
     """Loss, pixel accuracy, and per-patient Dice and IoU per region (averaged over patients), each
-    patient segmented whole by ``segment_volume``, as evaluation and prediction do."""
+    patient segmented whole by ``segment``, as evaluation and prediction do."""
     trainer.model.eval()
     target = trainer.objective.target
 
@@ -415,14 +438,7 @@ def validate(trainer: Trainer, store: Store, case_ids: list[str]) -> dict[str, f
     dices, ious = [], []
     for case_id in case_ids:
         image, label = store.read_volume(case_id)
-        model = trainer.config.model
-        logits = segment_volume(
-            forward,
-            image,
-            batch_size=trainer.config.val_batch_size,
-            multiple=model.stride,
-            context=model.context,
-        ).float()
+        logits = segment(forward, image, trainer.config.model, trainer.config.val_batch_size).float()
         y = torch.from_numpy(label).long().to(logits.device)
         loss_sum += trainer.objective(logits, y).item() * len(y)
         slices += len(y)

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tumorseg.training.augment import BatchAugmentation, sampling_grid
+
+
+def blobs(batch: int, shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels with a box of each class per sample, and an image whose channels draw the labels."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros((batch, *shape), np.int64)
+    for b in range(batch):
+        for value in (1, 2, 3):
+            corner = [rng.integers(2, s // 2) for s in shape]
+            box = tuple(slice(c, c + s // 3) for c, s in zip(corner, shape, strict=True))
+            label[(b, *box)] = value
+    image = np.stack([label == value for value in (1, 2, 3, 0)], axis=1).astype(np.float32)
+    return torch.from_numpy(image), torch.from_numpy(label)
+
+
+@pytest.mark.parametrize("shape", [(48, 64), (12, 40, 32)])
+def test_a_label_drawn_into_the_image_stays_on_the_label(shape):
+    image, label = blobs(12, shape)
+    augment = BatchAugmentation(7, probability=0.9, max_intensity=0.0)
+    moved_image, moved_label = augment(image, label)
+    assert not torch.equal(moved_label, label)  # it did move
+    drawn = moved_image[:, :3].argmax(dim=1) + 1
+    drawn[moved_image[:, :3].max(dim=1).values < 0.5] = 0
+    # bilinear (image) against nearest (label) may differ on a box's rim, nowhere else
+    assert (drawn == moved_label).float().mean() > 0.97
+    for value in (1, 2, 3):
+        inside = moved_label == value
+        assert moved_image[:, value - 1][inside].mean() > 0.9
+
+
+def test_seeded_reproducible_and_leaves_its_inputs_alone():
+    image, label = blobs(8, (32, 32))
+    before = image.clone(), label.clone()
+    first = BatchAugmentation(3, modality_dropout=0.3)(image, label)
+    again = BatchAugmentation(3, modality_dropout=0.3)(image, label)
+    other = BatchAugmentation(4, modality_dropout=0.3)(image, label)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], other[0])
+    assert torch.equal(image, before[0]) and torch.equal(label, before[1])
+    augment = BatchAugmentation(3, modality_dropout=0.3)
+    augment(image, label)
+    reseeded = augment.reseed(3)(image, label)
+    assert torch.equal(reseeded[0], first[0])
+
+
+def test_flips_through_the_resampling_are_exact_flips():
+    image, label = blobs(4, (20, 30))
+    certain = BatchAugmentation(0, probability=1.0, max_degrees=0, max_scaling=0, max_intensity=0)
+    moved_image, moved_label = certain(image, label)  # every axis flipped, inside the affine
+    torch.testing.assert_close(moved_image, image.flip((2, 3)), atol=1e-5, rtol=0)
+    assert torch.equal(moved_label, label.flip((1, 2)))
+    never = BatchAugmentation(0, probability=0.0)
+    assert torch.equal(never(image, label)[0], image) and torch.equal(never(image, label)[1], label)
+
+
+def test_intensity_is_one_scale_and_one_shift_per_sample():
+    image = torch.rand(16, 4, 8, 8)
+    label = torch.zeros(16, 8, 8, dtype=torch.long)
+    augment = BatchAugmentation(1, probability=1.0, max_degrees=0, max_scaling=0)
+    augment.move = lambda image, label: (image, label)  # intensity alone
+    moved, _ = augment(image, label)
+    for b in range(16):  # moved = image * a + c with one (a, c) per sample
+        a, c = np.polyfit(image[b].flatten().numpy(), moved[b].flatten().numpy(), 1)
+        assert 0.9 - 1e-4 <= a <= 1.1 + 1e-4 and abs(c) <= 0.1 + 1e-4
+        torch.testing.assert_close(moved[b], image[b] * float(a) + float(c), atol=1e-4, rtol=0)
+
+
+def test_dropout_zeroes_sequences_at_its_rate_and_never_all():
+    augment = BatchAugmentation(5, spatial=False, modality_dropout=0.4)
+    image, label = torch.ones(4000, 4, 2, 2), torch.zeros(4000, 2, 2, dtype=torch.long)
+    kept = augment(image, label)[0][:, :, 0, 0].numpy()
+    assert set(np.unique(kept)) == {0.0, 1.0}
+    assert kept.sum(axis=1).min() >= 1  # never all four
+    # P(dropped) = 0.4, less the draws that would drop all four and keep one instead
+    np.testing.assert_allclose(1 - kept.mean(axis=0), 0.4 - 0.4**4 / 4, atol=0.03)
+
+
+def test_a_dropped_sequence_is_dropped_in_every_neighbour():
+    augment = BatchAugmentation(3, spatial=False, modality_dropout=0.5)
+    image = augment(torch.ones(50, 12, 2, 2), torch.zeros(50, 2, 2, dtype=torch.long))[0]
+    kept = image[:, :, 0, 0].reshape(50, 3, 4)
+    assert (kept == kept[:, :1]).all() and kept[:, 0].any(dim=1).all()
+
+
+@pytest.mark.parametrize("shape", [(6, 10), (5, 7, 9)])
+def test_sampling_grid_is_affine_grid_without_translation(shape):
+    linear = torch.randn(3, len(shape), len(shape))
+    theta = torch.cat([linear, torch.zeros(3, len(shape), 1)], dim=2)
+    expected = F.affine_grid(theta, [3, 1, *shape], align_corners=False)
+    torch.testing.assert_close(sampling_grid(linear, torch.Size(shape)), expected, atol=1e-5, rtol=0)
