@@ -1,11 +1,15 @@
 """Patient benchmark: seconds to segment one real 240x240x155 patient end to end.
 
 Reads the four NIfTI files, reorients, crops and z-scores, runs the network slice by slice,
-and writes the label map: PyTorch versus ONNX Runtime, without and with flip TTA. Timing does
-not depend on the weights, so by default an untrained model of the default width (channels 16..256)
-is used; pass --model RUN to time a trained one. Medians over cases and repeats.
+and writes the label map: PyTorch, ONNX Runtime and ONNX Runtime on the 8-bit export
+(calibrated on 4 other real cases), without and with flip TTA. Timing does not depend on the
+weights, so by default an untrained model of the default width (channels 16..256) is used; pass
+--model RUN to time a trained one. Medians over cases and repeats. With --dice-cases N, each
+engine (without TTA) also segments N real cases and its mean Dice against their label maps is
+printed beside PyTorch's, to show what a faster engine costs.
 
     python benchmarks/patient_speed.py --cases 3 --repeats 2 [--json patient_speed.json]
+    python benchmarks/patient_speed.py --model src/tumorseg/weights/brats-2d.pt --dice-cases 28
 """
 
 from __future__ import annotations
@@ -20,15 +24,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import torch
 
 from data_io import real_root  # this folder's data benchmark; scripts run from here
 from tumorseg.checkpoint import save_checkpoint
 from tumorseg.data.brats import find_case_files, find_case_folders
+from tumorseg.data.prepare import prepare_store
+from tumorseg.evaluation.metrics import region_dice
 from tumorseg.inference.onnx import export_onnx, onnx_path
 from tumorseg.inference.predict import predict_case
-from tumorseg.inference.segmenter import Segmenter
-from tumorseg.labels import label_convention
+from tumorseg.inference.segmenter import ENGINES, Segmenter
+from tumorseg.labels import label_convention, to_internal
 from tumorseg.models import ModelConfig, create_network
 from tumorseg.rundir import model_checkpoint
 
@@ -57,9 +65,11 @@ def main() -> None:
     )
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--dice-cases", type=int, default=0, help="also score each engine on this many cases")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    cases = [find_case_files(f, require_label=False) for f in find_case_folders(real_root())[: args.cases]]
+    folders = find_case_folders(real_root())
+    cases = [find_case_files(f, require_label=False) for f in folders[: args.cases]]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.model:  # a private copy, so the ONNX export lands beside it and not in the run
@@ -68,9 +78,12 @@ def main() -> None:
         else:
             checkpoint = untrained_checkpoint(work)
         export_onnx(Segmenter(checkpoint), onnx_path(checkpoint))
+        calibration = work / "calibration.h5"
+        prepare_store(folders[-4:], calibration, progress=False)
+        export_onnx(Segmenter(checkpoint), onnx_path(checkpoint, int8=True), calibration=calibration)
         segmenters = {
             f"{engine}{' + TTA' if tta else ''}": Segmenter(checkpoint, tta=tta, engine=engine)
-            for engine in ("torch", "onnx")
+            for engine in ENGINES
             for tta in (False, True)
         }
         times = {name: [] for name in segmenters}
@@ -82,15 +95,35 @@ def main() -> None:
                     start = time.perf_counter()
                     predict_case(files, segmenter, work / "seg.nii.gz")
                     times[name].append(time.perf_counter() - start)
+        dice = engine_dice(folders[: args.dice_cases], segmenters, work) if args.dice_cases else {}
     device = platform.processor() or platform.machine()
     print(
         f"{device}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"{len(cases)} real cases x {args.repeats} repeats, median seconds per patient, NIfTI in to NIfTI out"
     )
     for name, values in times.items():
-        print(f"{name:<14} {statistics.median(values):6.2f} s")
+        print(f"{name:<16} {statistics.median(values):6.2f} s")
+    for engine, scores in dice.items():
+        shown = " / ".join(f"{d:.4f}" for d in scores)
+        change = " / ".join(f"{d:+.4f}" for d in scores - dice["torch"])
+        print(f"{engine:<16} Dice WT/TC/ET {shown} over {args.dice_cases} cases (against torch {change})")
     if args.json:
-        args.json.write_text(json.dumps({n: statistics.median(v) for n, v in times.items()}, indent=2) + "\n")
+        figures = {"seconds": {n: statistics.median(v) for n, v in times.items()}}
+        figures["dice"] = {engine: scores.tolist() for engine, scores in dice.items()}
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def engine_dice(folders: list[Path], segmenters: dict[str, Segmenter], work: Path) -> dict[str, np.ndarray]:
+    """Mean Dice (WT, TC, ET) over the cases of each engine's label maps (no TTA) against the truth."""
+    scores = {engine: [] for engine in ENGINES}
+    for folder in folders:
+        files = find_case_files(folder)
+        truth = to_internal(np.asarray(nib.load(files.seg).dataobj), files.convention)
+        for engine in ENGINES:
+            predict_case(files, segmenters[engine], work / "seg.nii.gz")
+            predicted = to_internal(np.asarray(nib.load(work / "seg.nii.gz").dataobj))
+            scores[engine].append(region_dice(predicted, truth))
+    return {engine: np.mean(values, axis=0) for engine, values in scores.items()}
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import tumorseg
+from tumorseg.cli import main
+from tumorseg.data.store import Store
 from tumorseg.data.synth import synthesize
 from tumorseg.errors import TumorsegError
 from tumorseg.inference.predict import files_from_paths, predict
@@ -191,3 +193,19 @@ def test_stale_or_missing_onnx_is_refused(trained_run, tmp_path):
     torch.save(state, run / "best.pt")
     with pytest.raises(TumorsegError, match="exported from another checkpoint"):
         Segmenter(run, engine="onnx")
+
+
+def test_an_8_bit_export_predicts_like_the_model_and_says_what_it_is(trained_run, cohort, tmp_path):
+    import onnx
+
+    assert main(["export", str(trained_run), "--int8", str(cohort)]) == 0
+    exported = trained_run / "best.int8.onnx"
+    metadata = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
+    assert metadata["quantized"].startswith("int8, calibrated on") and "checkpoint_sha256" in metadata
+    graph_ops = {node.op_type for node in onnx.load(str(exported)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= graph_ops
+    volume, _ = Store(cohort).read_volume(Store(cohort).case_ids[0])
+    full, int8 = Segmenter(trained_run), Segmenter(trained_run, engine="onnx-int8")
+    agree = (full.classes(full.probabilities(volume)) == int8.classes(int8.probabilities(volume))).mean()
+    assert agree > 0.97
+    np.testing.assert_allclose(int8.probabilities(volume), full.probabilities(volume), atol=0.15)

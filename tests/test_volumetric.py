@@ -58,26 +58,21 @@ def test_a_3d_model_evaluates_predicts_and_exports(volumetric_run, cohort, tmp_p
     assert main(["evaluate", str(volumetric_run), "--split", "val", "--out", str(tmp_path / "val")]) == 0
     assert (tmp_path / "val" / "overlays.png").is_file()
     case = cohort.parent / "cases" / "Phantom_004"
-    for engine in ("torch", "onnx"):
-        if engine == "onnx":
-            assert main(["export", str(volumetric_run), "--format", "onnx"]) == 0
+    assert main(["export", str(volumetric_run)]) == 0
+    assert main(["export", str(volumetric_run), "--int8", str(cohort)]) == 0
+    labels = {}
+    for engine in ("torch", "onnx", "onnx-int8"):
         out = tmp_path / f"{engine}.nii.gz"
-        command = [
-            "predict",
-            "--model",
-            str(volumetric_run),
-            str(case),
-            "--out",
-            str(out),
-            "--engine",
-            engine,
-        ]
-        assert main(command) == 0
-    torch_labels, onnx_labels = (
-        np.asarray(nib.load(tmp_path / f"{e}.nii.gz").dataobj) for e in ("torch", "onnx")
-    )
-    assert torch_labels.shape == nib.load(case / "Phantom_004_flair.nii.gz").shape
-    assert (torch_labels == onnx_labels).mean() > 0.999
+        assert (
+            main(
+                ["predict", "--model", str(volumetric_run), str(case), "--out", str(out), "--engine", engine]
+            )
+            == 0
+        )
+        labels[engine] = np.asarray(nib.load(out).dataobj)
+    assert labels["torch"].shape == nib.load(case / "Phantom_004_flair.nii.gz").shape
+    assert (labels["torch"] == labels["onnx"]).mean() > 0.999
+    assert (labels["torch"] == labels["onnx-int8"]).mean() > 0.97
 
 
 def test_the_sliding_window_covers_the_volume_and_weights_patches_alike():

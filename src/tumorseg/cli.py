@@ -243,12 +243,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from tumorseg.outputs import claim_outputs
     from tumorseg.rundir import RunDir
 
-    exporters = {"onnx": (onnx.export_onnx, onnx.onnx_path)}  # --format chooses; ONNX is the one so far
-    export, default_path = exporters[args.format]
     segmenter = Segmenter(args.model)
-    out = args.out or default_path(segmenter.path)
+    out = args.out or onnx.onnx_path(segmenter.path, int8=args.int8 is not None)
     claim_outputs([out], [segmenter.path, *RunDir.of(segmenter.path).inputs], args.overwrite)
-    print(f"wrote {export(segmenter, out)}")
+    print(f"wrote {onnx.export_onnx(segmenter, out, calibration=args.int8)}")
     return 0
 
 
@@ -665,9 +663,10 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--engine",
-        choices=("torch", "onnx"),
+        choices=("torch", "onnx", "onnx-int8"),
         default="torch",
-        help="onnx: ONNX Runtime (after tumorseg export)",
+        help="onnx: ONNX Runtime (after tumorseg export); onnx-int8: its 8-bit export (after tumorseg "
+        "export --int8 STORE), about 1.7x faster on a CPU",
     )
     p.set_defaults(func=cmd_predict)
 
@@ -678,11 +677,19 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         help="export a trained model to ONNX",
         description="Write the model of a run (best.pt) or checkpoint as ONNX beside it (best.onnx), with "
         "its output activation, for `tumorseg predict --engine onnx` or any ONNX runtime. Input: z-scored "
-        "slices (B, 4, H, W), H and W multiples of 2**depth; output: probabilities.",
+        "slices (B, 4, H, W) (a 3D model: patches (B, 4, D, H, W)), sizes multiples of 2**depth; output: "
+        "probabilities. With --int8 STORE, the graph is quantized to 8 bits (best.int8.onnx).",
     )
     p.add_argument("model", type=Path, help="run directory or checkpoint")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="the export format (default onnx)")
     p.add_argument("--out", type=Path, help="output file (default: beside the checkpoint, .onnx)")
+    p.add_argument(
+        "--int8",
+        type=Path,
+        metavar="STORE",
+        help="quantize to 8-bit integers (weights per channel, activations with ranges measured on "
+        "slices of up to 8 cases of STORE) and write .int8.onnx, for predict --engine onnx-int8",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
     p.set_defaults(func=cmd_export)
 

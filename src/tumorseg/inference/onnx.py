@@ -5,6 +5,10 @@ sizes multiples of the network's total stride (``segment`` pads), and returns pr
 the two engines share everything but the forward pass. Its metadata holds the SHA-256 of the
 checkpoint it came from, so an export of any other checkpoint (a newer best.pt, another run's) is
 refused.
+
+``export_onnx(..., calibration=STORE)`` writes the graph quantized to 8-bit integers instead
+(ONNX Runtime's static quantization: int8 weights per channel, uint8 activations whose ranges are
+measured on slices of the store's cases), which ``--engine onnx-int8`` runs.
 """
 
 from __future__ import annotations
@@ -13,19 +17,27 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from tumorseg import __version__
+from tumorseg.data.preprocess import with_context
+from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.inference.segmenter import Segmenter, file_digest
+from tumorseg.models import ModelConfig
+from tumorseg.models.blocks import pad_to_multiple
 
 OPSET = 17
+#: Cases and slices per case whose activations calibrate an 8-bit export.
+CALIBRATION_CASES, CALIBRATION_SLICES = 8, 8
 
 
-def onnx_path(checkpoint: Path) -> Path:
-    """Where ``tumorseg export`` writes the ONNX model of a checkpoint: beside it, .onnx."""
-    return checkpoint.with_suffix(".onnx")
+def onnx_path(checkpoint: Path, int8: bool = False) -> Path:
+    """Where ``tumorseg export`` writes the ONNX model of a checkpoint: beside it, .onnx (8-bit:
+    .int8.onnx)."""
+    return checkpoint.with_suffix(".int8.onnx" if int8 else ".onnx")
 
 
 class WithActivation(nn.Module):
@@ -38,8 +50,9 @@ class WithActivation(nn.Module):
         return self.activate(self.model(image))
 
 
-def export_onnx(segmenter: Segmenter, out: Path) -> Path:
-    """Write the segmenter's model (with its output activation) as ONNX, atomically."""
+def export_onnx(segmenter: Segmenter, out: Path, calibration: Path | None = None) -> Path:
+    """Write the segmenter's model (with its output activation) as ONNX, atomically; quantized to
+    8-bit integers with activation ranges measured on ``calibration`` (a store) when given."""
     try:
         import onnx  # noqa: F401 (checked here, used by write_graph)
     except ImportError as err:
@@ -51,10 +64,79 @@ def export_onnx(segmenter: Segmenter, out: Path) -> Path:
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         write_graph(model, example, tmp, segmenter)
+        if calibration is not None:
+            quantize(tmp, calibration, segmenter.config)
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)  # gone after the rename; removed here on any failure or interrupt
     return out
+
+
+def calibration_batches(store_path: Path, config: ModelConfig) -> list[dict[str, np.ndarray]]:
+    """Inputs whose activations set the 8-bit ranges: CALIBRATION_SLICES slices (with their
+    neighbours for a 2.5D model; a 3D model: one patch from the middle) of up to CALIBRATION_CASES
+    cases spread over the store, each padded as inference pads it."""
+    with Store(store_path) as store:
+        ids = store.case_ids
+        chosen = [ids[i] for i in np.linspace(0, len(ids) - 1, min(len(ids), CALIBRATION_CASES)).astype(int)]
+        batches = []
+        for case_id in chosen:
+            volume, _ = store.read_volume(case_id)
+            if config.dims == 3:
+                centre = np.asarray(volume.shape)[[0, 2, 3]] // 2
+                box = [
+                    slice(max(0, c - p // 2), c - p // 2 + p)
+                    for c, p in zip(centre, config.patch, strict=True)
+                ]
+                patch = np.moveaxis(volume[box[0], :, box[1], box[2]], 1, 0)[None]
+                batches.append(pad_to_multiple(torch.from_numpy(np.ascontiguousarray(patch)), config.stride))
+                continue
+            depth = len(volume)
+            for z in np.linspace(depth // 4, 3 * depth // 4, CALIBRATION_SLICES).astype(int):
+                image = with_context(volume, config.context, np.array([z]))
+                batches.append(pad_to_multiple(torch.from_numpy(np.ascontiguousarray(image)), config.stride))
+    return [{"image": batch.numpy()} for batch in batches]
+
+
+def quantize(path: Path, calibration: Path, config: ModelConfig) -> None:
+    """Rewrite the ONNX graph at ``path`` with int8 weights (per channel) and uint8 activations,
+    calibrated on ``calibration``; its metadata carries over and says so."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, batches: list[dict[str, np.ndarray]]):
+            self.batches = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    batches = calibration_batches(calibration, config)
+    metadata = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    prepared, quantized = path.with_name(path.name + ".prepared"), path.with_name(path.name + ".int8")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # ONNX Runtime's recommended first step: shapes inferred and the graph optimized
+            quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                Reader(batches),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+        graph = onnx.load(str(quantized))
+        metadata["quantized"] = f"int8, calibrated on {len(batches)} inputs of {calibration.name}"
+        for key, value in metadata.items():
+            graph.metadata_props.add(key=key, value=value)
+        onnx.save(graph, str(path))
+    finally:
+        prepared.unlink(missing_ok=True)
+        quantized.unlink(missing_ok=True)
 
 
 def write_graph(model: nn.Module, example: torch.Tensor, path: Path, segmenter: Segmenter) -> None:
@@ -87,17 +169,17 @@ def write_graph(model: nn.Module, example: torch.Tensor, path: Path, segmenter: 
     onnx.save(graph, str(path))
 
 
-def onnx_forward(segmenter: Segmenter) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The forward pass of the segmenter's ONNX export, checked to come from its very checkpoint."""
+def onnx_forward(segmenter: Segmenter, int8: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The forward pass of the segmenter's ONNX export (8-bit: ``export --int8``), checked to come
+    from its very checkpoint."""
     try:
         import onnxruntime
     except ImportError as err:
         raise TumorsegError("--engine onnx needs onnxruntime: pip install 'tumorseg[onnx]'") from err
-    path = onnx_path(segmenter.path)
+    path = onnx_path(segmenter.path, int8)
     if not path.is_file():
-        raise TumorsegError(
-            f"{path}: no ONNX model; run `tumorseg export {segmenter.path.parent} --format onnx`"
-        )
+        how = " --int8 STORE" if int8 else ""
+        raise TumorsegError(f"{path}: no ONNX model; run `tumorseg export {segmenter.path}{how}`")
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types

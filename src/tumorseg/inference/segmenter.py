@@ -33,6 +33,8 @@ from tumorseg.rundir import model_checkpoints
 NO_FLIPS: tuple[tuple[int, ...], ...] = ((),)
 #: The four in-plane flips of test-time augmentation (the last two axes of a batch, 2D or 3D).
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
+#: What runs the network: PyTorch, ONNX Runtime, or ONNX Runtime on the 8-bit export.
+ENGINES = ("torch", "onnx", "onnx-int8")
 #: Patches per forward pass when a 3D network slides over a volume.
 PATCHES_PER_FORWARD = 2
 #: Overlap of neighbouring patches of the sliding window (as nnU-Net: half a patch).
@@ -133,8 +135,8 @@ class Segmenter:
     probabilities, as the model's target says; ``classes`` decodes them, and ``segmentation``
     applies the post-processing the model file holds (or ``postprocessing``, to measure another).
     ``engine="onnx"`` runs the model exported by ``tumorseg export`` with ONNX Runtime instead of
-    PyTorch. ``absent`` sequences are zeroed in every volume it segments (to measure a model
-    without them).
+    PyTorch (``"onnx-int8"``: its 8-bit export). ``absent`` sequences are zeroed in every volume it
+    segments (to measure a model without them).
     """
 
     def __init__(
@@ -147,8 +149,8 @@ class Segmenter:
         absent: tuple[str, ...] = (),
         postprocessing: PostProcessing | None = None,
     ):
-        if engine not in ("torch", "onnx"):
-            raise TumorsegError(f"unknown engine {engine!r}; choose torch or onnx")
+        if engine not in ENGINES:
+            raise TumorsegError(f"unknown engine {engine!r}; choose {', '.join(ENGINES)}")
         if source is None and not BUNDLED_MODEL.is_file():
             raise TumorsegError(
                 f"no --model given, and this installation lacks its bundled model ({BUNDLED_MODEL})"
@@ -181,13 +183,13 @@ class Segmenter:
         self.check_absent(absent, "--missing")
         self.absent = tuple(m for m in MODALITIES if m in absent)
         self.forward = self.torch_forward
-        if engine == "onnx":
+        if engine != "torch":
             from tumorseg.inference.onnx import onnx_forward
 
             if len(self.models) > 1:
-                raise TumorsegError("--engine onnx runs one model; give one --model")
+                raise TumorsegError(f"--engine {engine} runs one model; give one --model")
 
-            self.forward = onnx_forward(self)
+            self.forward = onnx_forward(self, int8=engine == "onnx-int8")
 
     @property
     def path(self) -> Path:
