@@ -33,6 +33,7 @@ REGIONS: dict[str, tuple[int, ...]] = {
 REGION_NAMES: tuple[str, ...] = tuple(REGIONS)
 #: REGION_MEMBERSHIP[r, c]: whether class c belongs to region r (rows in REGION_NAMES order).
 REGION_MEMBERSHIP = np.array([[c in members for c in range(NUM_CLASSES)] for members in REGIONS.values()])
+_MEMBERSHIP_ON: dict = {}  # REGION_MEMBERSHIP as a tensor, per torch device
 
 
 def to_internal(values: np.ndarray, convention: str = "brats") -> np.ndarray:
@@ -61,7 +62,9 @@ def region_masks(classes):
     """
     if isinstance(classes, np.ndarray):
         return REGION_MEMBERSHIP[:, classes]
-    return classes.new_tensor(REGION_MEMBERSHIP)[:, classes.long()]
+    if classes.device not in _MEMBERSHIP_ON:  # copied once per device: a copy every step waits for a GPU
+        _MEMBERSHIP_ON[classes.device] = classes.new_tensor(REGION_MEMBERSHIP)
+    return _MEMBERSHIP_ON[classes.device][:, classes.long()]
 
 
 def region_volumes(classes: np.ndarray, voxel_ml: float) -> dict[str, float]:

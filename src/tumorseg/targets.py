@@ -56,11 +56,8 @@ class Target:
         if not self.regions:
             return probabilities.argmax(dim=1)
         wt, tc, et = (probabilities > 0.5).unbind(dim=1)
-        classes = torch.zeros_like(wt, dtype=torch.long)
-        classes[wt] = 2
-        classes[tc] = 1
-        classes[et] = 3
-        return classes
+        # nested wheres, not masked assignments: those wait for the GPU to count the mask
+        return torch.where(et, 3, torch.where(tc, 1, torch.where(wt, 2, 0)))
 
     def uncertainty(self, probabilities: torch.Tensor) -> torch.Tensor:
         """Probabilities (B, C, ...) -> voxel-wise uncertainty (B, ...) in [0, 1]: the largest binary

@@ -4,7 +4,8 @@ DataLoader workers only read and crop; each batch is then flipped, rotated and s
 ``affine_grid`` + ``grid_sample`` for the samples that draw an affine, bilinear for images and
 nearest for labels), its intensities scaled and shifted, and its sequences dropped, all at once.
 Per-sample parameters are drawn on the CPU from a seeded ``torch.Generator``, so a batch is
-augmented the same on any device, with any number of workers, and a resumed epoch repeats exactly.
+augmented the same on any device, with any number of workers, and a resumed epoch repeats exactly;
+they reach the device by non-blocking copies, so augmenting never waits for the device.
 """
 
 from __future__ import annotations
@@ -79,7 +80,11 @@ class BatchAugmentation:
         for pattern in flips[~affine].unique(dim=0):
             axes = pattern.nonzero()[:, 0]
             if len(axes):
-                chosen = (~affine & (flips == pattern).all(dim=1)).nonzero()[:, 0].to(image.device)
+                chosen = (
+                    (~affine & (flips == pattern).all(dim=1))
+                    .nonzero()[:, 0]
+                    .to(image.device, non_blocking=True)
+                )
                 image[chosen] = image[chosen].flip((axes + 2).tolist())
                 label[chosen] = label[chosen].flip((axes + 1).tolist())
         if not affine.any():
@@ -95,8 +100,10 @@ class BatchAugmentation:
             torch.diag(1 / half) @ rotation @ torch.diag(half) @ torch.diag_embed(scaling.flip(1) * mirror)
         )
         index = affine.nonzero()[:, 0]
-        grid = sampling_grid(linear[index].to(image.device, torch.float32), image.shape[2:])
-        index = index.to(image.device)
+        grid = sampling_grid(
+            linear[index].to(image.device, torch.float32, non_blocking=True), image.shape[2:]
+        )
+        index = index.to(image.device, non_blocking=True)
         moved = F.grid_sample(image[index].float(), grid, "bilinear", "zeros", align_corners=False)
         image[index] = moved.to(image.dtype)
         moved = F.grid_sample(label[index, None].float(), grid, "nearest", "zeros", align_corners=False)
@@ -108,8 +115,8 @@ class BatchAugmentation:
         factor = torch.where(self._chance(batch), self._uniform(batch, low=-bound, high=bound), 0.0)
         offset = torch.where(self._chance(batch), self._uniform(batch, low=-bound, high=bound), 0.0)
         shape = (batch,) + (1,) * (image.ndim - 1)
-        factor = (1 + factor).to(image.device, image.dtype).view(shape)
-        return image * factor + offset.to(image.device, image.dtype).view(shape)
+        factor = (1 + factor).to(image.device, image.dtype, non_blocking=True).view(shape)
+        return image * factor + offset.to(image.device, image.dtype, non_blocking=True).view(shape)
 
     def drop_modalities(self, image: torch.Tensor) -> torch.Tensor:
         batch, n = len(image), self.modalities
@@ -117,7 +124,7 @@ class BatchAugmentation:
         rescue = torch.randint(n, (batch,), generator=self.generator)
         none = ~keep.any(dim=1)
         keep[none, rescue[none]] = True
-        keep = keep.repeat(1, image.shape[1] // n).to(image.device, image.dtype)
+        keep = keep.repeat(1, image.shape[1] // n).to(image.device, image.dtype, non_blocking=True)
         return image * keep.view(*keep.shape, *(1,) * (image.ndim - 2))
 
 
