@@ -13,6 +13,7 @@ from tumorseg.checkpoint import load_checkpoint
 from tumorseg.data.case import labels_to_internal
 from tumorseg.evaluation.metrics import region_dice
 from tumorseg.inference.bundle import BUNDLED_ANY_SEQUENCES, BUNDLED_MODEL
+from tumorseg.inference.onnx import onnx_path
 from tumorseg.labels import REGION_NAMES
 
 #: Per region, about the 10th percentile of per-patient Dice in the 5-fold cross-validation of
@@ -92,3 +93,14 @@ def test_a_patient_without_t1ce_is_segmented_by_the_model_trained_for_it(patient
     predicted, reference = nib.load(tmp_path / "seg.nii.gz"), nib.load(folder / f"{folder.name}_seg.nii.gz")
     assert predicted.shape == reference.shape
     assert region_dice(classes(predicted), classes(reference))[0] >= FLOOR["WT"]
+
+
+def test_the_bundled_8_bit_export_segments_the_patient_as_the_model_does(patient, tmp_path):
+    """The shipped .int8.onnx files run without an export step, and cost the patient almost nothing."""
+    for model in (BUNDLED_MODEL, BUNDLED_ANY_SEQUENCES):
+        assert onnx_path(model, int8=True).stat().st_size < 3e6
+    folder, with_torch = patient
+    result = tumorseg("predict", folder, "--out", tmp_path / "seg.nii.gz", "--engine", "onnx-int8")
+    assert result.returncode == 0, result.stderr
+    agreement = region_dice(classes(nib.load(tmp_path / "seg.nii.gz")), classes(with_torch))
+    assert (agreement >= 0.95).all(), agreement

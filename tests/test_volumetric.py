@@ -42,12 +42,13 @@ def volumetric_run(cohort, tmp_path_factory):
     return run
 
 
-def test_a_3d_model_trains_and_resumes_exactly(volumetric_run, cohort, tmp_path):
+def test_a_3d_model_trains_and_resumes_exactly(volumetric_run, cohort, tmp_path, capsys):
     state = load_checkpoint(volumetric_run / "last.pt")
     assert state["model_config"]["dims"] == 3 and state["model_config"]["patch"] == PATCH
     assert any(value.ndim == 5 for value in state["model"].values())  # 3D convolutions
     assert len(state["history"]) == 2 and all(np.isfinite(r["val_dice"]) for r in state["history"])
     train(cohort, tmp_path / "split", TrainConfig.of(**TINY_3D), stop_after=1, progress=False)
+    assert "; 6 patches per epoch;" in capsys.readouterr().out
     train(None, tmp_path / "split", resume=True, progress=False)
     resumed = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
     for key, value in state["model"].items():

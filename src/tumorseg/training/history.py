@@ -68,11 +68,11 @@ def plot_history(history_csv: Path, out_dir: Path) -> list[Path]:
     return written
 
 
-def summary_line(row: dict, epochs: int, improved: bool) -> str:
+def summary_line(row: dict, epochs: int, improved: bool, unit: str = "slices") -> str:
     regions = " ".join(f"{r} {row[f'val_dice_{r}']:.3f}" for r in REGION_NAMES)
     return (
         f"epoch {int(row['epoch'])}/{epochs}  train loss {row['train_loss']:.4f} dice {row['train_dice']:.3f}"
         f" | val loss {row['val_loss']:.4f} dice {row['val_dice']:.3f} ({regions}) iou {row['val_iou']:.3f}"
-        f" acc {row['val_accuracy']:.4f} | {row['train_slices_per_s']:.0f} slices/s, {row['seconds']:.0f} s"
+        f" acc {row['val_accuracy']:.4f} | {row['train_slices_per_s']:.0f} {unit}/s, {row['seconds']:.0f} s"
         + ("  *best" if improved else "")
     )

@@ -170,7 +170,7 @@ def header(trainer: Trainer, split: dict, data: EpochData, context: distributed.
         f"train {run.root}: {trainer.device} ({precision}), {context.world} process(es), "
         f"{data.workers} loader worker(s), batches {augmented}; "
         f"{len(split['train'])} training and {len(split['val'])} validation patients; "
-        f"{data.samples} {data.unit} per epoch; {start} of {config.epochs}"
+        f"{data.samples} {unit(config)} per epoch; {start} of {config.epochs}"
     )
 
 
@@ -384,7 +384,9 @@ def train_epoch(
         rate = seen / (time.perf_counter() - started)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", slices_per_s=f"{rate:.0f}")
         if lines and time.perf_counter() - last_line > PROGRESS_SECONDS:
-            progress_line = f"step {step}/{len(loader)}, loss {loss_sum / seen:.4f}, {rate:.0f} slices/s"
+            progress_line = (
+                f"step {step}/{len(loader)}, loss {loss_sum / seen:.4f}, {rate:.0f} {unit(trainer.config)}/s"
+            )
             print(f"  epoch {epoch}: {progress_line}", flush=True)
             last_line = time.perf_counter()
     dice, iou = dice_iou(counts)
@@ -410,6 +412,11 @@ def read_losses(losses: list[tuple[torch.Tensor, int]], step: int, epoch: int, r
                 f"{run.last} holds the last good state (epoch {epoch - 1}); try a lower --lr"
             )
     return sum(value * n for value, (_, n) in zip(values, losses, strict=True))
+
+
+def unit(config: TrainConfig) -> str:
+    """What a training sample is: a slice for a 2D network, a patch for a 3D one."""
+    return "patches" if config.model.dims == 3 else "slices"
 
 
 def optimizer_step(trainer: Trainer, loss: torch.Tensor) -> None:
@@ -488,7 +495,7 @@ def end_epoch(trainer: Trainer, row: dict, run: RunDir) -> bool:
         save_checkpoint({**network, "metrics": row}, run.best)
     write_history(run.history, trainer.history)
     plot_history(run.history, run.root)
-    print(summary_line(row, config.epochs, improved), flush=True)
+    print(summary_line(row, config.epochs, improved, unit(config)), flush=True)
     stop = bool(config.patience and trainer.stale >= config.patience)
     if stop:
         print(f"early stop: no better validation Dice for {trainer.stale} epochs (best {trainer.best:.4f})")

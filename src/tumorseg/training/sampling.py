@@ -56,7 +56,6 @@ class EpochData:
             )
         if len(self.dataset) == 0:
             raise TumorsegError(f"{store_path}: the training patients hold no labeled slices")
-        self.unit = "patches" if self.volumetric else "slices"
         self.config = config
         self.augmentation = (
             BatchAugmentation(spatial=config.augment, modality_dropout=config.modality_dropout)
