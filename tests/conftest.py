@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,11 @@ from tumorseg.data.synth import synthesize
 
 TINY = (32, 32, 16)
 REPO = Path(__file__).resolve().parents[1]
+
+# A suite started in the background of a non-interactive shell inherits Ctrl-C ignored, and so would
+# every command it starts: the tests that interrupt a command would wait for it in vain.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def real_data_root() -> Path | None:
