@@ -46,7 +46,6 @@ class PatchDataset(Dataset):
                 if info.has_label:
                     shape = np.asarray([info.num_slices, *info.shape[-2:]])
                     self.cases.append((case_id, shape, bool(info.tumor_voxels.any())))
-        self.has_tumor = np.array([tumor for _, _, tumor in self.cases], dtype=bool)
         self.reader = ProcessStore(self.store_path)
 
     def __len__(self) -> int:

@@ -243,42 +243,38 @@ class Store:
             self._datasets[case_id] = (node["image"], label, *coefficients)
         return self._info[case_id]
 
-    def read_slice(self, case_id: str, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """One normalized axial slice (4, H, W) float32 and its label (H, W) uint8 or None."""
+    def _handles(self, case_id: str) -> tuple:
+        """(image, label, z-score scale, offset) of a case, opened (and checked) on first use."""
         if case_id not in self._datasets:
             self.info(case_id)
-        image, label, scale, offset = self._datasets[case_id]
+        return self._datasets[case_id]
+
+    def read_slice(self, case_id: str, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """One normalized axial slice (4, H, W) float32 and its label (H, W) uint8 or None."""
+        image, label, scale, offset = self._handles(case_id)
         return normalize(image[index], scale, offset), (None if label is None else label[index])
 
     def read_slices(self, case_id: str, indices: np.ndarray) -> np.ndarray:
         """Normalized axial slices (len(indices), 4, H, W) float32, in the order given (repeats
         allowed): one read of the range they span."""
-        if case_id not in self._datasets:
-            self.info(case_id)
-        image, _, scale, offset = self._datasets[case_id]
+        image, _, scale, offset = self._handles(case_id)
         low, high = int(np.min(indices)), int(np.max(indices))
         return normalize(image[low : high + 1], scale, offset)[np.asarray(indices) - low]
 
     def read_box(self, case_id: str, box: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray]:
         """A normalized box (Z, 4, H, W) float32 of a labeled case, and its label (Z, H, W): the
         slices it spans are read, the rest of them is never normalized."""
-        if case_id not in self._datasets:
-            self.info(case_id)
-        image, label, scale, offset = self._datasets[case_id]
+        image, label, scale, offset = self._handles(case_id)
         z, y, x = box
         return normalize(image[z, :, y, x], scale, offset), label[z, y, x]
 
     def read_label(self, case_id: str) -> np.ndarray:
         """The label map (Z, H, W) of a labeled case."""
-        if case_id not in self._datasets:
-            self.info(case_id)
-        return self._datasets[case_id][1][()]
+        return self._handles(case_id)[1][()]
 
     def read_volume(self, case_id: str) -> tuple[np.ndarray, np.ndarray | None]:
         """A whole normalized case (Z, 4, H, W) float32 and its label (Z, H, W) or None."""
-        if case_id not in self._datasets:
-            self.info(case_id)
-        image, label, scale, offset = self._datasets[case_id]
+        image, label, scale, offset = self._handles(case_id)
         return normalize(image[()], scale, offset), (None if label is None else label[()])
 
     def close(self) -> None:

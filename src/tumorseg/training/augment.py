@@ -48,9 +48,6 @@ class BatchAugmentation:
         self.generator.manual_seed(seed % 2**63)
         return self
 
-    def __bool__(self) -> bool:
-        return self.spatial or self.modality_dropout > 0
-
     def _uniform(self, *shape: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
         return low + (high - low) * torch.rand(shape, generator=self.generator, dtype=torch.float64)
 
