@@ -2,11 +2,13 @@
 
 Reads the four NIfTI files, reorients, crops and z-scores, runs the network slice by slice,
 and writes the label map: PyTorch, ONNX Runtime and ONNX Runtime on the 8-bit export
-(calibrated on 4 other real cases), without and with flip TTA. Timing does not depend on the
-weights, so by default an untrained model of the default width (channels 16..256) is used; pass
---model RUN to time a trained one. Medians over cases and repeats. With --dice-cases N, each
-engine (without TTA) also segments N real cases and its mean Dice against their label maps is
-printed beside PyTorch's, to show what a faster engine costs.
+(calibrated on 4 other real cases), each on every slice and coarse to fine (every 4th slice
+first, then only near tumor; the default), without and with flip TTA. Pass --model RUN: the
+coarse-to-fine search skips slices only where a trained model finds no tumor (an untrained
+model, the default, finds "tumor" everywhere and so times the worst case). Medians over cases
+and repeats. With --dice-cases N, each variant (without TTA) also segments N real cases and its
+mean Dice against their label maps is printed beside PyTorch's on every slice, to show what a
+faster variant costs.
 
     python benchmarks/patient_speed.py --cases 3 --repeats 2 [--json patient_speed.json]
     python benchmarks/patient_speed.py --model src/tumorseg/weights/brats-2d.pt --dice-cases 28
@@ -35,7 +37,7 @@ from tumorseg.data.prepare import prepare_store
 from tumorseg.evaluation.metrics import region_dice
 from tumorseg.inference.onnx import export_onnx, onnx_path
 from tumorseg.inference.predict import predict_case
-from tumorseg.inference.segmenter import ENGINES, Segmenter
+from tumorseg.inference.segmenter import COARSE_STEP, ENGINES, Segmenter
 from tumorseg.labels import label_convention, to_internal
 from tumorseg.models import ModelConfig, create_network
 from tumorseg.rundir import model_checkpoint
@@ -82,8 +84,9 @@ def main() -> None:
         prepare_store(folders[-4:], calibration, progress=False)
         export_onnx(Segmenter(checkpoint), onnx_path(checkpoint, int8=True), calibration=calibration)
         segmenters = {
-            f"{engine}{' + TTA' if tta else ''}": Segmenter(checkpoint, tta=tta, engine=engine)
+            variant(engine, step, tta): Segmenter(checkpoint, tta=tta, engine=engine, step=step)
             for engine in ENGINES
+            for step in (1, COARSE_STEP)
             for tta in (False, True)
         }
         times = {name: [] for name in segmenters}
@@ -95,35 +98,44 @@ def main() -> None:
                     start = time.perf_counter()
                     predict_case(files, segmenter, work / "seg.nii.gz")
                     times[name].append(time.perf_counter() - start)
-        dice = engine_dice(folders[: args.dice_cases], segmenters, work) if args.dice_cases else {}
+        dice = variant_dice(folders[: args.dice_cases], segmenters, work) if args.dice_cases else {}
     device = platform.processor() or platform.machine()
     print(
         f"{device}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"{len(cases)} real cases x {args.repeats} repeats, median seconds per patient, NIfTI in to NIfTI out"
     )
     for name, values in times.items():
-        print(f"{name:<16} {statistics.median(values):6.2f} s")
-    for engine, scores in dice.items():
+        print(f"{name:<38} {statistics.median(values):6.2f} s")
+    reference = variant("torch", 1, False)
+    for name, scores in dice.items():
         shown = " / ".join(f"{d:.4f}" for d in scores)
-        change = " / ".join(f"{d:+.4f}" for d in scores - dice["torch"])
-        print(f"{engine:<16} Dice WT/TC/ET {shown} over {args.dice_cases} cases (against torch {change})")
+        change = " / ".join(f"{d:+.4f}" for d in scores - dice[reference])
+        print(
+            f"{name:<38} Dice WT/TC/ET {shown} over {args.dice_cases} cases (against {reference}: {change})"
+        )
     if args.json:
         figures = {"seconds": {n: statistics.median(v) for n, v in times.items()}}
-        figures["dice"] = {engine: scores.tolist() for engine, scores in dice.items()}
+        figures["dice"] = {name: scores.tolist() for name, scores in dice.items()}
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
-def engine_dice(folders: list[Path], segmenters: dict[str, Segmenter], work: Path) -> dict[str, np.ndarray]:
-    """Mean Dice (WT, TC, ET) over the cases of each engine's label maps (no TTA) against the truth."""
-    scores = {engine: [] for engine in ENGINES}
+def variant(engine: str, step: int, tta: bool) -> str:
+    search = "every slice" if step == 1 else f"coarse step {step}"
+    return f"{engine}, {search}{' + TTA' if tta else ''}"
+
+
+def variant_dice(folders: list[Path], segmenters: dict[str, Segmenter], work: Path) -> dict[str, np.ndarray]:
+    """Mean Dice (WT, TC, ET) over the cases of each variant's label maps (no TTA) against the truth."""
+    names = [name for name in segmenters if not name.endswith("TTA")]
+    scores = {name: [] for name in names}
     for folder in folders:
         files = find_case_files(folder)
         truth = to_internal(np.asarray(nib.load(files.seg).dataobj), files.convention)
-        for engine in ENGINES:
-            predict_case(files, segmenters[engine], work / "seg.nii.gz")
+        for name in names:
+            predict_case(files, segmenters[name], work / "seg.nii.gz")
             predicted = to_internal(np.asarray(nib.load(work / "seg.nii.gz").dataobj))
-            scores[engine].append(region_dice(predicted, truth))
-    return {engine: np.mean(values, axis=0) for engine, values in scores.items()}
+            scores[name].append(region_dice(predicted, truth))
+    return {name: np.mean(values, axis=0) for name, values in scores.items()}
 
 
 if __name__ == "__main__":

@@ -196,16 +196,24 @@ def test_stale_or_missing_onnx_is_refused(trained_run, tmp_path):
 
 
 def test_an_8_bit_export_predicts_like_the_model_and_says_what_it_is(trained_run, cohort, tmp_path):
+    import shutil
+
     import onnx
 
-    assert main(["export", str(trained_run), "--int8", str(cohort)]) == 0
-    exported = trained_run / "best.int8.onnx"
+    run = tmp_path / "copy"  # the export in a copy: "auto" elsewhere keeps finding none beside trained_run
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("*.onnx"))
+    assert Segmenter(run, engine="auto").engine == "torch"  # no 8-bit export yet
+    assert main(["export", str(run), "--int8", str(cohort)]) == 0
+    exported = run / "best.int8.onnx"
     metadata = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
     assert metadata["quantized"].startswith("int8, calibrated on") and "checkpoint_sha256" in metadata
     graph_ops = {node.op_type for node in onnx.load(str(exported)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= graph_ops
     volume, _ = Store(cohort).read_volume(Store(cohort).case_ids[0])
-    full, int8 = Segmenter(trained_run), Segmenter(trained_run, engine="onnx-int8")
+    full, int8 = Segmenter(run), Segmenter(run, engine="onnx-int8")
     agree = (full.classes(full.probabilities(volume)) == int8.classes(int8.probabilities(volume))).mean()
     assert agree > 0.97
     np.testing.assert_allclose(int8.probabilities(volume), full.probabilities(volume), atol=0.15)
+    automatic = Segmenter(run, engine="auto")  # on this CPU, with the export beside the model
+    assert automatic.engine == "onnx-int8" and "8-bit ONNX Runtime" in automatic.description
+    assert Segmenter([run, run], engine="auto").engine == "torch"  # an ensemble runs in PyTorch

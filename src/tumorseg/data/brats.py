@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,15 +174,16 @@ def read_case(files: CaseFiles) -> Case:
         if not np.allclose(image.affine, reference.affine, atol=AFFINE_TOLERANCE):
             raise TumorsegError(f"{path}: affine differs from {reference_path.name}")
     present = [m for m in MODALITIES if m in files.modalities]  # the order of files.paths
-    volumes = {}
-    for modality, path, image in zip(present, files.paths, images, strict=False):
-        volumes[modality] = read_voxels(image, reference_shape, path)
+    with ThreadPoolExecutor(len(images)) as pool:  # gzip inflates outside the GIL: files in parallel
+        voxels = list(
+            pool.map(lambda image, path: read_voxels(image, reference_shape, path), images, files.paths)
+        )
+    volumes = dict(zip(present, voxels, strict=False))
+    for modality, path in zip(present, files.paths, strict=False):
         check_finite(volumes[modality], str(path))
     label = None
     if files.seg is not None:
-        label = labels_to_internal(
-            read_voxels(images[len(present)], reference_shape, files.seg), files.convention, str(files.seg)
-        )
+        label = labels_to_internal(voxels[len(present)], files.convention, str(files.seg))
     dtype = np.result_type(*volumes.values())
     return Case(
         case_id=files.case_id,
