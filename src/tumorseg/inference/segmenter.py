@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 from tumorseg.checkpoint import load_network
 from tumorseg.data.case import MODALITIES
@@ -94,6 +93,8 @@ def segment_patches(
     """Scores (Z, C, H, W) of a 3D ``forward`` over a volume (Z, 4, H, W): MONAI's sliding window
     of ``patch``-sized boxes overlapping by half, each weighted by a Gaussian centred on it (its
     rim, which saw least context, counts least); a volume smaller than the patch is zero-padded."""
+    from monai.inferers import sliding_window_inference  # here: importing MONAI costs a 2D predict 1.5 s
+
     image = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, 1, 0), dtype=np.float32))[None]
     scores = sliding_window_inference(
         image,

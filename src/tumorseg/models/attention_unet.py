@@ -17,11 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 from torch.nn import functional as F
 
-from tumorseg.models.blocks import DoubleConv, UpStage, pad_to_multiple
+from tumorseg.models.blocks import CONV, MAX_POOL, DoubleConv, UpStage, pad_to_multiple
 
 
 class AttentionUNet(nn.Module):
@@ -51,12 +50,12 @@ class AttentionUNet(nn.Module):
             DoubleConv(spatial_dims, c_in, c_out, norm)
             for c_in, c_out in zip((in_channels, *channels[:-1]), channels, strict=True)
         )
-        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2)
+        self.pool = MAX_POOL[spatial_dims](kernel_size=2)
         self.decoder = nn.ModuleList(
             UpStage(spatial_dims, skip, coarse, norm)
             for skip, coarse in zip(channels[:-1], channels[1:], strict=True)
         )
-        conv = Conv[Conv.CONV, spatial_dims]
+        conv = CONV[spatial_dims]
         self.head = conv(channels[0], out_channels, kernel_size=1)
         self.aux_heads = nn.ModuleList(
             conv(c, out_channels, kernel_size=1) for c in (channels[1:-1] if deep_supervision else ())
