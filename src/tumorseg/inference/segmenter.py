@@ -190,8 +190,9 @@ class Segmenter:
     probabilities, as the model's target says; ``classes`` decodes them, and ``segmentation``
     applies the post-processing the model file holds (or ``postprocessing``, to measure another).
     ``engine="onnx"`` runs the model exported by ``tumorseg export`` with ONNX Runtime instead of
-    PyTorch (``"onnx-int8"``: its 8-bit export). ``absent`` sequences are zeroed in every volume it
-    segments (to measure a model without them).
+    PyTorch (``"onnx-int8"``: its 8-bit export; ``"auto"``: ``automatic_engine``). A ``step`` above
+    1 segments a 2D model's volumes coarse to fine (``segment_coarse_to_fine``, with ``margin``).
+    ``absent`` sequences are zeroed in every volume it segments (to measure a model without them).
     """
 
     def __init__(
