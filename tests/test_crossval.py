@@ -58,6 +58,34 @@ def test_incomplete_or_mixed_folds_are_refused(folds, tmp_path):
         fold_runs(tmp_path / "twice")
 
 
+def test_folds_trained_on_the_same_splits_are_scored_as_an_ensemble(folds, tmp_path, capsys):
+    twin = tmp_path / "twin"  # the same models under swapped names: matched by the patients they validate
+    shutil.copytree(folds / "fold-0", twin / "fold-1")
+    shutil.copytree(folds / "fold-1", twin / "fold-0")
+    assert main(["cv", str(folds)]) == 0
+    assert main(["cv", str(folds), str(twin), "--choose-postprocessing"]) == 0
+    assert "5 patients, 2 folds" in capsys.readouterr().out
+    model = json.loads((folds / "fold-0" / "evaluation-val-with-twin" / "summary.json").read_text())["model"]
+    assert "ensemble of 2 models" in model and str(twin / "fold-1" / "best.pt") in model
+    alone, both = (
+        json.loads((folds / name / "summary.json").read_text())["metrics"]
+        for name in ("crossval", "crossval-with-twin")
+    )
+    for key in ("dice_WT", "dice_TC", "dice_ET"):  # a model averaged with itself is that model
+        assert both[key]["mean"] == pytest.approx(alone[key]["mean"], abs=1e-6)
+    assert (folds / "postprocessing-with-twin.json").is_file()
+    assert (folds / "postprocessing-with-twin.csv").is_file()
+
+    first = json.loads((twin / "fold-0" / "split.json").read_text())
+    moved = first["train"][0]  # another partition of the same patients: not the same folds
+    for name, val in (("fold-0", [*first["val"], moved]), ("fold-1", first["train"][1:])):
+        everyone = first["train"] + first["val"]
+        split = {"train": [c for c in everyone if c not in val], "val": val, "test": []}
+        (twin / name / "split.json").write_text(json.dumps(split))
+    assert main(["cv", str(folds), str(twin)]) == 1
+    assert f"{twin}: no fold validates the patients {folds / 'fold-0'} does" in capsys.readouterr().err
+
+
 def test_postprocessing_is_chosen_on_out_of_fold_predictions_and_measured_apart(folds, capsys):
     assert main(["cv", str(folds), "--choose-postprocessing"]) == 0
     assert "chosen:" in capsys.readouterr().out

@@ -189,11 +189,16 @@ def cmd_cv(args: argparse.Namespace) -> int:
     from tumorseg.rundir import variant_name
 
     absent, rule = missing_sequences(args), postprocessing(args)
-    segmenter_of = lambda run: Segmenter(  # noqa: E731
-        run.root, device=args.device, tta=args.tta, absent=absent, postprocessing=rule, step=args.coarse_step
+    segmenter_of = lambda runs: Segmenter(  # noqa: E731
+        [run.root for run in runs],
+        device=args.device,
+        tta=args.tta,
+        absent=absent,
+        postprocessing=rule,
+        step=args.coarse_step,
     )
     result = cross_validate(
-        args.folds_dir,
+        args.folds_dirs,
         segmenter_of,
         args.data,
         overwrite=args.overwrite,
@@ -202,11 +207,11 @@ def cmd_cv(args: argparse.Namespace) -> int:
     print(result.table)
     print(f"\npooled out-of-fold metrics, summary with fold means: {result.out}")
     if args.choose_postprocessing:
-        choice = choose_fold_postprocessing(args.folds_dir, segmenter_of, args.data)
+        choice, path = choose_fold_postprocessing(args.folds_dirs, segmenter_of, args.data)
         print(f"\n{choice.table()}")
         print(
-            f"\nmean out-of-fold Dice of every candidate: {args.folds_dir / 'postprocessing.csv'}; the rule: "
-            f"{args.folds_dir / 'postprocessing.json'} (measure it: --postprocessing; ship it: tumorseg pack)"
+            f"\nmean out-of-fold Dice of every candidate: {path.with_suffix('.csv')}; the rule: "
+            f"{path} (measure it: --postprocessing; ship it: tumorseg pack)"
         )
     return 0
 
@@ -583,15 +588,26 @@ def add_cv(sub: argparse._SubParsersAction) -> None:
         description=(
             "Evaluate each fold run's model (best.pt) on the patients it validated on, then pool the\n"
             "per-patient metrics so that every patient is scored once by a model that never saw it.\n"
-            "Prints mean ± std over patients and the std of the fold means; writes FOLDS_DIR/crossval."
+            "Prints mean ± std over patients and the std of the fold means; writes FOLDS_DIR/crossval.\n"
+            "Several folders trained on the same folds (other recipes or seeds) are measured as an\n"
+            "ensemble: each patient by the averaged probabilities of the fold models that never saw it,\n"
+            "one per folder (written to the first: crossval-with-OTHER)."
         ),
         epilog="example (5 folds over every patient):\n"
         "  for i in 0 1 2 3 4; do\n"
         "    tumorseg train --data store.h5 --out runs/cv/fold-$i --folds 5 --fold $i --test-fraction 0\n"
         "  done\n"
-        "  tumorseg cv runs/cv",
+        "  tumorseg cv runs/cv\n"
+        "  tumorseg cv runs/cv runs/cv-seed1   # an ensemble with runs trained on the same folds:\n"
+        "  # tumorseg train ... --split runs/cv/fold-$i/split.json --seed 1 --out runs/cv-seed1/fold-$i",
     )
-    p.add_argument("folds_dir", type=Path, metavar="FOLDS_DIR", help="a folder holding one run per fold")
+    p.add_argument(
+        "folds_dirs",
+        type=Path,
+        nargs="+",
+        metavar="FOLDS_DIR",
+        help="a folder holding one run per fold; several: their ensemble",
+    )
     p.add_argument("--data", type=Path, help="the store (default: the one the runs trained on)")
     p.add_argument("--tta", action="store_true", help="average over the four in-plane flips")
     add_coarse_step(p, default=1)

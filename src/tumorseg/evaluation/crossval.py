@@ -7,13 +7,17 @@ patient is scored exactly once by a model that never saw it. The summary gives t
 spread over patients and the spread of the fold means, which says how much a recipe's score
 depends on the split. The same out-of-fold label maps choose the post-processing thresholds
 (``choose_fold_postprocessing``).
+
+Several folds directories trained on the same folds (other recipes, other seeds) are scored as an
+ensemble: each patient by the mean probabilities of the fold models, one per directory, that never
+saw it. That is how an ensemble is measured on patients none of its members saw.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,23 +71,48 @@ def fold_runs(root: Path) -> list[RunDir]:
     return runs
 
 
+def fold_groups(roots: Sequence[Path]) -> list[list[RunDir]]:
+    """Per fold of ``roots[0]``, its run and the run of every other root that validates the same
+    patients: the members of that fold's ensemble."""
+    groups = [[run] for run in fold_runs(roots[0])]
+    for root in roots[1:]:
+        by_patients = {frozenset(load_split(run.split)["val"]): run for run in fold_runs(root)}
+        for group in groups:
+            patients = frozenset(load_split(group[0].split)["val"])
+            if patients not in by_patients:
+                raise TumorsegError(
+                    f"{root}: no fold validates the patients {group[0].root} does (an ensemble's members "
+                    "train on the same folds: --split FOLD/split.json)"
+                )
+            group.append(by_patients[patients])
+    return groups
+
+
+def ensemble_suffix(roots: Sequence[Path]) -> str:
+    """What names the ensemble of ``roots[0]`` with the others: "-with-cv-seed1"."""
+    return "".join(f"-with-{root.name}" for root in roots[1:])
+
+
 def cross_validate(
-    root: Path,
-    predictor_of: Callable[[RunDir], Predictor],
+    roots: Sequence[Path],
+    predictor_of: Callable[[list[RunDir]], Predictor],
     store_path: Path | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
     variant: str = "",
 ) -> CrossValidation:
-    """Evaluate each fold's model on its validation patients and pool them into
-    ``root/crossval[VARIANT]`` (a variant: with TTA, or with sequences left out)."""
-    runs = fold_runs(root)
-    out = root / f"crossval{variant}"
+    """Evaluate each fold's model (or ensemble, with several ``roots``) on its validation patients
+    and pool them into ``ROOT/crossval[VARIANT]`` (a variant: with TTA, or with sequences left
+    out; an ensemble's adds ``ensemble_suffix``), ROOT being the first of ``roots``."""
+    groups = fold_groups(roots)
+    variant = ensemble_suffix(roots) + variant
+    out = roots[0] / f"crossval{variant}"
     rows: list[dict] = []
-    for index, run in enumerate(runs):
+    for index, group in enumerate(groups):
+        run = group[0]
         metrics = run.evaluation("val", variant) / "metrics.csv"
-        predictor = predictor_of(run)
-        if overwrite or not evaluated_by(metrics.parent, predictor, run):
+        predictor = predictor_of(group)
+        if overwrite or not evaluated_by(metrics.parent, predictor, group):
             evaluate_run(
                 run,
                 predictor,
@@ -99,26 +128,26 @@ def cross_validate(
     summary = statistics(numeric)
     by_fold = [
         [values for values, row in zip(numeric, rows, strict=True) if row["fold"] == i]
-        for i in range(len(runs))
+        for i in range(len(groups))
     ]
     for key, stats in summary.items():
         stats["fold_means"] = [float(np.mean([values[key] for values in fold])) for fold in by_fold]
         stats["fold_std"] = float(np.std(stats["fold_means"]))
     out.mkdir(exist_ok=True)
     write_csv(out / "metrics.csv", rows, list(rows[0]))
-    write_json(out / "summary.json", {"folds": len(runs), "patients": len(rows), "metrics": summary})
-    return CrossValidation(out, len(runs), summary, format_table(summary, len(rows), len(runs)))
+    write_json(out / "summary.json", {"folds": len(groups), "patients": len(rows), "metrics": summary})
+    return CrossValidation(out, len(groups), summary, format_table(summary, len(rows), len(groups)))
 
 
-def evaluated_by(folder: Path, predictor: Predictor, run: RunDir) -> bool:
-    """Whether ``folder`` holds an evaluation by this very predictor (the same model, TTA and
-    post-processing) made since the fold's best.pt was saved: then it is not made again."""
+def evaluated_by(folder: Path, predictor: Predictor, group: list[RunDir]) -> bool:
+    """Whether ``folder`` holds an evaluation by this very predictor (the same models, TTA and
+    post-processing) made since the fold's best.pt files were saved: then it is not made again."""
     try:
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError):
         return False
     metrics = folder / "metrics.csv"
-    newer = metrics.is_file() and metrics.stat().st_mtime >= run.best.stat().st_mtime
+    newer = metrics.is_file() and all(metrics.stat().st_mtime >= run.best.stat().st_mtime for run in group)
     return newer and summary.get("model") == getattr(predictor, "description", None)
 
 
@@ -141,19 +170,19 @@ def format_table(summary: dict, patients: int, folds: int) -> str:
 
 
 def out_of_fold(
-    runs: list[RunDir],
-    predictor_of: Callable[[RunDir], Predictor],
+    groups: list[list[RunDir]],
+    predictor_of: Callable[[list[RunDir]], Predictor],
     store_path: Path | None,
     progress: bool | None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
-    """Each patient's raw predicted classes by the fold model that never saw it, its reference and
-    its voxel volume (mL)."""
-    bar = tqdm(total=sum(len(load_split(r.split)["val"]) for r in runs), desc="out-of-fold", unit="case",
+    """Each patient's raw predicted classes by the fold model (or ensemble) that never saw it, its
+    reference and its voxel volume (mL)."""
+    bar = tqdm(total=sum(len(load_split(g[0].split)["val"]) for g in groups), desc="out-of-fold", unit="case",
                disable=None if progress is None else not progress)  # fmt: skip
-    for run in runs:
-        predictor = predictor_of(run)
-        with Store(store_path or run.store()) as store:
-            for case_id in load_split(run.split)["val"]:
+    for group in groups:
+        predictor = predictor_of(group)
+        with Store(store_path or group[0].store()) as store:
+            for case_id in load_split(group[0].split)["val"]:
                 volume, reference = store.read_volume(case_id)
                 yield (
                     predictor.classes(predictor.probabilities(volume)),
@@ -165,15 +194,16 @@ def out_of_fold(
 
 
 def choose_fold_postprocessing(
-    root: Path,
-    predictor_of: Callable[[RunDir], Predictor],
+    roots: Sequence[Path],
+    predictor_of: Callable[[list[RunDir]], Predictor],
     store_path: Path | None = None,
     progress: bool | None = None,
-) -> Choice:
-    """Choose the post-processing on the out-of-fold predictions of the folds under ``root``; write
-    the rule to ``root/postprocessing.json`` (for ``tumorseg pack``) and every candidate's Dice to
-    ``root/postprocessing.csv``."""
-    choice = choose_postprocessing(out_of_fold(fold_runs(root), predictor_of, store_path, progress))
-    write_csv(root / "postprocessing.csv", choice.rows, list(choice.rows[0]))
-    write_json(root / "postprocessing.json", choice.chosen.to_dict())
-    return choice
+) -> tuple[Choice, Path]:
+    """Choose the post-processing on the out-of-fold predictions of the folds under ``roots`` (one
+    folder, or several as an ensemble); write the rule to ``ROOT/postprocessing[SUFFIX].json`` (for
+    ``tumorseg pack``) and every candidate's Dice beside it as .csv; return both."""
+    choice = choose_postprocessing(out_of_fold(fold_groups(roots), predictor_of, store_path, progress))
+    rule = roots[0] / f"postprocessing{ensemble_suffix(roots)}.json"
+    write_csv(rule.with_suffix(".csv"), choice.rows, list(choice.rows[0]))
+    write_json(rule, choice.chosen.to_dict())
+    return choice, rule
