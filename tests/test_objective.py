@@ -31,6 +31,12 @@ def test_decoding_regions_back_to_labels():
     assert decode(logits, "regions").item() == 3
 
 
+def test_a_region_threshold_moves_where_a_region_starts():
+    probabilities = torch.tensor([0.4, 0.3, 0.2]).reshape(1, 3, 1, 1)  # WT 0.4, TC 0.3, ET 0.2
+    regions = Target("regions")
+    assert [regions.decode(probabilities, t).item() for t in (0.5, 0.35, 0.25, 0.1)] == [0, 2, 1, 3]
+
+
 def test_losses_are_small_for_right_and_large_for_wrong_predictions():
     for target in ("regions", "labels"):
         objective = Objective(Target(target))

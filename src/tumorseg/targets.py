@@ -51,11 +51,12 @@ class Target:
         """Logits (B, C, ...) -> probabilities: sigmoid per region or softmax over classes."""
         return torch.sigmoid(logits) if self.regions else F.softmax(logits, dim=1)
 
-    def decode(self, probabilities: torch.Tensor) -> torch.Tensor:
-        """Probabilities (B, C, ...) -> internal class map (B, ...) (int64)."""
+    def decode(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+        """Probabilities (B, C, ...) -> internal class map (B, ...) (int64); a region is where its
+        probability exceeds ``threshold``."""
         if not self.regions:
             return probabilities.argmax(dim=1)
-        wt, tc, et = (probabilities > 0.5).unbind(dim=1)
+        wt, tc, et = (probabilities > threshold).unbind(dim=1)
         # nested wheres, not masked assignments: those wait for the GPU to count the mask
         return torch.where(et, 3, torch.where(tc, 1, torch.where(wt, 2, 0)))
 
