@@ -3,6 +3,8 @@
 The patient is one of the model's validation patients: it chose the epoch, never a weight.
 """
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from tumorseg.evaluation.metrics import region_dice
 from tumorseg.inference.bundle import BUNDLED_ANY_SEQUENCES, BUNDLED_MODEL
 from tumorseg.inference.onnx import onnx_path
 from tumorseg.labels import REGION_NAMES
+from tumorseg.training.config import TrainConfig, load_config
 
 #: Per region, about the 10th percentile of per-patient Dice in the 5-fold cross-validation of
 #: the recipe (README): a patient the model did not train on falls below it about one time in
@@ -37,6 +40,19 @@ def test_the_bundled_models_are_small_and_say_what_they_learned_from():
     assert (
         default["model_config"]["modality_dropout"] == 0 < any_sequences["model_config"]["modality_dropout"]
     )
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.mark.parametrize(
+    ("model", "recipe"),
+    [(BUNDLED_MODEL, "brats-2d-cpu.yaml"), (BUNDLED_ANY_SEQUENCES, "brats-2d-cpu-any-sequences.yaml")],
+)
+def test_each_bundled_model_is_the_network_its_recipe_trains(model, recipe):
+    stored = load_checkpoint(model)["model_config"]
+    wanted = TrainConfig.of(**load_config(RECIPES / recipe)).model.to_dict()
+    assert stored == {key: wanted[key] for key in stored}
 
 
 @pytest.fixture(scope="module")

@@ -161,6 +161,8 @@ def test_onnx_export_agrees_with_pytorch(trained_run, new_patients, tmp_path):
 
     assert main(["export", str(trained_run), "--format", "onnx"]) == 0
     assert (trained_run / "best.onnx").exists()
+    assert main(["export", str(trained_run)]) == 1  # an export exists: kept
+    assert main(["export", str(trained_run), "--overwrite"]) == 0  # ... unless asked to replace it
     torch_engine, onnx_engine = Segmenter(trained_run), Segmenter(trained_run, engine="onnx")
     with Store(json.loads((trained_run / "run.json").read_text())["store"]) as store:
         volume, _ = store.read_volume(store.case_ids[0])

@@ -251,7 +251,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     segmenter = Segmenter(args.model)
     out = args.out or onnx.onnx_path(segmenter.path, int8=args.int8 is not None)
-    claim_outputs([out], [segmenter.path, *RunDir.of(segmenter.path).inputs], args.overwrite)
+    inputs = [segmenter.path, *RunDir.of(segmenter.path).inputs]
+    # an earlier export is among the run's files, but --overwrite may replace it with a new one
+    claim_outputs([out], [path for path in inputs if path.suffix != ".onnx" or path != out], args.overwrite)
     print(f"wrote {onnx.export_onnx(segmenter, out, calibration=args.int8)}")
     return 0
 
