@@ -18,9 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tumorseg.data.splits import load_split
-from tumorseg.data.store import Store
-from tumorseg.evaluation.crossval import fold_groups
+from tumorseg.evaluation.crossval import fold_groups, out_of_fold
 from tumorseg.evaluation.metrics import region_dice
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.labels import REGION_NAMES
@@ -39,25 +37,20 @@ def main() -> None:
     )
     args = parser.parse_args()
     rule = PostProcessing.from_file(args.postprocessing) if args.postprocessing else PostProcessing()
+    segmenter_of = lambda runs: Segmenter([run.root for run in runs])  # noqa: E731
     dice = []  # per patient: (thresholds, regions)
-    for group in fold_groups(args.folds_dirs):
-        segmenter = Segmenter([run.root for run in group])
+    for segmenter, probabilities, reference, voxel_ml in out_of_fold(
+        fold_groups(args.folds_dirs), segmenter_of, None, progress=True
+    ):
         if not segmenter.target.regions:
-            raise SystemExit(f"{group[0].root}: a labels model has no region thresholds")
-        with Store(group[0].store()) as store:
-            for case_id in load_split(group[0].split)["val"]:
-                volume, reference = store.read_volume(case_id)
-                probabilities = torch.from_numpy(segmenter.probabilities(volume))
-                voxel_ml = store.info(case_id).voxel_ml
-                dice.append(
-                    [
-                        region_dice(
-                            rule.apply(segmenter.target.decode(probabilities, t).numpy(), voxel_ml), reference
-                        )
-                        for t in THRESHOLDS
-                    ]
-                )
-                print(f"  {case_id}", flush=True)
+            raise SystemExit(f"{args.folds_dirs[0]}: a labels model has no region thresholds")
+        scores = torch.from_numpy(probabilities)
+        dice.append(
+            [
+                region_dice(rule.apply(segmenter.target.decode(scores, t).numpy(), voxel_ml), reference)
+                for t in THRESHOLDS
+            ]
+        )
     means = np.mean(dice, axis=0)
     print(f"{len(dice)} patients, out of fold, post-processing: {rule}")
     print(f"{'threshold':<10}" + "".join(f"{name:>8}" for name in REGION_NAMES) + f"{'mean':>8}")

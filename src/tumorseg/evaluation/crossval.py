@@ -174,9 +174,9 @@ def out_of_fold(
     predictor_of: Callable[[list[RunDir]], Predictor],
     store_path: Path | None,
     progress: bool | None,
-) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
-    """Each patient's raw predicted classes by the fold model (or ensemble) that never saw it, its
-    reference and its voxel volume (mL)."""
+) -> Iterator[tuple[Predictor, np.ndarray, np.ndarray, float]]:
+    """Each patient's probabilities by the fold model (or ensemble) that never saw it, with that
+    predictor, the patient's reference and its voxel volume (mL)."""
     bar = tqdm(total=sum(len(load_split(g[0].split)["val"]) for g in groups), desc="out-of-fold", unit="case",
                disable=None if progress is None else not progress)  # fmt: skip
     for group in groups:
@@ -184,11 +184,7 @@ def out_of_fold(
         with Store(store_path or group[0].store()) as store:
             for case_id in load_split(group[0].split)["val"]:
                 volume, reference = store.read_volume(case_id)
-                yield (
-                    predictor.classes(predictor.probabilities(volume)),
-                    reference,
-                    store.info(case_id).voxel_ml,
-                )
+                yield predictor, predictor.probabilities(volume), reference, store.info(case_id).voxel_ml
                 bar.update()
     bar.close()
 
@@ -202,7 +198,11 @@ def choose_fold_postprocessing(
     """Choose the post-processing on the out-of-fold predictions of the folds under ``roots`` (one
     folder, or several as an ensemble); write the rule to ``ROOT/postprocessing[SUFFIX].json`` (for
     ``tumorseg pack``) and every candidate's Dice beside it as .csv; return both."""
-    choice = choose_postprocessing(out_of_fold(fold_groups(roots), predictor_of, store_path, progress))
+    patients = out_of_fold(fold_groups(roots), predictor_of, store_path, progress)
+    choice = choose_postprocessing(
+        (predictor.classes(probabilities), reference, voxel_ml)
+        for predictor, probabilities, reference, voxel_ml in patients
+    )
     rule = roots[0] / f"postprocessing{ensemble_suffix(roots)}.json"
     write_csv(rule.with_suffix(".csv"), choice.rows, list(choice.rows[0]))
     write_json(rule, choice.chosen.to_dict())
