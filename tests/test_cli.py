@@ -17,6 +17,8 @@ COMMANDS = (
     "report",
     "predict",
     "export",
+    "pack",
+    "view",
     "demo",
 )
 
@@ -36,6 +38,19 @@ def test_each_command_has_help(capsys, command):
     with pytest.raises(SystemExit):
         main([command, "--help"])
     assert len(capsys.readouterr().out.splitlines()) > 5
+
+
+def test_predict_help_states_the_defaults_inference_uses(capsys):
+    """The command line spells out engines and coarse-search figures without importing PyTorch to read
+    them, so this ties the two together."""
+    from tumorseg.inference.segmenter import COARSE_STEP, ENGINES, FINE_MARGIN
+
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "{" + ",".join(("auto", *ENGINES)) + "}" in text
+    assert f"widened by {FINE_MARGIN} pixels" in text
+    assert f"({COARSE_STEP}, predict's default" in text
 
 
 def test_pipeline_through_the_cli(tmp_path, capsys):
