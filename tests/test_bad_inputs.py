@@ -650,8 +650,8 @@ def test_sigterm_during_prepare_leaves_nothing(tmp_path):
     while not list(tmp_path.glob(".s.h5.tmp-*")) and time.monotonic() < deadline:
         time.sleep(0.005)
     child.send_signal(signal.SIGTERM)
-    assert child.wait(timeout=60) == 143
-    assert "tumorseg: terminated" in child.stderr.read()
+    code, stderr = child.wait(timeout=60), child.stderr.read()
+    assert (code, "tumorseg: terminated" in stderr) == (143, True), stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cases"]  # no store, no temp file, no lock
 
 
