@@ -20,7 +20,7 @@ from tumorseg.labels import REGION_NAMES
 from tumorseg.training.config import TrainConfig, load_config
 
 #: Per region, about the 10th percentile of per-patient Dice in the 5-fold cross-validation of
-#: the recipe (README): a patient the model did not train on falls below it about one time in
+#: the recipe (MODEL_CARD.md): a patient the model did not train on falls below it about one time in
 #: ten, and a model broken in a way that matters (orientation, normalization, label order,
 #: fp16 weights) falls far below it.
 FLOOR = {"WT": 0.75, "TC": 0.55, "ET": 0.6}
