@@ -656,6 +656,24 @@ def test_sigterm_during_prepare_leaves_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cases"]  # no store, no temp file, no lock
 
 
+def test_an_interrupt_a_library_reports_as_its_own_error_still_ends_the_command_as_interrupted():
+    """SIGTERM inside h5py's type conversion, as the store's first attributes were written, came
+    out as a TypeError carrying the interrupt as its context: prepare ended with a traceback and
+    exit code 1 instead of 143."""
+    from tumorseg.interrupts import Terminated, handled
+
+    def write_attributes():
+        try:
+            raise Terminated()
+        except Terminated:
+            raise TypeError("Operation not defined for data type class") from None
+
+    with pytest.raises(Terminated), handled():
+        write_attributes()
+    with pytest.raises(TypeError), handled():  # an error without an interrupt behind it stays itself
+        raise TypeError("Operation not defined for data type class")
+
+
 def test_a_batch_where_every_case_fails_leaves_no_folder(good, trained_run, tmp_path, capsys):
     case = tmp_path / "cases" / CASE
     shutil.copytree(good / "cases" / CASE, case)

@@ -9,6 +9,9 @@ first.
 
 Some writers turn an interrupt into their own error instead (``torch.save`` into a file object
 reports a failed write), so checkpoints are written with interrupts ``deferred`` to the end.
+Wherever else a library does so (h5py reports an interrupt inside its type conversion as a
+``TypeError``), the error still carries the interrupt as its context, and the command ends as
+interrupted all the same.
 """
 
 from __future__ import annotations
@@ -55,11 +58,28 @@ def handled() -> Iterator[None]:
         yield
         if dropped:  # the command finished before the timer fired
             raise dropped[-1]
+    except Exception as err:
+        interrupt = buried_interrupt(err)
+        if interrupt is None:
+            raise
+        raise interrupt from err
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGALRM, previous[1])
+
+
+def buried_interrupt(error: BaseException) -> KeyboardInterrupt | None:
+    """The interrupt that ``error`` was raised while handling, or was caused by, if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 @contextmanager
