@@ -71,6 +71,20 @@ def test_intensity_is_one_scale_and_one_shift_per_sample():
         torch.testing.assert_close(moved[b], image[b] * float(a) + float(c), atol=1e-4, rtol=0)
 
 
+def test_per_sequence_intensity_scales_and_shifts_each_sequence_alike_in_every_neighbour():
+    image = torch.rand(16, 12, 8, 8)  # 2.5D: channel k is sequence k % 4
+    label = torch.zeros(16, 8, 8, dtype=torch.long)
+    augment = BatchAugmentation(1, probability=1.0, max_intensity=0.3, per_sequence=True)
+    augment.move = lambda image, label: (image, label)  # intensity alone
+    moved, _ = augment(image, label)
+    for b in range(16):
+        fits = [np.polyfit(image[b, k].flatten(), moved[b, k].flatten(), 1) for k in range(12)]
+        for k, (a, c) in enumerate(fits):
+            assert 0.7 - 1e-4 <= a <= 1.3 + 1e-4 and abs(c) <= 0.3 + 1e-4
+            np.testing.assert_allclose(fits[k % 4], (a, c), atol=1e-4)
+        assert len({round(float(a), 4) for a, _ in fits[:4]}) == 4  # the sequences' own factors
+
+
 def test_dropout_zeroes_sequences_at_its_rate_and_never_all():
     augment = BatchAugmentation(5, spatial=False, modality_dropout=0.4)
     image, label = torch.ones(4000, 4, 2, 2), torch.zeros(4000, 2, 2, dtype=torch.long)

@@ -1,6 +1,8 @@
 import argparse
 
+import h5py
 import pytest
+import torch
 
 from tumorseg.errors import TumorsegError
 from tumorseg.training.config import (
@@ -11,6 +13,7 @@ from tumorseg.training.config import (
     overrides,
     save_config,
 )
+from tumorseg.training.sampling import EpochData
 
 
 def test_defaults_are_valid_and_round_trip(tmp_path):
@@ -31,6 +34,7 @@ def test_defaults_are_valid_and_round_trip(tmp_path):
         ({"channels": 16}, "channels must be a list"),
         ({"folds": 3, "fold": 3}, "fold = 3 is out of range"),
         ({"size": [8, 8]}, "size = .8, 8. is out of range"),
+        ({"augment_scaling": 1.0}, "augment_scaling = 1.0 is out of range"),
         (
             {"model": "monai_attention_unet", "deep_supervision": True},
             "deep_supervision needs model attention_unet",
@@ -62,3 +66,13 @@ def test_flags_override_the_file_and_only_when_given(tmp_path):
     merged = from_mapping(overrides(args), "flags", base)
     assert (merged.batch_size, merged.lr, merged.amp, merged.channels) == (4, 0.01, False, [8, 16])
     assert overrides(parser.parse_args([])) == {}
+
+
+def test_the_augmentation_ranges_reach_the_augmentation(store):
+    ranges = {"augment_rotation": 30, "augment_scaling": 0.25, "augment_intensity": 0.2}
+    config = from_mapping({**ranges, "augment_per_sequence": True}, "recipe.yaml")
+    with h5py.File(store) as f:
+        cases = sorted(f["cases"])[:2]
+    augmentation = EpochData(store, cases, config, 1, torch.device("cpu")).augmentation
+    assert (augmentation.max_degrees, augmentation.max_scaling) == (30, 0.25)
+    assert (augmentation.max_intensity, augmentation.per_sequence) == (0.2, True)

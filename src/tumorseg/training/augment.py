@@ -18,8 +18,9 @@ import torch.nn.functional as F
 
 class BatchAugmentation:
     """Random flips (each spatial axis), a rotation in the axial plane and per-axis scaling,
-    intensity scale and shift (one factor and one offset per sample), then modality dropout (last,
-    so that no intensity shift revives a zeroed sequence).
+    intensity scale and shift (one factor and one offset per sample, or per sequence of a sample
+    with ``per_sequence``, as contrasts differ between scanners), then modality dropout (last, so
+    that no intensity shift revives a zeroed sequence).
 
     ``spatial=False`` keeps only the dropout; ``modality_dropout`` p zeroes each of ``modalities``
     sequences with probability p, never all of them, in every neighbouring slice of a 2.5D input
@@ -37,8 +38,10 @@ class BatchAugmentation:
         max_degrees: float = 15.0,
         max_scaling: float = 0.1,
         max_intensity: float = 0.1,
+        per_sequence: bool = False,
     ):
         self.spatial, self.modality_dropout, self.modalities = spatial, modality_dropout, modalities
+        self.per_sequence = per_sequence
         self.probability, self.max_degrees = probability, max_degrees
         self.max_scaling, self.max_intensity = max_scaling, max_intensity
         self.generator = torch.Generator()
@@ -109,13 +112,15 @@ class BatchAugmentation:
 
     def intensity(self, image: torch.Tensor) -> torch.Tensor:
         batch, bound = len(image), self.max_intensity
-        factor = torch.where(self._chance(batch), self._uniform(batch, low=-bound, high=bound), 0.0)
-        offset = torch.where(self._chance(batch), self._uniform(batch, low=-bound, high=bound), 0.0)
-        shape = (batch,) + (1,) * (image.ndim - 1)
-        factor = (1 + factor).to(image.device, image.dtype, non_blocking=True).view(shape)
-        return torch.addcmul(
-            offset.to(image.device, image.dtype, non_blocking=True).view(shape), image, factor
-        )
+        draws = (batch, self.modalities) if self.per_sequence else (batch, 1)
+        factor = torch.where(self._chance(*draws), self._uniform(*draws, low=-bound, high=bound), 0.0)
+        offset = torch.where(self._chance(*draws), self._uniform(*draws, low=-bound, high=bound), 0.0)
+        shape = (batch, -1) + (1,) * (image.ndim - 2)
+        # channel k of a 2.5D input is sequence k % modalities
+        repeats = (1, image.shape[1] // draws[1])
+        factor = (1 + factor).repeat(repeats).to(image.device, image.dtype, non_blocking=True)
+        offset = offset.repeat(repeats).to(image.device, image.dtype, non_blocking=True)
+        return torch.addcmul(offset.view(shape), image, factor.view(shape))
 
     def drop_modalities(self, image: torch.Tensor) -> torch.Tensor:
         batch, n = len(image), self.modalities

@@ -34,6 +34,14 @@ class TrainConfig:
         0.5, "fraction of training slices drawn from slices with tumor (0: natural)"
     )
     augment: bool = option(True, "random flips, rotation, scaling, intensity scale and shift")
+    augment_rotation: float = option(15.0, "largest rotation in the axial plane, in degrees")
+    augment_scaling: float = option(0.1, "largest change of size along an axis (0.1: 0.9x to 1.1x)")
+    augment_intensity: float = option(
+        0.1, "largest intensity scale and shift of z-scores (0.1: x0.9 to x1.1, -0.1 to +0.1)"
+    )
+    augment_per_sequence: bool = option(
+        False, "scale and shift each sequence's intensities on its own, not a slice's all at once"
+    )
     val_fraction: float = option(0.2, "fraction of patients for validation")
     test_fraction: float = option(0.2, "fraction of patients held out for testing")
     folds: int = option(0, "k-fold cross-validation with K folds (0: off)")
@@ -80,6 +88,9 @@ class TrainConfig:
             [
                 (len(self.size) == 2 and all(s >= 16 for s in self.size), "size", "two ints >= 16"),
                 (0 <= self.tumor_fraction < 1, "tumor_fraction", "in [0, 1)"),
+                (0 <= self.augment_rotation <= 180, "augment_rotation", "in [0, 180]"),
+                (0 <= self.augment_scaling < 1, "augment_scaling", "in [0, 1)"),
+                (0 <= self.augment_intensity < 1, "augment_intensity", "in [0, 1)"),
                 (0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)"),
                 (0 <= self.test_fraction < 1, "test_fraction", "in [0, 1)"),
                 (self.folds == 0 or self.folds >= 2, "folds", "0 or >= 2"),

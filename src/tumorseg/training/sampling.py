@@ -58,7 +58,14 @@ class EpochData:
             raise TumorsegError(f"{store_path}: the training patients hold no labeled slices")
         self.config = config
         self.augmentation = (
-            BatchAugmentation(spatial=config.augment, modality_dropout=config.modality_dropout)
+            BatchAugmentation(
+                spatial=config.augment,
+                modality_dropout=config.modality_dropout,
+                max_degrees=config.augment_rotation,
+                max_scaling=config.augment_scaling,
+                max_intensity=config.augment_intensity,
+                per_sequence=config.augment_per_sequence,
+            )
             if config.augment or config.modality_dropout
             else None
         )
