@@ -1,4 +1,5 @@
 import argparse
+from pathlib import Path
 
 import h5py
 import pytest
@@ -76,3 +77,12 @@ def test_the_augmentation_ranges_reach_the_augmentation(store):
     augmentation = EpochData(store, cases, config, 1, torch.device("cpu")).augmentation
     assert (augmentation.max_degrees, augmentation.max_scaling) == (30, 0.25)
     assert (augmentation.max_intensity, augmentation.per_sequence) == (0.2, True)
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.name for r in RECIPES])
+def test_every_recipe_file_is_a_valid_config(recipe):
+    config = from_mapping(load_config(recipe), recipe.name)
+    assert config.model.name == "attention_unet" and config.epochs >= 1
