@@ -86,3 +86,33 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"
 def test_every_recipe_file_is_a_valid_config(recipe):
     config = from_mapping(load_config(recipe), recipe.name)
     assert config.model.name == "attention_unet" and config.epochs >= 1
+
+
+def test_a_config_on_a_base_overrides_it_key_by_key(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "model:\n  channels: [8, 16]\n  deep_supervision: true\nepochs: 3\nlr: 0.01\n"
+    )
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/recipe.yaml").write_text(
+        "base: ../base.yaml\nmodel:\n  channels: [4, 8]\nmodality_dropout: 0.2\nepochs: 5\n"
+    )
+    config = from_mapping(load_config(tmp_path / "sub/recipe.yaml"), "recipe.yaml")
+    assert (config.channels, config.deep_supervision, config.modality_dropout) == ([4, 8], True, 0.2)
+    assert (config.epochs, config.lr) == (5, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "b.yaml: base files nest in a loop"),
+        ({"a.yaml": "base: a.yaml\n"}, "a.yaml: base files nest in a loop"),
+        ({"a.yaml": "base: none.yaml\n"}, "a.yaml: its base 'none.yaml' is not a file"),
+        ({"a.yaml": "base: 5\n"}, "a.yaml: base must name a config file"),
+        ({"a.yaml": "base: b.yaml\n", "b.yaml": "- 1\n"}, "b.yaml: a config file is a mapping"),
+    ],
+)
+def test_bad_bases_are_named(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(TumorsegError, match=message):
+        load_config(tmp_path / "a.yaml")

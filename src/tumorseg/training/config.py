@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from tumorseg import settings
-from tumorseg.errors import TumorsegError, first_line
+from tumorseg.errors import TumorsegError, first_line, short
 from tumorseg.files import write_text
 from tumorseg.models import ModelConfig
 from tumorseg.settings import option
@@ -164,7 +164,53 @@ class PlainLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+#: How many ``base:`` files a config may stand on, one on another.
+MAX_BASES = 8
+
+
 def load_config(path: Path) -> dict:
+    """A config file's keys. ``base: FILE`` (a path relative to the file) reads FILE first and lays
+    this file's keys over it, the model's key by key, so that a recipe says only how it differs
+    from the one it builds on."""
+    return with_bases(Path(path), ())
+
+
+def with_bases(path: Path, below: tuple[Path, ...]) -> dict:
+    values = sectioned(read_config(path))
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if not isinstance(base, str) or not base:
+        raise TumorsegError(f"{path}: base must name a config file")
+    base_path = path.parent / base
+    try:
+        known = base_path.is_file()
+        chain = (*below, path.resolve())
+        looped = base_path.resolve() in chain
+    except (OSError, ValueError) as err:
+        raise TumorsegError(f"{path}: cannot read its base {short(base)} ({first_line(err)})") from err
+    if not known:
+        raise TumorsegError(f"{path}: its base {short(base)} is not a file")
+    if looped or len(chain) > MAX_BASES:
+        raise TumorsegError(f"{path}: base files nest in a loop or deeper than {MAX_BASES}")
+    merged = with_bases(base_path, chain)
+    model = {**merged.pop("model", {}), **values.pop("model", {})}
+    return {**merged, **values, **({"model": model} if model else {})}
+
+
+def sectioned(values: dict) -> dict:
+    """The same keys with the model's in a ``model`` section (a name alone, as 0.1 wrote it, is
+    the section's ``name``), so that two files merge key by key."""
+    values = dict(values)
+    section = values.pop("model", None)
+    model = dict(section) if isinstance(section, dict) else {} if section is None else {"name": section}
+    for key in settings.keys(ModelConfig):
+        if key in values:
+            model[key] = values.pop(key)
+    return {**values, **({"model": model} if model else {})}
+
+
+def read_config(path: Path) -> dict:
     try:
         if Path(path).stat().st_size > MAX_CONFIG_BYTES:
             raise TumorsegError(f"{path}: larger than a config file can be ({MAX_CONFIG_BYTES // 1024} kB)")
