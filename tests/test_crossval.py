@@ -109,3 +109,17 @@ def test_postprocessing_is_chosen_on_out_of_fold_predictions_and_measured_apart(
         "model"
     ]
     assert "tumor islands < 0.5 mL removed; enhancing tumor < 0.25 mL" in model
+
+
+def test_last_scores_each_folds_last_checkpoint_apart(folds, capsys, tmp_path):
+    assert main(["cv", str(folds), "--last", "--choose-postprocessing"]) == 0
+    assert "5 patients, 2 folds" in capsys.readouterr().out
+    for fold in ("fold-0", "fold-1"):
+        summary = json.loads((folds / fold / "evaluation-val-last" / "summary.json").read_text())
+        assert "last.pt" in summary["model"]
+    assert (folds / "crossval-last" / "metrics.csv").is_file()
+    assert (folds / "postprocessing-last.json").is_file()
+    shutil.copytree(folds, tmp_path / "cv")
+    (tmp_path / "cv" / "fold-1" / "last.pt").unlink()
+    assert main(["cv", str(tmp_path / "cv"), "--last"]) != 0
+    assert "fold-1: no last.pt to score" in capsys.readouterr().err

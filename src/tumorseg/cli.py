@@ -15,6 +15,7 @@ from tumorseg.interrupts import Terminated, handled
 
 if TYPE_CHECKING:  # commands import what they use when they run, to start fast
     from tumorseg.postprocess import PostProcessing
+    from tumorseg.rundir import RunDir
 
 EXAMPLES = """\
 the pipeline:
@@ -183,6 +184,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def fold_checkpoint(run: RunDir, last: bool) -> Path:
+    """The model of a fold that cv scores: the run (its best.pt), or with ``last`` its last.pt."""
+    if not last:
+        return run.root
+    if not run.last.is_file():
+        raise TumorsegError(f"{run.root}: no last.pt to score (--last scores each fold's last epoch)")
+    return run.last
+
+
 def cmd_cv(args: argparse.Namespace) -> int:
     from tumorseg.evaluation.crossval import choose_fold_postprocessing, cross_validate
     from tumorseg.inference.segmenter import Segmenter
@@ -190,7 +200,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
     absent, rule = missing_sequences(args), postprocessing(args)
     segmenter_of = lambda runs: Segmenter(  # noqa: E731
-        [run.root for run in runs],
+        [fold_checkpoint(run, args.last) for run in runs],
         device=args.device,
         tta=args.tta,
         absent=absent,
@@ -202,12 +212,14 @@ def cmd_cv(args: argparse.Namespace) -> int:
         segmenter_of,
         args.data,
         overwrite=args.overwrite,
-        variant=variant_name(args.tta, absent, rule is not None),
+        variant=variant_name(args.tta, absent, rule is not None, args.last),
     )
     print(result.table)
     print(f"\npooled out-of-fold metrics, summary with fold means: {result.out}")
     if args.choose_postprocessing:
-        choice, path = choose_fold_postprocessing(args.folds_dirs, segmenter_of, args.data)
+        choice, path = choose_fold_postprocessing(
+            args.folds_dirs, segmenter_of, args.data, variant="-last" if args.last else ""
+        )
         print(f"\n{choice.table()}")
         print(
             f"\nmean out-of-fold Dice of every candidate: {path.with_suffix('.csv')}; the rule: "
@@ -619,9 +631,16 @@ def add_cv(sub: argparse._SubParsersAction) -> None:
         "--device", default="auto", help="auto (default: the GPU when there is one), cpu or cuda[:N]"
     )
     p.add_argument(
+        "--last",
+        action="store_true",
+        help="score each fold's last.pt, the model its schedule ends with, instead of best.pt, whose "
+        "epoch was chosen on the very patients scored (which flatters the result: README); results "
+        "go to evaluation-val-last and crossval-last",
+    )
+    p.add_argument(
         "--overwrite",
         action="store_true",
-        help="evaluate every fold again (else reuse one evaluated since its best.pt)",
+        help="evaluate every fold again (else reuse one evaluated since its checkpoints were saved)",
     )
     p.add_argument(
         "--choose-postprocessing",

@@ -105,11 +105,14 @@ def model_checkpoint(source: Path) -> Path:
     raise TumorsegError(f"{source}: no best.pt or last.pt in this run directory")
 
 
-def variant_name(tta: bool = False, absent: tuple[str, ...] = (), postprocessed: bool = False) -> str:
-    """The suffix naming an evaluation made with TTA, without some sequences or with a post-processing
-    given apart from the model: "-tta-without-t1ce", "-postprocessed"."""
+def variant_name(
+    tta: bool = False, absent: tuple[str, ...] = (), postprocessed: bool = False, last: bool = False
+) -> str:
+    """The suffix naming an evaluation of last.pt, made with TTA, without some sequences or with a
+    post-processing given apart from the model: "-last", "-tta-without-t1ce", "-postprocessed"."""
     return (
-        ("-tta" if tta else "")
+        ("-last" if last else "")
+        + ("-tta" if tta else "")
         + ("-without-" + "-".join(absent) if absent else "")
         + ("-postprocessed" if postprocessed else "")
     )

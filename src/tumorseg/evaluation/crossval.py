@@ -141,13 +141,14 @@ def cross_validate(
 
 def evaluated_by(folder: Path, predictor: Predictor, group: list[RunDir]) -> bool:
     """Whether ``folder`` holds an evaluation by this very predictor (the same models, TTA and
-    post-processing) made since the fold's best.pt files were saved: then it is not made again."""
+    post-processing) made since the folds' checkpoints were saved: then it is not made again."""
     try:
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError):
         return False
     metrics = folder / "metrics.csv"
-    newer = metrics.is_file() and all(metrics.stat().st_mtime >= run.best.stat().st_mtime for run in group)
+    saved = [path.stat().st_mtime for run in group for path in (run.best, run.last) if path.is_file()]
+    newer = metrics.is_file() and all(metrics.stat().st_mtime >= time for time in saved)
     return newer and summary.get("model") == getattr(predictor, "description", None)
 
 
@@ -194,16 +195,18 @@ def choose_fold_postprocessing(
     predictor_of: Callable[[list[RunDir]], Predictor],
     store_path: Path | None = None,
     progress: bool | None = None,
+    variant: str = "",
 ) -> tuple[Choice, Path]:
     """Choose the post-processing on the out-of-fold predictions of the folds under ``roots`` (one
     folder, or several as an ensemble); write the rule to ``ROOT/postprocessing[SUFFIX].json`` (for
-    ``tumorseg pack``) and every candidate's Dice beside it as .csv; return both."""
+    ``tumorseg pack``; SUFFIX names the ensemble and ``variant``) and every candidate's Dice beside
+    it as .csv; return both."""
     patients = out_of_fold(fold_groups(roots), predictor_of, store_path, progress)
     choice = choose_postprocessing(
         (predictor.classes(probabilities), reference, voxel_ml)
         for predictor, probabilities, reference, voxel_ml in patients
     )
-    rule = roots[0] / f"postprocessing{ensemble_suffix(roots)}.json"
+    rule = roots[0] / f"postprocessing{ensemble_suffix(roots)}{variant}.json"
     write_csv(rule.with_suffix(".csv"), choice.rows, list(choice.rows[0]))
     write_json(rule, choice.chosen.to_dict())
     return choice, rule
