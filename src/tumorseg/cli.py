@@ -218,7 +218,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     print(f"\npooled out-of-fold metrics, summary with fold means: {result.out}")
     if args.choose_postprocessing:
         choice, path = choose_fold_postprocessing(
-            args.folds_dirs, segmenter_of, args.data, variant="-last" if args.last else ""
+            args.folds_dirs, segmenter_of, args.data, variant=variant_name(last=args.last)
         )
         print(f"\n{choice.table()}")
         print(

@@ -134,17 +134,8 @@ def from_mapping(values: dict, where: str, base: TrainConfig | None = None) -> T
     The model's keys may come in a ``model`` section or flat; a flat ``model: NAME`` names the
     architecture, as in tumorseg 0.1's files.
     """
-    values = dict(values)
-    model_values: dict = {}
-    section = values.pop("model", None)
-    if isinstance(section, dict):
-        model_values.update(section)
-    elif section is not None:
-        model_values["name"] = section
-    model_keys = settings.keys(ModelConfig)
-    for key in list(values):
-        if key in model_keys:
-            model_values[key] = values.pop(key)
+    values = sectioned(values)
+    model_values = values.pop("model", {})
     model = ModelConfig.from_mapping(model_values, where, base.model if base else None)
     return TrainConfig(model=model, **settings.merged(TrainConfig, values, where, base)).validate(where)
 
