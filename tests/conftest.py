@@ -11,10 +11,12 @@ from tumorseg.data.synth import synthesize
 TINY = (32, 32, 16)
 REPO = Path(__file__).resolve().parents[1]
 
-# A suite started in the background of a non-interactive shell inherits Ctrl-C ignored, and so would
-# every command it starts: the tests that interrupt a command would wait for it in vain.
+# A suite started in the background of a non-interactive shell inherits Ctrl-C ignored (or, under
+# some supervisors, blocked), and so would every command it starts: the tests that interrupt a
+# command would wait for it in vain.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def real_data_root() -> Path | None:

@@ -674,6 +674,38 @@ def test_an_interrupt_a_library_reports_as_its_own_error_still_ends_the_command_
         raise TypeError("Operation not defined for data type class")
 
 
+def test_an_interrupt_a_library_swallows_still_ends_the_command_as_interrupted():
+    """Ctrl-C inside code that catches every error (or clears it in C) never reaches the command;
+    a command that returns after it ends as interrupted, and a loop's next step raises it again."""
+    import contextlib
+    import signal
+
+    from tumorseg.interrupts import check, handled
+
+    def swallowing_library():
+        with contextlib.suppress(BaseException):
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt), handled():
+        swallowing_library()
+    steps = []
+    with pytest.raises(KeyboardInterrupt), handled():
+        for step in range(3):
+            check()
+            steps.append(step)
+            swallowing_library()
+    assert steps == [0]
+    with handled():  # what one command recorded is gone with it
+        check()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # started in the background: Ctrl-C stays ignored
+    try:
+        with handled():
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def test_a_batch_where_every_case_fails_leaves_no_folder(good, trained_run, tmp_path, capsys):
     case = tmp_path / "cases" / CASE
     shutil.copytree(good / "cases" / CASE, case)

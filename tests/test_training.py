@@ -205,8 +205,8 @@ def test_an_interrupted_train_says_how_to_resume(cohort, tmp_path):
     while time.monotonic() < deadline and not (run / "last.pt").exists():
         time.sleep(0.05)
     child.send_signal(signal.SIGINT)
-    assert child.wait(timeout=60) == 130
-    err = child.stderr.read()
+    code, err = child.wait(timeout=60), child.stderr.read()
+    assert code == 130, f"exit code {code} after {len(history(run))} epochs; stderr: {err[-2000:]}"
     assert f"interrupted; continue with: tumorseg train --resume {run}" in err and "Traceback" not in err
 
 

@@ -1,11 +1,14 @@
-"""SIGTERM handled like Ctrl-C, so that every ``finally`` removes what a command had begun, and
-an interrupt never lost in a finalizer.
+"""Ctrl-C and SIGTERM end a command as interrupted (exit 130 or 143), with every ``finally``
+run to remove what it had begun, wherever the interrupt lands.
 
-Python raises a signal handler's exception wherever the main thread happens to be; inside a
-finalizer (a weakref callback, a ``__del__``) it prints "Exception ignored" and drops it, and
-the command would go on to finish with exit code 0. Such an interrupt is kept and raised again
-from a short timer, once the finalizer has returned, or when the command ends, whichever comes
-first.
+Python raises a signal handler's exception wherever the main thread happens to be, and there it
+can be lost:
+
+- inside a finalizer (a weakref callback, a ``__del__``) it is printed as "Exception ignored"
+  and dropped; it is raised again from a short timer, once the finalizer has returned;
+- some code catches it as any other error, or clears it in C; long loops call ``check`` at each
+  step, where no interrupt can be on its way out, and raise it again there;
+- either way, a command that returns after an interrupt ends as interrupted, never with 0.
 
 Some writers turn an interrupt into their own error instead (``torch.save`` into a file object
 reports a failed write), so checkpoints are written with interrupts ``deferred`` to the end.
@@ -30,34 +33,48 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C."""
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated()
+#: The interrupts raised while a command runs under ``handled``; emptied when it ends.
+_raised: list[KeyboardInterrupt] = []
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    error = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    _raised.append(error)
+    raise error
+
+
+def check() -> None:
+    """Raise again an interrupt that was raised but never arrived: call it where none can be on
+    its way out (the top of a loop's step), so that a swallowed Ctrl-C still stops the work."""
+    if _raised:
+        raise _raised[-1]
 
 
 @contextmanager
 def handled() -> Iterator[None]:
-    """SIGTERM raises ``Terminated``, and interrupts that land in finalizers are raised again."""
+    """Ctrl-C raises ``KeyboardInterrupt`` and SIGTERM ``Terminated``, and neither is ever lost."""
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
         return
-    dropped: list[KeyboardInterrupt] = []
 
     def again(signum: int, frame: object) -> None:
-        raise dropped[-1]
+        raise _raised[-1]
 
     def hook(unraisable: object) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            dropped.append(unraisable.exc_value)
+            _raised.append(unraisable.exc_value)
             signal.setitimer(signal.ITIMER_REAL, REDELIVERY_SECONDS)
         else:
             previous_hook(unraisable)
 
-    previous = signal.signal(signal.SIGTERM, _terminate), signal.signal(signal.SIGALRM, again)
+    held = [signal.SIGTERM, signal.SIGALRM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with it ignored
+        held.append(signal.SIGINT)
+    previous = [signal.signal(signum, again if signum == signal.SIGALRM else _interrupt) for signum in held]
     previous_hook, sys.unraisablehook = sys.unraisablehook, hook
     try:
         yield
-        if dropped:  # the command finished before the timer fired
-            raise dropped[-1]
+        check()  # the command finished after an interrupt that never arrived
     except Exception as err:
         interrupt = buried_interrupt(err)
         if interrupt is None:
@@ -66,8 +83,9 @@ def handled() -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         sys.unraisablehook = previous_hook
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGALRM, previous[1])
+        for signum, handler in zip(held, previous, strict=True):
+            signal.signal(signum, handler)
+        _raised.clear()
 
 
 def buried_interrupt(error: BaseException) -> KeyboardInterrupt | None:

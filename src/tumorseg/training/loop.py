@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from tumorseg import interrupts
 from tumorseg.checkpoint import load_checkpoint, save_checkpoint
 from tumorseg.data.splits import load_split, save_split, split_cases
 from tumorseg.data.store import Store
@@ -362,6 +363,7 @@ def train_epoch(
     started = last_line = time.perf_counter()
     lines = quiet is None and not sys.stdout.isatty()  # no bar (logs, CI, notebooks): progress lines
     for step, batch in enumerate(bar, start=1):
+        interrupts.check()
         x = batch["image"].to(device, non_blocking=True)
         y = batch["label"].to(device, non_blocking=True)
         if augmentation is not None:
