@@ -6,22 +6,22 @@ import csv
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.patches
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.patches  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
+# Figures are made with matplotlib.figure.Figure, not pyplot: nothing global holds them, so one
+# that an error or an interrupt leaves unsaved is simply garbage, and no GUI backend is involved.
 
 
-def save_figure(fig: plt.Figure, path: Path) -> None:
-    """Save and close ``fig``, written beside ``path`` and renamed over it (never half a PNG)."""
+def save_figure(fig: Figure, path: Path) -> None:
+    """Save ``fig``, written beside ``path`` and renamed over it (never half a PNG)."""
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
         tmp.unlink(missing_ok=True)
 
 
@@ -33,7 +33,7 @@ LABEL_COLORS = {
 }
 
 
-def _overlay(ax: plt.Axes, image: np.ndarray, labels: np.ndarray | None, title: str) -> None:
+def _overlay(ax: Axes, image: np.ndarray, labels: np.ndarray | None, title: str) -> None:
     """An axial slice of the store (LPS axes) as radiologists read it: anterior up, the patient's
     right on the viewer's left, marked R and L."""
     ax.imshow(image.T, cmap="gray", origin="upper")
@@ -56,9 +56,8 @@ def plot_overlays(samples: list[dict], path: Path) -> Path:
     slice) and optionally "slice" (its index) and "attention" (the finest gate's coefficients).
     """
     columns = 5 if any("attention" in s for s in samples) else 4
-    fig, axes = plt.subplots(
-        len(samples), columns, figsize=(2.6 * columns, 2.8 * len(samples)), squeeze=False
-    )
+    fig = Figure(figsize=(2.6 * columns, 2.8 * len(samples)))
+    axes = fig.subplots(len(samples), columns, squeeze=False)
     for row, sample in zip(axes, samples, strict=True):
         where = f"axial slice {sample['slice']}: " if "slice" in sample else ""
         _overlay(row[0], sample["flair"], sample["reference"], f"{sample['title']}\n{where}FLAIR + reference")
@@ -82,7 +81,8 @@ def plot_boxplots(metrics_csv: Path, path: Path, regions: tuple[str, ...] = ("WT
     """Per-patient Dice and IoU per region, as read from metrics.csv."""
     with open(metrics_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig = Figure(figsize=(9, 3.6))
+    axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("dice", "iou"), strict=True):
         data = [[float(r[f"{metric}_{region}"]) for r in rows] for region in regions]
         ax.boxplot(data, tick_labels=list(regions))
@@ -104,7 +104,8 @@ def plot_confusion(confusion: np.ndarray, names: list[str], path: Path) -> Path:
     counts = np.asarray(confusion, dtype=np.float64)
     rows = counts.sum(axis=1, keepdims=True)
     normalized = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    fig = Figure(figsize=(5.2, 4.4))
+    ax = fig.subplots()
     shown = ax.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(names)):
         for j in range(len(names)):
@@ -131,7 +132,8 @@ def plot_confusion(confusion: np.ndarray, names: list[str], path: Path) -> Path:
 def plot_uncertainty(summary: dict, dice: list[float], path: Path) -> Path:
     """Left: error rate of voxels per uncertainty bin (with their count). Right: each patient's mean
     uncertainty over its predicted tumor against its mean Dice of WT, TC and ET."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig = Figure(figsize=(9, 3.6))
+    left, right = fig.subplots(1, 2)
     centers = (np.asarray(summary["bins"][:-1]) + np.asarray(summary["bins"][1:])) / 2
     rates = [np.nan if r is None else r for r in summary["error_rate"]]
     left.bar(centers, rates, width=0.08)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from tumorseg.evaluation.figures import save_figure
 from tumorseg.files import write_csv
@@ -51,7 +51,8 @@ def plot_history(history_csv: Path, out_dir: Path) -> list[Path]:
     }
     written = []
     for name, (title, metrics) in panels.items():
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        fig = Figure(figsize=(10, 3.8))
+        axes = fig.subplots(1, 2)
         for ax, (key, label) in zip(axes, metrics, strict=True):
             for part, style in (("train", "-o"), ("val", "-s")):
                 values = [r.get(f"{part}_{key}", float("nan")) for r in rows]
