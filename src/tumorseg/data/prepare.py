@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 from tqdm import tqdm
 
+from tumorseg import interrupts
 from tumorseg.data.preprocess import preprocess
 from tumorseg.data.sources import Source, discover
 from tumorseg.data.store import Store, check_spacing, write_case, write_root_attrs
@@ -128,6 +129,7 @@ def write_store(
             )
             lines = progress is None and not sys.stdout.isatty()  # no bar (logs, CI): a line per case
             for number, source in enumerate(bar, start=1):
+                interrupts.check()
                 bar.set_postfix_str(source.case_id)
                 if lines:
                     print(f"prepare {number}/{len(sources)}: {source.case_id}", flush=True)

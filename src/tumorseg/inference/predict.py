@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from tumorseg import interrupts
 from tumorseg.data.brats import CaseFiles, find_case_files, find_case_folders, read_case
 from tumorseg.data.case import Case
 from tumorseg.data.preprocess import preprocess
@@ -221,6 +222,7 @@ def segment_all(
             stale.unlink()
     recorded = read_volumes(volumes_file, overwrite) if batch else {}
     for files in tqdm(cases, desc="predict", unit="case", disable=None if progress is None else not progress):
+        interrupts.check()
         target = out / f"{files.case_id}.nii.gz" if batch else out
         try:
             if batch and not overwrite and finished(target, files):
