@@ -451,6 +451,33 @@ def test_a_small_kaggle_slice_declaring_a_huge_image_is_refused(good, tmp_path):
     assert peak < MEMORY_BOUND_MB, f"peak RSS {peak:.0f} MB"
 
 
+def test_values_declaring_their_own_huge_size_are_refused_from_the_metadata(good, tmp_path):
+    """A grid of the right shape whose values are text of a megabyte each: a few kB on disk,
+    gigabytes once read (and then no numbers to compute with)."""
+    text = {"dtype": "S1000000", "chunks": True, "compression": "gzip"}
+    folder = tmp_path / "kaggle"
+    shutil.copytree(good / "kaggle", folder)
+    with h5py.File(folder / "volume_1_slice_4.h5", "w") as handle:
+        handle.create_dataset("image", shape=(24, 24, 4), **text)
+        handle["mask"] = np.zeros((24, 24, 3), np.uint8)
+    code, err, peak = tumorseg_measured("prepare", folder, "--out", tmp_path / "k.h5")
+    words = "'image': values of type |S1000000 are not supported"
+    assert_clean_failure(code, err, "volume_1_slice_4.h5", words)
+    assert peak < MEMORY_BOUND_MB, f"peak RSS {peak:.0f} MB"
+
+    store = tmp_path / "s.h5"
+    assert main(["prepare", str(good / "kaggle"), "--out", str(store)]) == 0
+    with h5py.File(store, "a") as handle:
+        case = handle["cases/volume_1"]
+        shape = case["image"].shape
+        del case["image"]
+        case.create_dataset("image", shape=shape, **text)
+    tiny = ["--channels", 4, 8, "--size", 32, 32, "--workers", 0]
+    code, err, peak = tumorseg_measured("train", "--data", store, "--out", tmp_path / "r", *tiny)
+    assert_clean_failure(code, err, "s.h5", "case 'volume_1' is damaged (image holds |S1000000, not int16)")
+    assert peak < MEMORY_BOUND_MB and not (tmp_path / "r").exists(), f"peak RSS {peak:.0f} MB"
+
+
 def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for level in "bcdefgh":

@@ -4,6 +4,7 @@ import pickle
 import shutil
 import signal
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,26 @@ def test_truncated_and_foreign_and_newer(tmp_path):
         load_checkpoint(tmp_path / "newer.pt")
     with pytest.raises(TumorsegError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_small_checkpoint_declaring_much_more_is_refused_before_reading(tmp_path, monkeypatch):
+    """torch.load inflates deflated zip entries: a checkpoint of 40 MB of weights zipped again
+    with deflate is some 40 kB, and one 100 times larger would fill gigabytes when loaded."""
+    save_checkpoint({"model": {"w": torch.zeros(10_000_000)}}, tmp_path / "c.pt")
+    with (
+        zipfile.ZipFile(tmp_path / "c.pt") as stored,
+        zipfile.ZipFile(tmp_path / "deflated.pt", "w", compression=zipfile.ZIP_DEFLATED) as deflated,
+    ):
+        for entry in stored.infolist():
+            deflated.writestr(entry.filename, stored.read(entry.filename))
+    assert (tmp_path / "deflated.pt").stat().st_size < 1_000_000
+    assert load_checkpoint(tmp_path / "deflated.pt")["model"]["w"].shape == (10_000_000,)  # under the bound
+    monkeypatch.setattr(checkpoint, "MAX_CHECKPOINT_BYTES", 2**25)
+    with pytest.raises(TumorsegError, match=r"deflated.pt: declares 38 MiB once read; .* up to 32 MiB"):
+        load_checkpoint(tmp_path / "deflated.pt")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(TumorsegError, match="old.pt: not a readable checkpoint .not a torch.save zip"):
+        load_checkpoint(tmp_path / "old.pt")  # the zip-less format: its tensors declare their sizes
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -1,7 +1,11 @@
 """Checkpoints: written atomically, read with ``torch.load(weights_only=True)`` only.
 
 A checkpoint holds plain containers, numbers, strings and tensors, nothing that needs
-unpickling code, so a file from elsewhere cannot run anything when loaded.
+unpickling code, so a file from elsewhere cannot run anything when loaded. Nor can it declare
+its own size: torch.load inflates compressed zip entries (torch.save writes them stored), so what
+the zip directory says the entries hold is checked against MAX_CHECKPOINT_BYTES first, and the
+zip-less format of old torch versions, whose tensors declare their sizes in the pickle, is not
+read at all.
 
 Format 2 keeps what a network *is* apart from how it was trained (as nanoGPT keeps
 ``model_args`` apart from its training config)::
@@ -31,6 +35,9 @@ from tumorseg import __version__
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.interrupts import deferred
 
+#: The most a checkpoint may hold once read: far above tumorseg's own (the shipped model 4 MB,
+#: a last.pt with its optimizer state three times its weights).
+MAX_CHECKPOINT_BYTES = 2**31
 FORMAT = "tumorseg-checkpoint"
 FORMAT_VERSION = 2
 #: The keys of a format-1 flat config that describe the network, and their format-2 names.
@@ -56,11 +63,29 @@ def save_checkpoint(state: dict, path: Path) -> None:
         tmp.unlink(missing_ok=True)  # gone after the rename; removed here on any failure or interrupt
 
 
+def check_declared_size(path: Path) -> None:
+    """Refuse a file that is no torch.save zip, or whose entries would fill more memory than any
+    tumorseg checkpoint needs, from the zip directory alone."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise TumorsegError(
+            f"{path}: not a readable checkpoint (not a torch.save zip file: {first_line(err)})"
+        ) from err
+    if declared > MAX_CHECKPOINT_BYTES:
+        raise TumorsegError(
+            f"{path}: declares {declared / 2**20:,.0f} MiB once read; tumorseg reads checkpoints "
+            f"of up to {MAX_CHECKPOINT_BYTES / 2**20:,.0f} MiB"
+        )
+
+
 def load_checkpoint(path: Path) -> dict:
     """Read a tumorseg checkpoint safely, or say why it is not one."""
     path = Path(path)
     if not path.is_file():
         raise TumorsegError(f"{path}: checkpoint does not exist")
+    check_declared_size(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -25,6 +25,7 @@ from tumorseg.data.case import (
     check_case_id,
     check_finite,
     check_grid,
+    check_real_numbers,
     labels_to_internal,
 )
 from tumorseg.errors import TumorsegError, first_line
@@ -146,9 +147,7 @@ def volume_shape(image: nib.Nifti1Image, path: Path) -> tuple[int, ...]:
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     check_grid(shape, str(path))
-    dtype = image.get_data_dtype()
-    if dtype.fields is not None or dtype.kind not in "biuf":
-        raise TumorsegError(f"{path}: voxels of type {dtype} are not supported (expected real numbers)")
+    check_real_numbers(image.get_data_dtype(), str(path))
     check_affine(image.affine, str(path))
     return shape
 

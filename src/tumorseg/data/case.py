@@ -61,6 +61,13 @@ def check_grid(shape: tuple[int, ...], where: str) -> None:
         )
 
 
+def check_real_numbers(dtype: np.dtype, where: str) -> None:
+    """Refuse values that are not plain real numbers (text, records, complex, ...), from the
+    declared type alone: a file declares the size of each value, as it does its shape."""
+    if dtype.fields is not None or dtype.kind not in "biuf" or dtype.itemsize > 8:
+        raise TumorsegError(f"{where}: values of type {dtype} are not supported (expected real numbers)")
+
+
 def check_affine(affine: np.ndarray, where: str) -> None:
     """Refuse an affine that places no voxel in space: non-finite, or with a zero-size axis."""
     affine = np.asarray(affine, dtype=np.float64)

@@ -16,7 +16,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from tumorseg.data.case import MAX_SIDE, MODALITIES, Case, brats_affine, check_finite, check_grid
+from tumorseg.data.case import (
+    MAX_SIDE,
+    MODALITIES,
+    Case,
+    brats_affine,
+    check_finite,
+    check_grid,
+    check_real_numbers,
+)
 from tumorseg.errors import TumorsegError, short
 
 #: ``image[..., i]`` is modality IMAGE_CHANNELS[i].
@@ -77,6 +85,7 @@ def _dataset(handle: h5py.File, key: str, path: Path, shape: tuple[int | None, .
     node = handle.get(key)
     if not isinstance(node, h5py.Dataset):
         raise TumorsegError(f"{path}: '{key}' is not a dataset")
+    check_real_numbers(node.dtype, f"{path}: '{key}'")
     fits = len(node.shape) == len(shape) and all(
         (want is None and 1 <= have <= MAX_SIDE) or have == want
         for have, want in zip(node.shape, shape, strict=True)

@@ -153,16 +153,33 @@ def case_problem(node: h5py.Group, attrs: dict) -> str | None:
     missing = [key for key in REQUIRED_ATTRS if key not in attrs]
     if missing:
         return f"no {', '.join(missing)}"
+    return datasets_problem(node, bool(attrs["has_label"])) or attrs_problem(attrs)
+
+
+def datasets_problem(node: h5py.Group, has_label: bool) -> str | None:
+    """Shapes and value types: what reading a slice would allocate is declared by both."""
     image, label, counts = node.get("image"), node.get("label"), node.get("label_counts")
     if not isinstance(image, h5py.Dataset) or image.ndim != 4 or image.shape[1] != len(MODALITIES):
         return "image is not a (Z, 4, H, W) dataset"
     z, _, h, w = image.shape
     if max(z, h, w) > MAX_SIDE or z * h * w > MAX_VOXELS:
         return f"image shape {image.shape} is larger than tumorseg reads"
-    if bool(attrs["has_label"]) and (not isinstance(label, h5py.Dataset) or label.shape != (z, h, w)):
-        return "label does not match the image"
-    if not isinstance(counts, h5py.Dataset) or counts.shape != (z, NUM_CLASSES):
-        return "label_counts does not match the image"
+    if image.dtype != np.int16:
+        return f"image holds {image.dtype}, not int16"
+    if has_label and (
+        not isinstance(label, h5py.Dataset) or label.shape != (z, h, w) or label.dtype != np.uint8
+    ):
+        return "label is not a uint8 dataset the image's size"
+    if (
+        not isinstance(counts, h5py.Dataset)
+        or counts.shape != (z, NUM_CLASSES)
+        or counts.dtype.kind not in "iu"
+    ):
+        return "label_counts is not an integer dataset that matches the image"
+    return None
+
+
+def attrs_problem(attrs: dict) -> str | None:
     spacing, affine = np.asarray(attrs["spacing"], dtype=float), np.asarray(attrs["affine"], dtype=float)
     if spacing.shape != (3,) or not np.isfinite(spacing).all() or (spacing <= 0).any():
         return f"spacing {short(spacing.tolist())}"
