@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tumorseg import checkpoint
-from tumorseg.checkpoint import load_checkpoint, save_checkpoint
+from tumorseg.checkpoint import load_checkpoint, load_network, save_checkpoint
 from tumorseg.errors import TumorsegError
 
 
@@ -91,6 +91,17 @@ def test_a_small_checkpoint_declaring_much_more_is_refused_before_reading(tmp_pa
     torch.save({"w": torch.zeros(2)}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
     with pytest.raises(TumorsegError, match="old.pt: not a readable checkpoint .not a torch.save zip"):
         load_checkpoint(tmp_path / "old.pt")  # the zip-less format: its tensors declare their sizes
+
+
+def test_weights_that_view_more_values_than_they_hold_are_refused(tmp_path):
+    """A tensor of 10^10 elements over one stored zero is 22 kB on disk; converting it to half
+    precision (pack) would allocate 20 GB."""
+    network = {"model_config": {"channels": [4, 8]}, "epoch": 1}
+    save_checkpoint({**network, "model": {"w": torch.zeros(1).expand(100_000, 100_000)}}, tmp_path / "v.pt")
+    with pytest.raises(TumorsegError, match="v.pt: weight 'w' is not a tensor that holds its own values"):
+        load_network(tmp_path / "v.pt")
+    save_checkpoint({**network, "model": {"w": torch.zeros(3, 3)[:, 1]}}, tmp_path / "slice.pt")
+    assert load_network(tmp_path / "slice.pt")["model"]["w"].shape == (3,)  # a view into more is fine
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

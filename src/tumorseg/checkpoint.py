@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from tumorseg import __version__
-from tumorseg.errors import TumorsegError, first_line
+from tumorseg.errors import TumorsegError, first_line, short
 from tumorseg.interrupts import deferred
 
 #: The most a checkpoint may hold once read: far above tumorseg's own (the shipped model 4 MB,
@@ -114,6 +114,13 @@ def load_network(path: Path) -> dict:
     state = load_checkpoint(path)
     if not isinstance(state.get("model"), dict) or not isinstance(state.get("model_config"), dict):
         raise TumorsegError(f"{path}: checkpoint lacks model weights or config")
+    for name, weight in state["model"].items():  # a view can declare any size over one stored value
+        if not isinstance(weight, torch.Tensor) or (
+            weight.numel() * weight.element_size() > weight.untyped_storage().nbytes()
+        ):
+            raise TumorsegError(
+                f"{path}: weight {short(str(name))} is not a tensor that holds its own values"
+            )
     if not isinstance(state.get("epoch", 0), int):
         raise TumorsegError(f"{path}: checkpoint epoch is not a number")
     return state
