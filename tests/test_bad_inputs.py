@@ -451,6 +451,22 @@ def test_a_small_kaggle_slice_declaring_a_huge_image_is_refused(good, tmp_path):
     assert peak < MEMORY_BOUND_MB, f"peak RSS {peak:.0f} MB"
 
 
+def test_a_case_whose_voxels_would_grow_past_the_limit_when_resampled_is_refused(trained_run, tmp_path):
+    """64^3 voxels of 20 mm (1.6 MB of files) resampled to the model's 1 mm would be 1280^3,
+    8 GB a sequence."""
+    case = tmp_path / CASE
+    case.mkdir()
+    values = np.random.default_rng(0).integers(100, 1000, (64, 64, 64)).astype(np.int16)
+    for name in ("flair", "t1", "t1ce", "t2"):
+        nib.save(nib.Nifti1Image(values, np.diag([20.0, 20.0, 20.0, 1.0])), case / f"{CASE}_{name}.nii.gz")
+    code, err, peak = tumorseg_measured(
+        "predict", "--model", trained_run, case, "--out", tmp_path / "s.nii.gz"
+    )
+    words = "resampled to the model's 1 x 1 x 1 mm voxels, makes a grid of 1280 x 1280 x 1280 voxels"
+    assert_clean_failure(code, err, "flair.nii.gz", words)
+    assert peak < MEMORY_BOUND_MB and not (tmp_path / "s.nii.gz").exists(), f"peak RSS {peak:.0f} MB"
+
+
 def test_values_declaring_their_own_huge_size_are_refused_from_the_metadata(good, tmp_path):
     """A grid of the right shape whose values are text of a megabyte each: a few kB on disk,
     gigabytes once read (and then no numbers to compute with)."""

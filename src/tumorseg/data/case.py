@@ -50,13 +50,13 @@ def brats_affine(shape: tuple[int, ...]) -> np.ndarray:
     return affine
 
 
-def check_grid(shape: tuple[int, ...], where: str) -> None:
+def check_grid(shape: tuple[int, ...], where: str, declares: str = "declares") -> None:
     """Refuse a declared grid that is not 3D or larger than any brain scan, from its shape alone."""
     if len(shape) != 3:
         raise TumorsegError(f"{where}: expected a 3D volume, got shape {short(shape)}")
     if min(shape) < 1 or max(shape) > MAX_SIDE or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
         raise TumorsegError(
-            f"{where}: declares a grid of {' x '.join(map(str, shape))} voxels; "
+            f"{where}: {declares} a grid of {' x '.join(map(str, shape))} voxels; "
             f"tumorseg reads up to {MAX_SIDE} a side and {MAX_VOXELS:,} in all"
         )
 

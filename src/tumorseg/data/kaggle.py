@@ -85,7 +85,6 @@ def _dataset(handle: h5py.File, key: str, path: Path, shape: tuple[int | None, .
     node = handle.get(key)
     if not isinstance(node, h5py.Dataset):
         raise TumorsegError(f"{path}: '{key}' is not a dataset")
-    check_real_numbers(node.dtype, f"{path}: '{key}'")
     fits = len(node.shape) == len(shape) and all(
         (want is None and 1 <= have <= MAX_SIDE) or have == want
         for have, want in zip(node.shape, shape, strict=True)
@@ -95,6 +94,7 @@ def _dataset(handle: h5py.File, key: str, path: Path, shape: tuple[int | None, .
         raise TumorsegError(
             f"{path}: '{key}' has shape {node.shape}, expected ({expected}) with N <= {MAX_SIDE}"
         )
+    check_real_numbers(node.dtype, f"{path}: '{key}'")
     return node[()]
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from nibabel import orientations
 from scipy import ndimage
 
-from tumorseg.data.case import MODALITIES, Case, voxel_spacing
+from tumorseg.data.case import MODALITIES, Case, check_grid, voxel_spacing
 from tumorseg.errors import TumorsegError
 from tumorseg.labels import NUM_CLASSES
 
@@ -185,6 +185,8 @@ def preprocess(case: Case, spacing: tuple[float, float, float] | list[float] | N
         resampled_to = tuple(float(s) for s in spacing)
         sides = zip(volumes[0].shape, case.spacing, spacing, strict=True)
         shape = tuple(max(1, round(n * old / new)) for n, old, new in sides)
+        mm = " x ".join(f"{s:g}" for s in resampled_to)  # 20 mm voxels resampled to 1 mm are 8,000
+        check_grid(shape, where, f"resampled to the model's {mm} mm voxels, makes")
         volumes = [resample(volume, shape, order=1) for volume in volumes]
     stored, scales, means, stds = [], [], [], []
     for modality, volume in zip(MODALITIES, volumes, strict=True):
