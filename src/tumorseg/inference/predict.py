@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from tumorseg import interrupts
 from tumorseg.data.brats import CaseFiles, find_case_files, find_case_folders, read_case
-from tumorseg.data.case import Case
+from tumorseg.data.case import Case, check_grid
 from tumorseg.data.preprocess import preprocess
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.files import write_json
@@ -311,12 +311,17 @@ def case_files(folders: list[Path]) -> tuple[list[CaseFiles], list[tuple[str, st
 
 
 def finished(target: Path, files: CaseFiles) -> bool:
-    """Whether an earlier run left a whole label map for this case (a zero-byte or broken file, or
-    one of another grid, is redone)."""
+    """Whether an earlier run left a whole label map for this case (a zero-byte, truncated or
+    broken file, or one of another grid, is redone)."""
     if not target.exists():
         return False
     try:
-        return nib.load(target).shape == nib.load(files.paths[0]).shape
+        image = nib.load(target)
+        if image.shape != nib.load(files.paths[0]).shape:
+            return False
+        check_grid(image.shape, str(target))  # before reading it whole: a header may declare anything
+        np.asarray(image.dataobj)
+        return True
     except Exception:  # noqa: BLE001 (any unreadable leftover is simply redone)
         return False
 
