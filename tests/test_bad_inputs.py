@@ -437,6 +437,28 @@ def test_a_small_nifti_declaring_a_huge_grid_is_refused_from_its_header(good, tm
     assert peak < MEMORY_BOUND_MB, f"peak RSS {peak:.0f} MB"
 
 
+@pytest.mark.parametrize(
+    ("vox_offset", "words"),
+    [
+        (352 + 2**30, "bytes of header extensions; tumorseg reads up to 16,777,216"),
+        (0, "puts its voxels at offset 0"),
+    ],
+)
+def test_header_extensions_are_bounded_before_they_are_read(good, tmp_path, capsys, vox_offset, words):
+    """nibabel reads a NIfTI file's header extensions whole, each of the size it declares (or all
+    to the end of the file when vox_offset lies before them): a gzip of zeros declaring
+    gigabytes is a few MB. Here the header alone declares them."""
+    case = tmp_path / CASE
+    shutil.copytree(good / "cases" / CASE, case)
+    header = nib.Nifti1Header()
+    header.set_data_shape((24, 24, 10))
+    header["vox_offset"] = vox_offset
+    extension = (1).to_bytes(4, "little") + (2**30).to_bytes(4, "little") + bytes(4)
+    (case / f"{CASE}_t2.nii.gz").write_bytes(gzip.compress(header.binaryblock + extension + bytes(4096)))
+    code, err = run(["prepare", case, "--out", tmp_path / "s.h5"], capsys)
+    assert_clean_failure(code, err, "t2.nii.gz", words)
+
+
 def test_a_small_kaggle_slice_declaring_a_huge_image_is_refused(good, tmp_path):
     folder = tmp_path / "kaggle"
     shutil.copytree(good / "kaggle", folder)

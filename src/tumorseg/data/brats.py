@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
 
 from tumorseg.data.case import (
     MODALITIES,
@@ -47,6 +48,8 @@ _NAME = re.compile(
     re.IGNORECASE,
 )
 AFFINE_TOLERANCE = 1e-3  # mm; co-registered BraTS modalities share the affine exactly
+#: The most a NIfTI file's header extensions may hold (dcm2niix writes a few kB, if any).
+MAX_EXTENSION_BYTES = 2**24
 
 
 def is_nifti(path: Path) -> bool:
@@ -134,11 +137,41 @@ def find_case_files(folder: Path, require_label: bool = True, require_all: bool 
 def open_nifti(path: Path) -> nib.Nifti1Image:
     """A NIfTI image with only its header read; its voxels are decoded when asked for."""
     try:
+        check_extensions(path)
         return nib.load(path)
     except FileNotFoundError as err:
         raise TumorsegError(f"{path}: file does not exist") from err
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
         raise TumorsegError(f"{path}: not a readable NIfTI file ({first_line(err)})") from err
+
+
+def check_extensions(path: Path) -> None:
+    """Refuse header extensions larger than MAX_EXTENSION_BYTES before nibabel reads them whole:
+    each declares its own size, and a gzip of zeros declaring gigabytes is a few MB. They lie
+    between the header (flagged in the 4 bytes after it) and the voxels (``vox_offset``)."""
+    with ImageOpener(path) as handle:
+        start = handle.read(nib.Nifti2Header.template_dtype.itemsize + 4)
+    for kind in (nib.Nifti1Header, nib.Nifti2Header):
+        size = kind.template_dtype.itemsize
+        if len(start) > size and size in (
+            int.from_bytes(start[:4], "little"),
+            int.from_bytes(start[:4], "big"),
+        ):
+            break
+    else:
+        return  # not NIfTI: nibabel says what it is not
+    if start[size] == 0:
+        return  # no extensions
+    offset = float(kind(start[:size], check=False)["vox_offset"])
+    if offset < size + 4:  # nibabel would read extensions to the end of the file
+        raise TumorsegError(
+            f"{path}: flags header extensions but puts its voxels at offset {offset:g}, before them"
+        )
+    if not offset - size - 4 <= MAX_EXTENSION_BYTES:  # NaN included
+        raise TumorsegError(
+            f"{path}: declares {offset - size - 4:,.0f} bytes of header extensions; "
+            f"tumorseg reads up to {MAX_EXTENSION_BYTES:,}"
+        )
 
 
 def volume_shape(image: nib.Nifti1Image, path: Path) -> tuple[int, ...]:

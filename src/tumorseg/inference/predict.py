@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tumorseg import interrupts
-from tumorseg.data.brats import CaseFiles, find_case_files, find_case_folders, read_case
+from tumorseg.data.brats import CaseFiles, find_case_files, find_case_folders, open_nifti, read_case
 from tumorseg.data.case import Case, check_grid
 from tumorseg.data.preprocess import preprocess
 from tumorseg.errors import TumorsegError, first_line
@@ -316,8 +316,8 @@ def finished(target: Path, files: CaseFiles) -> bool:
     if not target.exists():
         return False
     try:
-        image = nib.load(target)
-        if image.shape != nib.load(files.paths[0]).shape:
+        image = open_nifti(target)
+        if image.shape != open_nifti(files.paths[0]).shape:
             return False
         check_grid(image.shape, str(target))  # before reading it whole: a header may declare anything
         np.asarray(image.dataobj)
