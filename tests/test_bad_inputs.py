@@ -692,7 +692,8 @@ def test_case_ids_that_cannot_name_files_and_titles_with_dollars(tmp_path):
 def test_a_run_that_never_finished_an_epoch_restarts(cohort, tmp_path, capsys):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    (run_dir / "config.yaml").write_text("epochs: 3\n")  # as left by an interrupted first epoch
+    (run_dir / "run.json").write_text(f'{{"store": "{cohort}"}}')  # as an interrupted first epoch left it
+    (run_dir / "config.yaml").write_text("epochs: 3\n")
     (run_dir / "split.json").write_text("{}")
     code, err = run(["train", "--resume", run_dir], capsys)
     assert_clean_failure(code, err, str(run_dir), "never finished an epoch; start it again with")
@@ -701,6 +702,26 @@ def test_a_run_that_never_finished_an_epoch_restarts(cohort, tmp_path, capsys):
     assert main([str(a) for a in args]) == 0
     assert "never finished an epoch; starting it again" in capsys.readouterr().out
     assert (run_dir / "last.pt").exists()
+
+
+def test_a_folder_of_someone_elses_files_is_no_run_to_restart(cohort, tmp_path, capsys):
+    """Files named as a run's (a config.yaml, a history.csv) in a folder without run.json were
+    taken for a run that never finished an epoch, and removed, the --config given included."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(
+        "epochs: 1\nchannels: [4, 8]\nsize: [32, 32]\nworkers: 0\n# my notes\n"
+    )
+    (folder / "history.csv").write_text("my results\n")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    args = ["train", "--config", folder / "config.yaml", "--data", cohort, "--out", folder]
+    assert_clean_failure(
+        *run(args, capsys), "config.yaml", "a run would write over this file, which no run wrote"
+    )
+    assert_clean_failure(
+        *run(["train", "--resume", folder], capsys), str(folder), "no last.pt to resume from"
+    )
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
 # class 8: leftovers

@@ -1,7 +1,7 @@
 """The run directory: the one place that knows the names of a run's files.
 
 config.yaml       the resolved training configuration (with the model's own section)
-run.json          the store it trained on, and when
+run.json          the store it trained on, and when (written first: it marks the folder as a run)
 environment.json  versions of Python, torch, MONAI, CUDA, the device, the git commit
 split.json        the patient-level split
 history.csv       one row per finished epoch; loss_accuracy.png, dice_iou.png drawn from it
@@ -54,11 +54,24 @@ class RunDir:
         return self.root / f"evaluation-{split}{variant}"
 
     def holds_run(self) -> bool:
-        return self.last.exists() or self.config.exists()
+        return self.last.exists() or self.record.exists()
+
+    def foreign_files(self) -> list[Path]:
+        """Files named as a run's in a directory that holds no run: someone else's, never replaced."""
+        names = (
+            self.config,
+            self.environment,
+            self.split,
+            self.history,
+            self.best,
+            *self.figures,
+            self.report,
+        )
+        return [] if self.holds_run() else [path for path in names if path.exists()]
 
     def started_only(self) -> bool:
-        """A run that was begun but never finished an epoch: files of its start, no last.pt."""
-        return self.config.exists() and not self.last.exists()
+        """A run that was begun but never finished an epoch: its record (written first), no last.pt."""
+        return self.record.exists() and not self.last.exists()
 
     def clear_start(self) -> None:
         """Remove what a run that never finished an epoch wrote, so that it can start again."""

@@ -211,6 +211,11 @@ def resolve_run(
         raise TumorsegError(
             f"{run.root}: already holds a run; continue it with --resume or choose another --out"
         )
+    elif main and run.foreign_files():
+        raise TumorsegError(
+            f"{run.foreign_files()[0]}: a run would write over this file, which no run wrote "
+            f"(there is no {run.record.name}); choose another --out"
+        )
     return config, store_path, None
 
 
@@ -256,13 +261,13 @@ def record_run(
     fresh: bool,
 ) -> None:
     run.root.mkdir(parents=True, exist_ok=True)
-    save_config(config, run.config)
-    save_split(run.split, split, seed=config.seed, folds=config.folds, fold=config.fold)
-    write_json(run.environment, environment(device, world))
-    if fresh:
+    if fresh:  # first: the record marks the directory as a run (RunDir.started_only)
         write_json(
             run.record, {"store": str(store_path.resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         )
+    save_config(config, run.config)
+    save_split(run.split, split, seed=config.seed, folds=config.folds, fold=config.fold)
+    write_json(run.environment, environment(device, world))
 
 
 def build(config: TrainConfig, steps_per_epoch: int, device: torch.device) -> Trainer:
