@@ -616,6 +616,22 @@ def test_bad_config_values_leave_no_run_directory(cohort, tmp_path, capsys, text
     assert len(err) < 300 and not (tmp_path / "r").exists()
 
 
+def test_json_nested_deeper_than_python_parses_is_named(cohort, trained_run, tmp_path, capsys):
+    """json.loads raises RecursionError on "[" * 100000, which no reader of a JSON file caught."""
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "split.json").write_text(deep)
+    args = ["train", "--data", cohort, "--out", tmp_path / "r", "--split", tmp_path / "split.json"]
+    assert_clean_failure(*run(args, capsys), "split.json", "nested too deeply")
+    (tmp_path / "rule.json").write_text(deep)
+    args = ["pack", trained_run, "--out", tmp_path / "m.pt", "--postprocessing", tmp_path / "rule.json"]
+    assert_clean_failure(*run(args, capsys), "rule.json", "nested too deeply")
+    resumed = tmp_path / "resumed"
+    shutil.copytree(trained_run, resumed)
+    (resumed / "run.json").write_text(deep)
+    args = ["train", "--resume", resumed, "--epochs", 3]
+    assert_clean_failure(*run(args, capsys), "run.json", "nested too deeply")
+
+
 def test_split_with_a_negative_seed(good, tmp_path, capsys):
     assert main(["prepare", str(good / "kaggle"), "--out", str(tmp_path / "s.h5")]) == 0
     capsys.readouterr()

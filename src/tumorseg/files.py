@@ -2,7 +2,7 @@
 
 A reader (or a process killed mid-write) sees the old file or the new one, never half of one.
 Large binary outputs (the store, checkpoints, NIfTI, figures) follow the same rule in their
-own modules, since each library writes its own files.
+own modules, since each library writes its own files. JSON is read back with ``load_json``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,16 @@ def write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def load_json(path: Path) -> object:
+    """The JSON value in ``path``. Every malformed file is a ValueError, arrays nested too deep for
+    Python's parser included (``[[[[...`` raises RecursionError)."""
+    text = Path(path).read_text()
+    try:
+        return json.loads(text)
+    except RecursionError as err:
+        raise ValueError("nested too deeply") from err
 
 
 def write_json(path: Path, value: object) -> None:

@@ -15,7 +15,6 @@ and stored in the model file (``tumorseg pack``), from which predict and evaluat
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from tumorseg.errors import TumorsegError, first_line
+from tumorseg.files import load_json
 
 #: Internal classes (labels.py): 1 necrosis / non-enhancing core, 3 enhancing tumor.
 NECROSIS, ENHANCING = 1, 3
@@ -48,8 +48,8 @@ class PostProcessing:
     def from_file(cls, path: Path) -> PostProcessing:
         """A rule saved as JSON (``tumorseg cv --choose-postprocessing`` writes one)."""
         try:
-            mapping = json.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            mapping = load_json(path)
+        except (OSError, ValueError) as err:
             raise TumorsegError(f"{path}: not a readable post-processing file ({first_line(err)})") from err
         return cls.from_mapping(mapping, str(path))
 

@@ -13,12 +13,12 @@ report.html       what ``tumorseg report`` wrote
 
 from __future__ import annotations
 
-import json
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tumorseg.errors import TumorsegError
+from tumorseg.files import load_json
 from tumorseg.locks import exclusive_lock
 
 
@@ -86,10 +86,10 @@ class RunDir:
     def store(self) -> Path:
         """The store the run trained on, as run.json records it."""
         try:
-            return Path(json.loads(self.record.read_text())["store"])
+            return Path(load_json(self.record)["store"])
         except FileNotFoundError as err:
             raise TumorsegError(f"{self.record}: missing; give the store with --data") from err
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError) as err:
             raise TumorsegError(
                 f"{self.record}: not a run record ({err}); give the store with --data"
             ) from err

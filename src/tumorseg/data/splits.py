@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from tumorseg.errors import TumorsegError
-from tumorseg.files import write_json
+from tumorseg.files import load_json, write_json
 
 PARTS = ("train", "val", "test")
 #: Room for a million case ids: a larger file is not a split.
@@ -73,10 +72,10 @@ def load_split(path: Path) -> dict[str, list[str]]:
     if Path(path).is_file() and Path(path).stat().st_size > MAX_SPLIT_BYTES:
         raise TumorsegError(f"{path}: larger than a split file can be")
     try:
-        raw = json.loads(Path(path).read_text())
+        raw = load_json(path)
     except FileNotFoundError as err:
         raise TumorsegError(f"{path}: split file does not exist") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except ValueError as err:
         raise TumorsegError(f"{path}: not a JSON split file ({err})") from err
     if not isinstance(raw, dict) or not all(isinstance(raw.get(p), list) for p in PARTS):
         raise TumorsegError(f"{path}: a split file needs lists 'train', 'val' and 'test'")

@@ -16,7 +16,6 @@ saw it. That is how an ensemble is measured on patients none of its members saw.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.evaluate import Predictor, evaluate_run, statistics
 from tumorseg.evaluation.metrics import METRICS
 from tumorseg.evaluation.postprocessing import Choice, choose_postprocessing
-from tumorseg.files import write_csv, write_json
+from tumorseg.files import load_json, write_csv, write_json
 from tumorseg.rundir import RunDir
 
 TABLE_STRUCTURES = ("WT", "TC", "ET")
@@ -143,7 +142,7 @@ def evaluated_by(folder: Path, predictor: Predictor, group: list[RunDir]) -> boo
     """Whether ``folder`` holds an evaluation by this very predictor (the same models, TTA and
     post-processing) made since the folds' checkpoints were saved: then it is not made again."""
     try:
-        summary = json.loads((folder / "summary.json").read_text())
+        summary = load_json(folder / "summary.json")
     except (OSError, ValueError):
         return False
     metrics = folder / "metrics.csv"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
 from pathlib import Path
 
 from tumorseg.errors import TumorsegError, first_line
@@ -13,7 +12,7 @@ from tumorseg.evaluation.metrics import METRICS, STRUCTURES
 from tumorseg.evaluation.viewer import SCRIPT as VIEWER_SCRIPT
 from tumorseg.evaluation.viewer import STYLE as VIEWER_STYLE
 from tumorseg.evaluation.viewer import viewer_block
-from tumorseg.files import write_text
+from tumorseg.files import load_json, write_text
 from tumorseg.labels import CLASS_NAMES
 from tumorseg.outputs import claim_outputs
 from tumorseg.rundir import RunDir
@@ -32,8 +31,8 @@ img { max-width: 100%; } pre { background: #f6f6f6; padding: .8em; overflow-x: a
 def read_json(path: Path) -> dict:
     """A JSON record a run or an evaluation wrote, or a clear error if it is not one."""
     try:
-        value = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
+        value = load_json(path)
+    except ValueError as err:
         raise TumorsegError(f"{path}: not valid JSON ({first_line(err)})") from err
     if not isinstance(value, dict):
         raise TumorsegError(f"{path}: not a JSON record")
@@ -143,7 +142,7 @@ def evaluation_parts(evaluation: Path) -> list[str]:
             "reference outlined.</p>"
         )
         try:
-            viewers = json.loads((evaluation / "viewers.json").read_text())
+            viewers = load_json(evaluation / "viewers.json")
         except ValueError as err:
             raise TumorsegError(f"{evaluation / 'viewers.json'}: not valid JSON ({first_line(err)})") from err
         parts += [viewer_block(data, f"viewer-{i}") for i, data in enumerate(viewers)]

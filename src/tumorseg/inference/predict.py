@@ -10,7 +10,6 @@ are written under a temporary name and renamed, so a killed batch leaves only wh
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from tumorseg.data.brats import CaseFiles, find_case_files, find_case_folders, o
 from tumorseg.data.case import Case, check_grid
 from tumorseg.data.preprocess import preprocess
 from tumorseg.errors import TumorsegError, first_line
-from tumorseg.files import write_json
+from tumorseg.files import load_json, write_json
 from tumorseg.inference.onnx import onnx_path
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.labels import region_volumes, to_brats, to_internal
@@ -331,10 +330,10 @@ def read_volumes(path: Path, overwrite: bool) -> dict:
     if not path.exists():
         return {}
     try:
-        recorded = json.loads(path.read_text())
+        recorded = load_json(path)
         if not isinstance(recorded, dict):
             raise ValueError("not a mapping of case ids")
-    except (ValueError, UnicodeDecodeError) as err:
+    except ValueError as err:
         if overwrite:
             return {}
         raise TumorsegError(
