@@ -20,8 +20,16 @@ import numpy as np
 from tqdm import tqdm
 
 from tumorseg import interrupts
-from tumorseg.data.brats import CaseFiles, find_case_files, find_case_folders, open_nifti, read_case
-from tumorseg.data.case import Case, check_grid
+from tumorseg.data.brats import (
+    CaseFiles,
+    find_case_files,
+    find_case_folders,
+    open_nifti,
+    read_case,
+    read_voxels,
+    volume_shape,
+)
+from tumorseg.data.case import Case
 from tumorseg.data.preprocess import preprocess
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.files import load_json, write_json
@@ -224,9 +232,9 @@ def segment_all(
         interrupts.check()
         target = out / f"{files.case_id}.nii.gz" if batch else out
         try:
-            if batch and not overwrite and finished(target, files):
+            if batch and not overwrite and (done := leftover(target, files)) is not None:
                 result.skipped.append(target)
-                recorded = record_skipped(files.case_id, target, volumes_file, recorded, options["labels"])
+                recorded = record_skipped(files.case_id, *done, volumes_file, recorded, options["labels"])
                 continue
             companions = [
                 beside(target, suffix)
@@ -309,20 +317,18 @@ def case_files(folders: list[Path]) -> tuple[list[CaseFiles], list[tuple[str, st
     return found, failed
 
 
-def finished(target: Path, files: CaseFiles) -> bool:
-    """Whether an earlier run left a whole label map for this case (a zero-byte, truncated or
-    broken file, or one of another grid, is redone)."""
+def leftover(target: Path, files: CaseFiles) -> tuple[np.ndarray, np.ndarray] | None:
+    """The label map an earlier run left for this case and its affine, read whole and checked as
+    any input; None (redo it) for a zero-byte, truncated or broken file, or one of another grid."""
     if not target.exists():
-        return False
+        return None
     try:
         image = open_nifti(target)
         if image.shape != open_nifti(files.paths[0]).shape:
-            return False
-        check_grid(image.shape, str(target))  # before reading it whole: a header may declare anything
-        np.asarray(image.dataobj)
-        return True
+            return None
+        return read_voxels(image, volume_shape(image, target), target), image.affine
     except Exception:  # noqa: BLE001 (any unreadable leftover is simply redone)
-        return False
+        return None
 
 
 def read_volumes(path: Path, overwrite: bool) -> dict:
@@ -342,15 +348,16 @@ def read_volumes(path: Path, overwrite: bool) -> dict:
     return recorded
 
 
-def record_skipped(case_id: str, target: Path, volumes_file: Path, recorded: dict, labels: str) -> dict:
+def record_skipped(
+    case_id: str, values: np.ndarray, affine: np.ndarray, volumes_file: Path, recorded: dict, labels: str
+) -> dict:
     """A batch killed between a label map and volumes.json: fill the case in from its label map."""
     if case_id in recorded:
         return recorded
-    image = nib.load(target)
     try:
-        classes = to_internal(np.asarray(image.dataobj), labels)
+        classes = to_internal(values, labels)
     except ValueError:  # written with the other --labels convention: left unrecorded
         return recorded
-    recorded = {**recorded, case_id: tumor_volumes(classes, image.affine)}
+    recorded = {**recorded, case_id: tumor_volumes(classes, affine)}
     write_json(volumes_file, recorded)
     return recorded

@@ -211,9 +211,9 @@ def resolve_run(
         raise TumorsegError(
             f"{run.root}: already holds a run; continue it with --resume or choose another --out"
         )
-    elif main and run.foreign_files():
+    elif main and (foreign := run.foreign_files()):
         raise TumorsegError(
-            f"{run.foreign_files()[0]}: a run would write over this file, which no run wrote "
+            f"{foreign[0]}: a run would write over this file, which no run wrote "
             f"(there is no {run.record.name}); choose another --out"
         )
     return config, store_path, None
