@@ -489,6 +489,20 @@ def test_a_case_whose_voxels_would_grow_past_the_limit_when_resampled_is_refused
     assert peak < MEMORY_BOUND_MB and not (tmp_path / "s.nii.gz").exists(), f"peak RSS {peak:.0f} MB"
 
 
+def test_a_model_config_declaring_a_huge_network_is_refused_before_it_is_built(good, trained_run, tmp_path):
+    """The config in a model file says how wide the network is: its bottom stage widened to 12,000
+    channels (the file still 100 kB) asks for a network of gigabytes before any weight is read."""
+    state = torch.load(trained_run / "best.pt", weights_only=True)
+    state["model_config"]["channels"][-1] = 12_000
+    torch.save(state, tmp_path / "wide.pt")
+    code, err, peak = tumorseg_measured(
+        "predict", "--model", tmp_path / "wide.pt", good / "cases" / CASE, "--out", tmp_path / "s.nii.gz"
+    )
+    assert peak < MEMORY_BOUND_MB and not (tmp_path / "s.nii.gz").exists(), f"peak RSS {peak:.0f} MB"
+    assert_clean_failure(code, err, "wide.pt", "weights do not fit the model its config describes")
+    assert "in the file" in err and "12000" in err
+
+
 def test_values_declaring_their_own_huge_size_are_refused_from_the_metadata(good, tmp_path):
     """A grid of the right shape whose values are text of a megabyte each: a few kB on disk,
     gigabytes once read (and then no numbers to compute with)."""

@@ -23,9 +23,9 @@ from tumorseg.checkpoint import load_network
 from tumorseg.data.case import MODALITIES
 from tumorseg.data.preprocess import with_context
 from tumorseg.devices import resolve_device
-from tumorseg.errors import TumorsegError, first_line
+from tumorseg.errors import TumorsegError
 from tumorseg.inference.bundle import BUNDLED_ANY_SEQUENCES, BUNDLED_MODEL
-from tumorseg.models import AttentionUNet, ModelConfig, create_network
+from tumorseg.models import AttentionUNet, ModelConfig, network_with_weights
 from tumorseg.models.blocks import pad_to_multiple
 from tumorseg.postprocess import PostProcessing
 from tumorseg.rundir import model_checkpoints
@@ -392,13 +392,7 @@ def load_member(path: Path, device: torch.device) -> tuple[ModelConfig, int, Pos
     state = load_network(path)
     config = ModelConfig.from_mapping(state["model_config"], f"{path} (model_config)")
     rule = PostProcessing.from_mapping(state.get("postprocessing", {}), str(path))
-    model = create_network(config)
-    try:
-        model.load_state_dict(state["model"])  # fp16 weights of a packed model are read into float32
-    except RuntimeError as err:
-        raise TumorsegError(
-            f"{path}: weights do not fit the model its config describes ({first_line(err)})"
-        ) from err
+    model = network_with_weights(config, state["model"], str(path))
     return (
         config,
         int(state.get("epoch", 0)),

@@ -1,11 +1,13 @@
 """Models: the Attention U-Net (and MONAI's, for side-by-side comparisons), built from a ModelConfig."""
 
+import torch
 from torch import nn
 
+from tumorseg.errors import TumorsegError
 from tumorseg.models.attention_unet import AttentionUNet, build_model
 from tumorseg.models.config import ModelConfig
 
-__all__ = ["AttentionUNet", "ModelConfig", "build_model", "create_network"]
+__all__ = ["AttentionUNet", "ModelConfig", "build_model", "create_network", "network_with_weights"]
 
 
 def create_network(config: ModelConfig) -> nn.Module:
@@ -23,6 +25,25 @@ def create_network(config: ModelConfig) -> nn.Module:
     bias = target.initial_bias()
     for head in output_convolutions(model):
         head.bias.data.copy_(bias)
+    return model
+
+
+def network_with_weights(config: ModelConfig, weights: dict, where: str) -> nn.Module:
+    """The network ``config`` describes, holding ``weights``. A model file's config can declare any
+    width, so the network is first laid out on the meta device (no memory) and compared with the
+    weights, which hold their own values: only a network the size of the file is ever allocated."""
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in create_network(config).state_dict().items()}
+    given = {name: tuple(t.shape) for name, t in weights.items()}
+    if expected != given:
+        name = next(n for n in sorted(expected.keys() | given.keys()) if expected.get(n) != given.get(n))
+        raise TumorsegError(
+            f"{where}: weights do not fit the model its config describes ({name[:80]}: "
+            f"{list(given[name]) if name in given else 'missing'} in the file, "
+            f"{list(expected[name]) if name in expected else 'none'} in the model)"
+        )
+    model = create_network(config)
+    model.load_state_dict(weights)  # fp16 weights of a packed model are read into float32
     return model
 
 
