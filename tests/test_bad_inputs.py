@@ -503,6 +503,32 @@ def test_a_model_config_declaring_a_huge_network_is_refused_before_it_is_built(g
     assert "in the file" in err and "12000" in err
 
 
+@pytest.mark.parametrize(
+    ("declared", "words"),
+    [
+        ({"channels": [2] * 16}, "channels = [2, 2, 2, 2, ...] is out of range"),  # pads to 32768^2
+        ({"dims": 3, "channels": [2, 2], "patch": [1024, 1024, 1024]}, "patch = [1024, 1024, 1024] is out of range"),
+    ],
+    ids=["sixteen-stages", "patch-of-a-gigavoxel"],
+)
+def test_a_model_whose_inputs_would_be_padded_to_gigabytes_is_refused(
+    good, trained_run, tmp_path, declared, words
+):
+    """A network's depth sets the stride slices are padded to, a 3D network's patch the box it
+    slides; both are the model file's to declare, with weights of a few kB that fit them."""
+    from tumorseg.models import ModelConfig, create_network
+
+    state = torch.load(trained_run / "best.pt", weights_only=True)
+    state["model_config"] |= {**declared, "deep_supervision": False}
+    state["model"] = create_network(ModelConfig(**state["model_config"])).state_dict()
+    torch.save(state, tmp_path / "padded.pt")
+    code, err, peak = tumorseg_measured(
+        "predict", "--model", tmp_path / "padded.pt", good / "cases" / CASE, "--out", tmp_path / "s.nii.gz"
+    )
+    assert peak < MEMORY_BOUND_MB and not (tmp_path / "s.nii.gz").exists(), f"peak RSS {peak:.0f} MB"
+    assert_clean_failure(code, err, "padded.pt", words)
+
+
 def test_values_declaring_their_own_huge_size_are_refused_from_the_metadata(good, tmp_path):
     """A grid of the right shape whose values are text of a megabyte each: a few kB on disk,
     gigabytes once read (and then no numbers to compute with)."""

@@ -6,6 +6,7 @@ validate training settings such as the learning rate or the number of workers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -17,6 +18,10 @@ from tumorseg.settings import option
 from tumorseg.targets import TARGETS, Target
 
 ARCHITECTURES = ("attention_unet", "monai_attention_unet")
+#: Stages of a network (a stride of 128) and voxels of a 3D patch (e.g. 160 x 192 x 128) at most:
+#: inputs are padded to multiples of the stride and slid over patch by patch, so a model file
+#: declaring more would make predict allocate in proportion (16 stages pad a slice to 32768^2).
+MAX_STAGES, MAX_PATCH_VOXELS = 8, 2**22
 
 
 @dataclass
@@ -64,9 +69,9 @@ class ModelConfig:
             [
                 (self.name in ARCHITECTURES, "name", " or ".join(ARCHITECTURES)),
                 (
-                    len(self.channels) >= 2 and all(c > 0 for c in self.channels),
+                    2 <= len(self.channels) <= MAX_STAGES and all(c > 0 for c in self.channels),
                     "channels",
-                    "2+ positive ints",
+                    f"2 to {MAX_STAGES} positive ints",
                 ),
                 (self.norm in ("batch", "instance"), "norm", "batch or instance"),
                 (self.target in TARGETS, "target", " or ".join(TARGETS)),
@@ -83,9 +88,11 @@ class ModelConfig:
                 [
                     (self.context == 0, "context", "0 with dims 3 (a 3D network sees its neighbours)"),
                     (
-                        len(self.patch) == 3 and all(p > 0 and p % self.stride == 0 for p in self.patch),
+                        len(self.patch) == 3
+                        and all(p > 0 and p % self.stride == 0 for p in self.patch)
+                        and math.prod(self.patch) <= MAX_PATCH_VOXELS,
                         "patch",
-                        f"three multiples of the stride {self.stride}",
+                        f"three multiples of the stride {self.stride}, {MAX_PATCH_VOXELS} voxels at most",
                     ),
                 ],
                 self,
