@@ -507,7 +507,10 @@ def test_a_model_config_declaring_a_huge_network_is_refused_before_it_is_built(g
     ("declared", "words"),
     [
         ({"channels": [2] * 16}, "channels = [2, 2, 2, 2, ...] is out of range"),  # pads to 32768^2
-        ({"dims": 3, "channels": [2, 2], "patch": [1024, 1024, 1024]}, "patch = [1024, 1024, 1024] is out of range"),
+        (
+            {"dims": 3, "channels": [2, 2], "patch": [1024, 1024, 1024]},
+            "patch = [1024, 1024, 1024] is out of range",
+        ),
     ],
     ids=["sixteen-stages", "patch-of-a-gigavoxel"],
 )
