@@ -9,6 +9,7 @@ from scipy import ndimage
 from tumorseg.checkpoint import load_checkpoint, save_checkpoint
 from tumorseg.cli import main
 from tumorseg.errors import TumorsegError
+from tumorseg.evaluation.metrics import region_dice
 from tumorseg.evaluation.postprocessing import choose_postprocessing
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.postprocess import PostProcessing
@@ -56,12 +57,31 @@ def test_thresholds_are_chosen_only_when_they_raise_the_mean_dice():
     reference = blobs()
     reference[reference == 3] = 1  # a patient without enhancing tumor ...
     reference[18, 18, 18] = reference[15:17, 15:17, 15:17] = 0  # ... and without the islands
-    choice = choose_postprocessing([(blobs(), reference, 0.001)] * 3)
+    choice = choose_postprocessing([(blobs(), reference, 0.001, 0)] * 3)
     assert choice.chosen == PostProcessing(min_island_ml=0.1, min_et_ml=0.05)  # the smallest that work
     assert {row["dice_ET"] for row in choice.rows if row["min_et_ml"] >= 0.05} == {1.0}
     assert "chosen: tumor islands < 0.1 mL removed; enhancing tumor < 0.05 mL" in choice.table()
-    unchanged = choose_postprocessing([(reference, reference, 0.001)])
+    unchanged = choose_postprocessing([(reference, reference, 0.001, 0)])
     assert unchanged.chosen == PostProcessing()
+    assert choice.nested is None and "other folds" not in choice.table()  # one fold: nothing nested
+
+
+def test_each_fold_is_also_scored_with_the_rule_the_other_folds_choose():
+    """Fold 0's islands are false positives, fold 1's are real tumor: chosen on all patients, the
+    island rule flatters itself; fold by fold, each gets the other's choice and pays for it."""
+    islands = blobs()
+    clean = islands.copy()
+    clean[18, 18, 18] = clean[15:17, 15:17, 15:17] = 0
+    patients = [(islands, clean, 0.001, 0)] * 3 + [(islands, islands, 0.001, 1)] * 2
+    choice = choose_postprocessing(patients)
+    assert choice.chosen == PostProcessing(min_island_ml=0.1)  # 3 patients gain more than 2 lose
+    assert choice.nested_rules == [PostProcessing(), PostProcessing(min_island_ml=0.1)]
+    fold_0 = region_dice(islands, clean)  # kept the islands fold 1 chose to keep
+    fold_1 = region_dice(PostProcessing(min_island_ml=0.1).apply(islands, 0.001), islands)
+    assert np.allclose(choice.nested, (3 * fold_0 + 2 * fold_1) / 5)
+    best = next(r for r in choice.rows if (r["min_island_ml"], r["min_et_ml"]) == (0.1, 0.0))
+    assert choice.nested.mean() < best["dice_mean"]
+    assert "each fold: chosen on the other folds" in choice.table()
 
 
 def test_the_rule_is_read_from_the_model_file(segmenting_run, cohort, tmp_path):

@@ -169,22 +169,34 @@ def format_table(summary: dict, patients: int, folds: int) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class OutOfFold:
+    """One patient as scored by the fold model (or ensemble) that never saw it."""
+
+    fold: int
+    case_id: str
+    predictor: Predictor
+    probabilities: np.ndarray
+    reference: np.ndarray
+    voxel_ml: float
+
+
 def out_of_fold(
     groups: list[list[RunDir]],
     predictor_of: Callable[[list[RunDir]], Predictor],
     store_path: Path | None,
     progress: bool | None,
-) -> Iterator[tuple[Predictor, np.ndarray, np.ndarray, float]]:
-    """Each patient's probabilities by the fold model (or ensemble) that never saw it, with that
-    predictor, the patient's reference and its voxel volume (mL)."""
+) -> Iterator[OutOfFold]:
+    """Each patient's probabilities by the fold model (or ensemble) that never saw it."""
     bar = tqdm(total=sum(len(load_split(g[0].split)["val"]) for g in groups), desc="out-of-fold", unit="case",
                disable=None if progress is None else not progress)  # fmt: skip
-    for group in groups:
+    for fold, group in enumerate(groups):
         predictor = predictor_of(group)
         with Store(store_path or group[0].store()) as store:
             for case_id in load_split(group[0].split)["val"]:
                 volume, reference = store.read_volume(case_id)
-                yield predictor, predictor.probabilities(volume), reference, store.info(case_id).voxel_ml
+                probabilities, voxel_ml = predictor.probabilities(volume), store.info(case_id).voxel_ml
+                yield OutOfFold(fold, case_id, predictor, probabilities, reference, voxel_ml)
                 bar.update()
     bar.close()
 
@@ -202,8 +214,8 @@ def choose_fold_postprocessing(
     it as .csv; return both."""
     patients = out_of_fold(fold_groups(roots), predictor_of, store_path, progress)
     choice = choose_postprocessing(
-        (predictor.classes(probabilities), reference, voxel_ml)
-        for predictor, probabilities, reference, voxel_ml in patients
+        (patient.predictor.classes(patient.probabilities), patient.reference, patient.voxel_ml, patient.fold)
+        for patient in patients
     )
     rule = roots[0] / f"postprocessing{ensemble_suffix(roots)}{variant}.json"
     write_csv(rule.with_suffix(".csv"), choice.rows, list(choice.rows[0]))
