@@ -136,6 +136,11 @@ def test_checkpoints_that_do_not_fit(trained_run, tmp_path):
     with pytest.raises(TumorsegError, match="weights do not fit"):
         Segmenter(tmp_path / "other.pt")
     state = torch.load(trained_run / "best.pt", weights_only=True)
+    state["model"][7] = torch.zeros(1)  # a key of another type: named, not a TypeError
+    torch.save(state, tmp_path / "extra.pt")
+    with pytest.raises(TumorsegError, match=r"\(7: \[1\] in the file, none in the model\)"):
+        Segmenter(tmp_path / "extra.pt")
+    state = torch.load(trained_run / "best.pt", weights_only=True)
     state["model_config"]["modalities"] = ["t1", "t2"]
     torch.save(state, tmp_path / "two.pt")
     with pytest.raises(TumorsegError, match="trained on modalities"):

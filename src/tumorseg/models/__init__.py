@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from tumorseg.errors import TumorsegError
+from tumorseg.errors import TumorsegError, short
 from tumorseg.models.attention_unet import AttentionUNet, build_model
 from tumorseg.models.config import ModelConfig
 
@@ -36,9 +36,10 @@ def network_with_weights(config: ModelConfig, weights: dict, where: str) -> nn.M
         expected = {name: tuple(t.shape) for name, t in create_network(config).state_dict().items()}
     given = {name: tuple(t.shape) for name, t in weights.items()}
     if expected != given:
-        name = next(n for n in sorted(expected.keys() | given.keys()) if expected.get(n) != given.get(n))
+        names = sorted(expected.keys() | given.keys(), key=str)  # a file's keys can be of any type
+        name = next(n for n in names if expected.get(n) != given.get(n))
         raise TumorsegError(
-            f"{where}: weights do not fit the model its config describes ({name[:80]}: "
+            f"{where}: weights do not fit the model its config describes ({short(name)}: "
             f"{list(given[name]) if name in given else 'missing'} in the file, "
             f"{list(expected[name]) if name in expected else 'none'} in the model)"
         )
