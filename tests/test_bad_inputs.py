@@ -491,7 +491,7 @@ def test_a_case_whose_voxels_would_grow_past_the_limit_when_resampled_is_refused
 
 def test_a_model_config_declaring_a_huge_network_is_refused_before_it_is_built(good, trained_run, tmp_path):
     """The config in a model file says how wide the network is: its bottom stage widened to 12,000
-    channels (the file still 100 kB) asks for a network of gigabytes before any weight is read."""
+    channels (the file still 23 kB) asks for a network of gigabytes before any weight is read."""
     state = torch.load(trained_run / "best.pt", weights_only=True)
     state["model_config"]["channels"][-1] = 12_000
     torch.save(state, tmp_path / "wide.pt")
