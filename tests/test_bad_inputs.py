@@ -414,6 +414,47 @@ def test_an_export_from_another_checkpoint_is_refused(trained_run, tmp_path, cap
         Segmenter(other, engine="onnx")
 
 
+def onnx_bomb(kind: str, path: Path, checkpoint: Path) -> None:
+    """A graph that claims (by its metadata) to be the export of ``checkpoint`` and makes a tensor
+    of gigabytes from an input of a slice: scaled up 1000 times a side, or a constant of 10^10."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tumorseg.inference.segmenter import file_digest
+
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 4, "height", "width"])
+    out = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, None)
+    if kind == "resize":
+        scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 1000, 1000])
+        nodes, constants = [helper.make_node("Resize", ["image", "", "scales"], ["probabilities"])], [scales]
+    else:
+        size = helper.make_tensor("size", TensorProto.INT64, [1], [10**10])
+        nodes = [
+            helper.make_node("ConstantOfShape", ["size"], ["big"]),
+            helper.make_node("ReduceMax", ["big"], ["peak"], keepdims=1),
+            helper.make_node("Add", ["image", "peak"], ["probabilities"]),
+        ]
+        constants = [size]
+    graph = helper.make_graph(nodes, "bomb", [image], [out], constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.metadata_props.add(key="checkpoint_sha256", value=file_digest(checkpoint))
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("kind", ["resize", "constant"])
+def test_an_onnx_graph_that_makes_gigabytes_is_refused_before_it_runs(good, trained_run, tmp_path, kind):
+    """The ONNX file beside a checkpoint is input too: its digest of the checkpoint is only metadata,
+    and every tensor's size is the graph's to declare. A few hundred bytes asked for tens of GB."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("*.onnx"))
+    onnx_bomb(kind, run / "best.onnx", run / "best.pt")
+    code, err, peak = tumorseg_measured(
+        "predict", "--model", run, "--engine", "onnx", good / "cases" / CASE, "--out", tmp_path / "s.nii.gz"
+    )
+    assert peak < MEMORY_BOUND_MB and not (tmp_path / "s.nii.gz").exists(), f"peak RSS {peak:.0f} MB"
+    assert_clean_failure(code, err, "best.onnx", "the network its checkpoint describes needs at most")
+
+
 def test_batch_predict_refuses_two_cases_with_one_id(good, trained_run, tmp_path, capsys):
     for folder in ("a", "b"):
         shutil.copytree(good / "cases" / CASE, tmp_path / "cases" / folder)

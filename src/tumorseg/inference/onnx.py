@@ -13,6 +13,7 @@ measured on slices of the store's cases), which ``--engine onnx-int8`` runs.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from torch import nn
 from tumorseg import __version__
 from tumorseg.data.preprocess import with_context
 from tumorseg.data.store import Store
-from tumorseg.errors import TumorsegError, first_line
+from tumorseg.errors import TumorsegError, first_line, short
 from tumorseg.inference.segmenter import Segmenter, file_digest
 from tumorseg.models import ModelConfig
 from tumorseg.models.blocks import pad_to_multiple
@@ -32,6 +33,10 @@ from tumorseg.models.blocks import pad_to_multiple
 OPSET = 17
 #: Cases and slices per case whose activations calibrate an 8-bit export.
 CALIBRATION_CASES, CALIBRATION_SLICES = 8, 8
+#: Values a tensor of a graph may hold per input voxel and unit of the network's widest stage (a
+#: U-Net's largest tensors are full-resolution features and their concatenation: the shipped
+#: model's largest holds 36 per voxel, 0.14 per voxel and unit of width).
+VALUES_PER_VOXEL_AND_WIDTH = 4
 
 
 def onnx_path(checkpoint: Path, int8: bool = False) -> Path:
@@ -180,6 +185,7 @@ def onnx_forward(segmenter: Segmenter, int8: bool = False) -> Callable[[torch.Te
     if not path.is_file():
         how = " --int8 STORE" if int8 else ""
         raise TumorsegError(f"{path}: no ONNX model; run `tumorseg export {segmenter.path}{how}`")
+    check_graph(path, segmenter.config)
     try:
         options = onnxruntime.SessionOptions()
         # idle pool threads would spin on the cores that the steps between runs need (on 2 cores
@@ -199,3 +205,68 @@ def onnx_forward(segmenter: Segmenter, int8: bool = False) -> Callable[[torch.Te
         return torch.from_numpy(session.run(None, {"image": batch.numpy()})[0])
 
     return forward
+
+
+def check_graph(path: Path, config: ModelConfig) -> None:
+    """Refuse an ONNX graph that could allocate more than the network ``config`` describes: a graph
+    declares the size of every tensor it makes (a Resize by 1000, a ConstantOfShape of 10^10), and
+    its recorded checkpoint digest is only metadata. Shapes are inferred for an input of 4 and of 8
+    strides a side: each tensor must have a fixed shape and at most VALUES_PER_VOXEL_AND_WIDTH x the
+    widest stage's width values per input voxel, plus the file's size (its weights). Subgraphs,
+    local functions and external data, which no export has, are refused."""
+    try:
+        import onnx
+    except ImportError as err:
+        raise TumorsegError("--engine onnx needs the onnx package: pip install 'tumorseg[onnx]'") from err
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf raises its own exception types
+        raise TumorsegError(f"{path}: not a loadable ONNX model ({first_line(err)})") from err
+    nested = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    if (
+        graph.functions
+        or any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.graph.initializer)
+        or any(attr.type in nested for node in graph.graph.node for attr in node.attribute)
+        or len(graph.graph.input) != 1
+    ):
+        raise TumorsegError(f"{path}: not a graph tumorseg exports (subgraphs, functions or external data)")
+    for side in (4 * config.stride, 8 * config.stride):
+        shape = (1, config.in_channels, *[side] * config.dims)
+        allowed = VALUES_PER_VOXEL_AND_WIDTH * max(config.channels) * side**config.dims + path.stat().st_size
+        largest = largest_tensor(graph, shape, path)
+        if largest > allowed:
+            raise TumorsegError(
+                f"{path}: a tensor of {largest} values for an input of {' x '.join(map(str, shape))}; "
+                f"the network its checkpoint describes needs at most {allowed}"
+            )
+
+
+def largest_tensor(graph, shape: tuple[int, ...], path: Path) -> int:
+    """The most values any tensor of ``graph`` (an onnx.ModelProto) holds for an input of
+    ``shape``, by ONNX shape inference; a tensor whose size it cannot fix is refused."""
+    import onnx
+    from onnx import shape_inference
+
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(graph)
+    dims = fixed.graph.input[0].type.tensor_type.shape.dim
+    if len(dims) != len(shape):
+        raise TumorsegError(f"{path}: its input has {len(dims)} axes, not {len(shape)}")
+    for dim, size in zip(dims, shape, strict=True):
+        dim.Clear()
+        dim.dim_value = size
+    try:
+        inferred = shape_inference.infer_shapes(fixed, strict_mode=True, data_prop=True)
+    except Exception as err:  # onnx raises its own exception types
+        raise TumorsegError(f"{path}: its tensors' shapes cannot be inferred ({first_line(err)})") from err
+    shapes = {
+        info.name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+        for info in [*inferred.graph.value_info, *inferred.graph.output]
+    }
+    largest = 0
+    for node in inferred.graph.node:
+        for name in node.output:
+            if name not in shapes or None in shapes[name]:
+                raise TumorsegError(f"{path}: the size of {short(name)} ({node.op_type}) depends on values")
+            largest = max(largest, math.prod(shapes[name]))
+    return largest
