@@ -17,6 +17,7 @@ import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from tumorseg.errors import TumorsegError, first_line, short
 from tumorseg.inference.segmenter import Segmenter, file_digest
 from tumorseg.models import ModelConfig
 from tumorseg.models.blocks import pad_to_multiple
+
+if TYPE_CHECKING:  # onnx is optional: imported where a graph is written or checked
+    import onnx
 
 OPSET = 17
 #: Cases and slices per case whose activations calibrate an 8-bit export.
@@ -241,8 +245,8 @@ def check_graph(path: Path, config: ModelConfig) -> None:
             )
 
 
-def largest_tensor(graph, shape: tuple[int, ...], path: Path) -> int:
-    """The most values any tensor of ``graph`` (an onnx.ModelProto) holds for an input of
+def largest_tensor(graph: onnx.ModelProto, shape: tuple[int, ...], path: Path) -> int:
+    """The most values any tensor of ``graph`` holds for an input of
     ``shape``, by ONNX shape inference; a tensor whose size it cannot fix is refused."""
     import onnx
     from onnx import shape_inference
@@ -265,7 +269,7 @@ def largest_tensor(graph, shape: tuple[int, ...], path: Path) -> int:
     }
     largest = 0
     for node in inferred.graph.node:
-        for name in node.output:
+        for name in filter(None, node.output):  # "": an optional output left out
             if name not in shapes or None in shapes[name]:
                 raise TumorsegError(f"{path}: the size of {short(name)} ({node.op_type}) depends on values")
             largest = max(largest, math.prod(shapes[name]))
