@@ -114,9 +114,11 @@ def load_network(path: Path) -> dict:
     state = load_checkpoint(path)
     if not isinstance(state.get("model"), dict) or not isinstance(state.get("model_config"), dict):
         raise TumorsegError(f"{path}: checkpoint lacks model weights or config")
-    for name, weight in state["model"].items():  # a view can declare any size over one stored value
-        if not isinstance(weight, torch.Tensor) or (
-            weight.numel() * weight.element_size() > weight.untyped_storage().nbytes()
+    for name, weight in state["model"].items():  # a view (or a sparse tensor) can declare any size
+        if (
+            not isinstance(weight, torch.Tensor)
+            or weight.layout != torch.strided
+            or weight.numel() * weight.element_size() > weight.untyped_storage().nbytes()
         ):
             raise TumorsegError(
                 f"{path}: weight {short(str(name))} is not a tensor that holds its own values"
