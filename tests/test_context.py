@@ -8,7 +8,7 @@ from torch import nn
 from conftest import TINY_TRAINING
 from tumorseg.cli import main
 from tumorseg.data.dataset import SliceDataset
-from tumorseg.data.preprocess import with_context
+from tumorseg.data.preprocess import narrowed, with_context
 from tumorseg.data.store import Store
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.training.config import TrainConfig
@@ -37,6 +37,15 @@ def test_each_slice_gets_its_neighbours_and_the_ends_repeat():
     assert np.array_equal(with_context(volume, 0), volume)
 
 
+def test_a_stack_of_neighbours_narrows_to_fewer():
+    volume = np.random.default_rng(0).normal(size=(6, 4, 3, 3)).astype(np.float32)
+    wide = with_context(volume, 2)
+    assert np.array_equal(narrowed(wide, 1), with_context(volume, 1))
+    assert np.array_equal(narrowed(wide, 0), volume)
+    with pytest.raises(ValueError, match="2 neighbours"):
+        narrowed(wide, 3)
+
+
 def test_a_training_slice_is_the_stored_slice_among_its_neighbours(cohort):
     with Store(cohort) as store:
         case_id = store.case_ids[0]
@@ -62,6 +71,14 @@ def context_run(cohort, tmp_path_factory):
     run = tmp_path_factory.mktemp("context") / "run"
     train(cohort, run, TrainConfig.of(**{**TINY_TRAINING, "context": 1}), progress=False)
     return run
+
+
+def test_an_ensemble_of_a_2d_and_a_2_5d_model_gives_each_its_own_slices(context_run, trained_run, cohort):
+    with Store(cohort) as store:
+        volume = store.read_volume(store.case_ids[1])[0]
+    flat, deep = (Segmenter(run).probabilities(volume) for run in (trained_run, context_run))
+    ensemble = Segmenter([trained_run, context_run])
+    np.testing.assert_allclose(ensemble.probabilities(volume), (flat + deep) / 2, atol=1e-6)
 
 
 def test_a_2_5d_model_trains_evaluates_predicts_and_exports(context_run, cohort, tmp_path):

@@ -19,6 +19,7 @@ network each slice with its neighbours, for training and inference alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from nibabel import orientations
@@ -249,3 +250,17 @@ def with_context(volume: np.ndarray, context: int, z: np.ndarray | None = None) 
         return volume[z]
     stacked = volume[neighbours(z, len(volume), context)]  # (len(z), 2N + 1, C, H, W)
     return stacked.reshape(len(z), -1, *volume.shape[2:])
+
+
+#: An array or a tensor: ``narrowed`` slices either alike.
+Stack = TypeVar("Stack")
+
+
+def narrowed(slices: Stack, context: int, channels: int = len(MODALITIES)) -> Stack:
+    """Slices stacked by ``with_context`` (B, (2N + 1) * channels, H, W), with any N, cut to
+    ``context`` neighbours on either side: the middle channels. An ensemble of networks that
+    learned from different contexts gets one stack, the widest, and each its own part of it."""
+    have = (slices.shape[1] // channels - 1) // 2
+    if context > have:
+        raise ValueError(f"slices hold {have} neighbours a side, not {context}")
+    return slices[:, (have - context) * channels : (have + context + 1) * channels]

@@ -11,6 +11,7 @@ volumes into probabilities and classes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ import torch
 
 from tumorseg.checkpoint import load_network
 from tumorseg.data.case import MODALITIES
-from tumorseg.data.preprocess import with_context
+from tumorseg.data.preprocess import narrowed, with_context
 from tumorseg.devices import resolve_device
 from tumorseg.errors import TumorsegError
 from tumorseg.inference.bundle import BUNDLED_ANY_SEQUENCES, BUNDLED_MODEL
@@ -227,7 +228,7 @@ class Segmenter:
         self.models = [model for _, _, _, model in members]
         self.config, self.epoch, rule, _ = members[0]
         for path, (config, _, other, _) in zip(self.paths[1:], members[1:], strict=True):
-            for key in ("target", "spacing", "context", "dims", "patch"):
+            for key in ("target", "spacing", "dims", "patch"):
                 if getattr(config, key) != getattr(self.config, key):
                     raise TumorsegError(f"{path}: another {key} than {self.path}; an ensemble needs one")
             if other != rule and postprocessing is None:
@@ -324,9 +325,15 @@ class Segmenter:
             )
 
     def torch_forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Probabilities of a batch, averaged over the models of an ensemble."""
-        x = batch.to(self.device).contiguous(memory_format=self.config.channels_last)
-        total = sum(self.target.activate(model(x).float()) for model in self.models)
+        """Probabilities of a batch, averaged over the models of an ensemble (each given the
+        neighbouring slices it learned from, of a batch stacked with the widest context)."""
+        x = batch.to(self.device)
+        total = sum(
+            self.target.activate(
+                model(narrowed(x, config.context).contiguous(memory_format=config.channels_last)).float()
+            )
+            for config, model in zip(self.configs, self.models, strict=True)
+        )
         return total / len(self.models)
 
     def tumor(self, scores: torch.Tensor) -> torch.Tensor:
@@ -344,8 +351,12 @@ class Segmenter:
     @torch.inference_mode()
     def probabilities(self, volume: np.ndarray) -> np.ndarray:
         """Z-scored slices (Z, 4, H, W) -> probabilities (Z, C, H, W) float32."""
-        # members agree on all but their widths: the deepest one's stride pads for all
-        config = max(self.configs, key=lambda config: config.stride)
+        # members agree on all but their widths and contexts: the deepest one's stride pads for
+        # all, and slices come with the widest context, which each member narrows to its own
+        config = dataclasses.replace(
+            max(self.configs, key=lambda config: config.stride),
+            context=max(config.context for config in self.configs),
+        )
         scores = segment(
             self.forward,
             self.without_absent(volume),
