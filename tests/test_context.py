@@ -1,5 +1,7 @@
 """2.5D input: each slice with its neighbours as extra channels, through train, evaluate, predict, ONNX."""
 
+import shutil
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -73,12 +75,21 @@ def context_run(cohort, tmp_path_factory):
     return run
 
 
-def test_an_ensemble_of_a_2d_and_a_2_5d_model_gives_each_its_own_slices(context_run, trained_run, cohort):
+def test_an_ensemble_of_a_2d_and_a_2_5d_model_gives_each_its_own_slices(
+    context_run, trained_run, cohort, tmp_path
+):
+    """Through PyTorch and through the two ONNX exports."""
     with Store(cohort) as store:
         volume = store.read_volume(store.case_ids[1])[0]
     flat, deep = (Segmenter(run).probabilities(volume) for run in (trained_run, context_run))
     ensemble = Segmenter([trained_run, context_run])
     np.testing.assert_allclose(ensemble.probabilities(volume), (flat + deep) / 2, atol=1e-6)
+    pairs = (("flat", trained_run), ("deep", context_run))
+    runs = [shutil.copytree(run, tmp_path / name) for name, run in pairs]
+    for run in runs:
+        assert main(["export", str(run), "--format", "onnx"]) == 0
+    exported = Segmenter(runs, engine="onnx")
+    np.testing.assert_allclose(exported.probabilities(volume), (flat + deep) / 2, atol=1e-4)
 
 
 def test_a_2_5d_model_trains_evaluates_predicts_and_exports(context_run, cohort, tmp_path):

@@ -223,4 +223,5 @@ def test_an_8_bit_export_predicts_like_the_model_and_says_what_it_is(trained_run
     np.testing.assert_allclose(int8.probabilities(volume), full.probabilities(volume), atol=0.15)
     automatic = Segmenter(run, engine="auto")  # on this CPU, with the export beside the model
     assert automatic.engine == "onnx-int8" and "8-bit ONNX Runtime" in automatic.description
-    assert Segmenter([run, run], engine="auto").engine == "torch"  # an ensemble runs in PyTorch
+    assert Segmenter([run, run], engine="auto").engine == "onnx-int8"  # each member has its export
+    assert Segmenter([run, trained_run], engine="auto").engine == "torch"  # one lacks it

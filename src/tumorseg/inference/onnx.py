@@ -24,15 +24,16 @@ import torch
 from torch import nn
 
 from tumorseg import __version__
-from tumorseg.data.preprocess import with_context
+from tumorseg.data.preprocess import narrowed, with_context
 from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError, first_line, short
 from tumorseg.inference.segmenter import Segmenter, file_digest
 from tumorseg.models import ModelConfig
 from tumorseg.models.blocks import pad_to_multiple
 
-if TYPE_CHECKING:  # onnx is optional: imported where a graph is written or checked
+if TYPE_CHECKING:  # onnx and onnxruntime are optional: imported where a graph is written, checked or run
     import onnx
+    import onnxruntime
 
 OPSET = 17
 #: Cases and slices per case whose activations calibrate an 8-bit export.
@@ -179,36 +180,50 @@ def write_graph(model: nn.Module, example: torch.Tensor, path: Path, segmenter: 
 
 
 def onnx_forward(segmenter: Segmenter, int8: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The forward pass of the segmenter's ONNX export (8-bit: ``export --int8``), checked to come
-    from its very checkpoint."""
+    """The forward pass of the segmenter's ONNX exports (8-bit: ``export --int8``), each checked to
+    come from its very checkpoint: of an ensemble, the average of its members' probabilities, each
+    member given the neighbouring slices it learned from."""
+    members = [
+        (config, export_session(checkpoint, config, int8))
+        for checkpoint, config in zip(segmenter.paths, segmenter.configs, strict=True)
+    ]
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        total = sum(
+            torch.from_numpy(
+                session.run(None, {"image": np.ascontiguousarray(narrowed(batch, config.context).numpy())})[0]
+            )
+            for config, session in members
+        )
+        return total / len(members)
+
+    return forward
+
+
+def export_session(checkpoint: Path, config: ModelConfig, int8: bool) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session of the export of ``checkpoint``, its graph checked first."""
     try:
         import onnxruntime
     except ImportError as err:
         raise TumorsegError("--engine onnx needs onnxruntime: pip install 'tumorseg[onnx]'") from err
-    path = onnx_path(segmenter.path, int8)
+    path = onnx_path(checkpoint, int8)
     if not path.is_file():
         how = " --int8 STORE" if int8 else ""
-        raise TumorsegError(f"{path}: no ONNX model; run `tumorseg export {segmenter.path}{how}`")
-    check_graph(path, segmenter.config)
+        raise TumorsegError(f"{path}: no ONNX model; run `tumorseg export {checkpoint}{how}`")
+    check_graph(path, config)
+    options = onnxruntime.SessionOptions()
+    # idle pool threads would spin on the cores that the steps between runs need (on 2 cores
+    # a patient took 1.07 s with spinning, 0.92 s without)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        options = onnxruntime.SessionOptions()
-        # idle pool threads would spin on the cores that the steps between runs need (on 2 cores
-        # a patient took 1.07 s with spinning, 0.92 s without)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types
         raise TumorsegError(f"{path}: not a loadable ONNX model ({first_line(err)})") from err
-    meta = session.get_modelmeta().custom_metadata_map
-    if meta.get("checkpoint_sha256") != file_digest(segmenter.path):
+    if session.get_modelmeta().custom_metadata_map.get("checkpoint_sha256") != file_digest(checkpoint):
         raise TumorsegError(
-            f"{path}: exported from another checkpoint than {segmenter.path}; "
-            "export again (or --engine torch)"
+            f"{path}: exported from another checkpoint than {checkpoint}; export again (or --engine torch)"
         )
-
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {"image": batch.numpy()})[0])
-
-    return forward
+    return session
 
 
 def check_graph(path: Path, config: ModelConfig) -> None:
