@@ -14,7 +14,7 @@ from conftest import tumorseg
 from tumorseg.checkpoint import load_checkpoint
 from tumorseg.data.case import labels_to_internal
 from tumorseg.evaluation.metrics import region_dice
-from tumorseg.inference.bundle import BUNDLED_ANY_SEQUENCES, BUNDLED_MODEL
+from tumorseg.inference.bundle import BUNDLED_ANY_SEQUENCES, BUNDLED_MODELS
 from tumorseg.inference.onnx import onnx_path
 from tumorseg.labels import REGION_NAMES
 from tumorseg.training.config import TrainConfig, load_config
@@ -32,13 +32,20 @@ RESAMPLED_FLOOR = {"WT": 0.7, "TC": 0.7, "ET": 0.7}
 
 
 def test_the_bundled_models_are_small_and_say_what_they_learned_from():
-    assert BUNDLED_MODEL.stat().st_size + BUNDLED_ANY_SEQUENCES.stat().st_size < 10e6
-    default, any_sequences = load_checkpoint(BUNDLED_MODEL), load_checkpoint(BUNDLED_ANY_SEQUENCES)
-    for state in (default, any_sequences):
+    """The default ensemble's weights stay under 10 MB, each model file under 5 MB; its members
+    learned from the same patients and share the post-processing chosen for their ensemble."""
+    assert sum(path.stat().st_size for path in BUNDLED_MODELS) < 10e6
+    assert all(path.stat().st_size < 5e6 for path in (*BUNDLED_MODELS, BUNDLED_ANY_SEQUENCES))
+    default = [load_checkpoint(path) for path in BUNDLED_MODELS]
+    any_sequences = load_checkpoint(BUNDLED_ANY_SEQUENCES)
+    for state in (*default, any_sequences):
         assert len(state["split"]["train"]) + len(state["split"]["val"]) == 28
         assert state["postprocessing"]["min_island_ml"] > 0  # chosen on cross-validation
-    assert (
-        default["model_config"]["modality_dropout"] == 0 < any_sequences["model_config"]["modality_dropout"]
+    assert all(state["split"] == default[0]["split"] for state in default)
+    assert all(state["postprocessing"] == default[0]["postprocessing"] for state in default)
+    assert all(
+        state["model_config"]["modality_dropout"] == 0 < any_sequences["model_config"]["modality_dropout"]
+        for state in default
     )
 
 
@@ -47,7 +54,11 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 @pytest.mark.parametrize(
     ("model", "recipe"),
-    [(BUNDLED_MODEL, "brats-2d-gpu.yaml"), (BUNDLED_ANY_SEQUENCES, "brats-2d-gpu-any-sequences.yaml")],
+    [
+        (BUNDLED_MODELS[0], "brats-2d-gpu-strong-augment.yaml"),
+        (BUNDLED_MODELS[1], "brats-2d-gpu-context.yaml"),
+        (BUNDLED_ANY_SEQUENCES, "brats-2d-gpu-any-sequences.yaml"),
+    ],
 )
 def test_each_bundled_model_is_the_network_its_recipe_trains(model, recipe):
     stored = load_checkpoint(model)["model_config"]
@@ -58,11 +69,12 @@ def test_each_bundled_model_is_the_network_its_recipe_trains(model, recipe):
 @pytest.fixture(scope="module")
 def patient(real_root, tmp_path_factory):
     """A validation patient of the bundled model, segmented by `tumorseg predict` without --model."""
-    case_id = load_checkpoint(BUNDLED_MODEL)["split"]["val"][0]
+    case_id = load_checkpoint(BUNDLED_MODELS[0])["split"]["val"][0]
     out = tmp_path_factory.mktemp("bundled") / "seg.nii.gz"
     result = tumorseg("predict", real_root / case_id, "--out", out)
     assert result.returncode == 0, result.stderr
-    assert "8-bit ONNX Runtime; slices searched every 4" in result.stdout  # the fast defaults on a CPU
+    assert "ensemble of 2 models" in result.stdout  # the bundled ensemble, and the fast defaults on a CPU
+    assert "8-bit ONNX Runtime; slices searched every 4" in result.stdout
     return real_root / case_id, nib.load(out)
 
 
@@ -115,7 +127,7 @@ def test_a_patient_without_t1ce_is_segmented_by_the_model_trained_for_it(patient
 def test_the_fast_defaults_segment_the_patient_as_pytorch_on_every_slice(patient, tmp_path):
     """predict's defaults (the shipped .int8.onnx on this CPU, coarse-to-fine search) cost the
     patient almost nothing against PyTorch on every slice, whole."""
-    for model in (BUNDLED_MODEL, BUNDLED_ANY_SEQUENCES):
+    for model in (*BUNDLED_MODELS, BUNDLED_ANY_SEQUENCES):
         assert onnx_path(model, int8=True).stat().st_size < 3e6
     folder, by_default = patient
     out = tmp_path / "seg.nii.gz"

@@ -6,9 +6,10 @@ it was trained and validated on (the run's split), so the file says what it has 
 weights are stored in half precision (they are read back into float32), which halves the file.
 The file is an ordinary checkpoint: ``--model FILE`` reads it, ``weights_only`` as always.
 
-``BUNDLED_MODEL`` is such a file inside the package, what ``predict`` uses without ``--model``;
+``BUNDLED_MODELS`` are such files inside the package, the ensemble ``predict`` uses without
+``--model`` (two recipes whose probabilities averaged beat either alone: README);
 ``BUNDLED_ANY_SEQUENCES``, trained with modality dropout, takes over for a case that lacks
-sequences (it scores lower when all four are there). ``MODEL_CARD.md`` says how both were trained
+sequences (it scores lower when all four are there). ``MODEL_CARD.md`` says how they were trained
 and how well they do.
 """
 
@@ -22,7 +23,7 @@ from tumorseg.postprocess import PostProcessing
 from tumorseg.rundir import RunDir, model_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-BUNDLED_MODEL = WEIGHTS / "brats-2d.pt"
+BUNDLED_MODELS = (WEIGHTS / "brats-2d.pt", WEIGHTS / "brats-2d-context.pt")
 BUNDLED_ANY_SEQUENCES = WEIGHTS / "brats-2d-any-sequences.pt"
 #: What a packed model keeps of a checkpoint.
 KEPT = ("model_config", "epoch", "labels", "metrics")

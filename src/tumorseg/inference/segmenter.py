@@ -25,7 +25,7 @@ from tumorseg.data.case import MODALITIES
 from tumorseg.data.preprocess import narrowed, with_context
 from tumorseg.devices import resolve_device
 from tumorseg.errors import TumorsegError
-from tumorseg.inference.bundle import BUNDLED_ANY_SEQUENCES, BUNDLED_MODEL
+from tumorseg.inference.bundle import BUNDLED_ANY_SEQUENCES, BUNDLED_MODELS
 from tumorseg.models import AttentionUNet, ModelConfig, network_with_weights
 from tumorseg.models.blocks import pad_to_multiple
 from tumorseg.postprocess import PostProcessing
@@ -210,13 +210,12 @@ class Segmenter:
     ):
         if engine not in (*ENGINES, "auto"):
             raise TumorsegError(f"unknown engine {engine!r}; choose auto, {', '.join(ENGINES)}")
-        if source is None and not BUNDLED_MODEL.is_file():
+        lacking = [path for path in BUNDLED_MODELS if not path.is_file()]
+        if source is None and lacking:
             raise TumorsegError(
-                f"no --model given, and this installation lacks its bundled model ({BUNDLED_MODEL})"
+                f"no --model given, and this installation lacks its bundled model ({lacking[0]})"
             )
-        sources = (
-            [BUNDLED_MODEL] if source is None else [source] if isinstance(source, str | Path) else source
-        )
+        sources = BUNDLED_MODELS if source is None else [source] if isinstance(source, str | Path) else source
         self.paths = [path for each in sources for path in model_checkpoints(Path(each))]
         self.bundled = source is None
         self.options = {"device": device, "batch_size": batch_size, "tta": tta, "engine": engine,
