@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from tumorseg import __version__
-from tumorseg.data.preprocess import narrowed, with_context
+from tumorseg.data.preprocess import with_context
 from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError, first_line, short
 from tumorseg.inference.segmenter import Segmenter, file_digest
@@ -179,23 +179,18 @@ def write_graph(model: nn.Module, example: torch.Tensor, path: Path, segmenter: 
     onnx.save(graph, str(path))
 
 
-def onnx_forward(segmenter: Segmenter, int8: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The forward pass of the segmenter's ONNX exports (8-bit: ``export --int8``), each checked to
-    come from its very checkpoint: of an ensemble, the average of its members' probabilities, each
-    member given the neighbouring slices it learned from."""
-    members = [
-        (config, export_session(checkpoint, config, int8))
+def onnx_forwards(segmenter: Segmenter, int8: bool = False) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """The forward pass of each of the segmenter's models through its ONNX export (8-bit:
+    ``export --int8``), each export checked to come from its very checkpoint."""
+    return [
+        session_forward(export_session(checkpoint, config, int8))
         for checkpoint, config in zip(segmenter.paths, segmenter.configs, strict=True)
     ]
 
+
+def session_forward(session: onnxruntime.InferenceSession) -> Callable[[torch.Tensor], torch.Tensor]:
     def forward(batch: torch.Tensor) -> torch.Tensor:
-        total = sum(
-            torch.from_numpy(
-                session.run(None, {"image": np.ascontiguousarray(narrowed(batch, config.context).numpy())})[0]
-            )
-            for config, session in members
-        )
-        return total / len(members)
+        return torch.from_numpy(session.run(None, {"image": np.ascontiguousarray(batch.numpy())})[0])
 
     return forward
 

@@ -210,8 +210,8 @@ class Segmenter:
     ):
         if engine not in (*ENGINES, "auto"):
             raise TumorsegError(f"unknown engine {engine!r}; choose auto, {', '.join(ENGINES)}")
-        lacking = [path for path in BUNDLED_MODELS if not path.is_file()]
-        if source is None and lacking:
+        lacking = [path for path in BUNDLED_MODELS if not path.is_file()] if source is None else []
+        if lacking:
             raise TumorsegError(
                 f"no --model given, and this installation lacks its bundled model ({lacking[0]})"
             )
@@ -243,12 +243,16 @@ class Segmenter:
             raise TumorsegError(f"--coarse-step must be at least 1, not {step}")
         self.check_absent(absent, "--missing")
         self.absent = tuple(m for m in MODALITIES if m in absent)
-        self.forward = self.torch_forward
         self.engine = self.automatic_engine() if engine == "auto" else engine
-        if self.engine != "torch":
-            from tumorseg.inference.onnx import onnx_forward
+        if self.engine == "torch":
+            self.member_forwards = [
+                self.torch_forward(config, model)
+                for config, model in zip(self.configs, self.models, strict=True)
+            ]
+        else:
+            from tumorseg.inference.onnx import onnx_forwards
 
-            self.forward = onnx_forward(self, int8=self.engine == "onnx-int8")
+            self.member_forwards = onnx_forwards(self, int8=self.engine == "onnx-int8")
 
     def automatic_engine(self) -> str:
         """The engine "auto" stands for: the 8-bit ONNX exports on a CPU, when every model (one, or
@@ -320,17 +324,26 @@ class Segmenter:
                 "give all four, or use a model trained with --modality-dropout"
             )
 
-    def torch_forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Probabilities of a batch, averaged over the models of an ensemble (each given the
-        neighbouring slices it learned from, of a batch stacked with the widest context)."""
-        x = batch.to(self.device)
+    def torch_forward(
+        self, config: ModelConfig, model: torch.nn.Module
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The probabilities one network gives a batch of its own input, in PyTorch."""
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            x = batch.to(self.device).contiguous(memory_format=config.channels_last)
+            return self.target.activate(model(x).float())
+
+        return forward
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Probabilities of a batch stacked with the widest context, averaged over the models of an
+        ensemble, each given the neighbouring slices it learned from (``member_forwards``: one per
+        model, in PyTorch or ONNX Runtime)."""
         total = sum(
-            self.target.activate(
-                model(narrowed(x, config.context).contiguous(memory_format=config.channels_last)).float()
-            )
-            for config, model in zip(self.configs, self.models, strict=True)
+            member(narrowed(batch, config.context))
+            for config, member in zip(self.configs, self.member_forwards, strict=True)
         )
-        return total / len(self.models)
+        return total / len(self.member_forwards)
 
     def tumor(self, scores: torch.Tensor) -> torch.Tensor:
         """Where scores (Z, C, H, W) hold tumor (Z, H, W), as this model decodes them."""
