@@ -573,6 +573,30 @@ def test_a_model_whose_inputs_would_be_padded_to_gigabytes_is_refused(
     assert_clean_failure(code, err, "padded.pt", words)
 
 
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        (lambda w: w.to(torch.complex64), "holds complex values (complex64) where the network has real"),
+        (lambda w: w > 0, "holds boolean values (bool) where the network has real floating-point ones"),
+        (lambda w: (w * 100).to(torch.int32), "holds integer values (int32) where the network has real"),
+        (lambda w: w.clone().index_fill_(0, torch.tensor([0]), float("nan")), "holds NaN or infinite values"),
+    ],
+    ids=["complex", "boolean", "integer", "nan"],
+)
+def test_weights_of_another_kind_of_number_are_refused(good, trained_run, tmp_path, capsys, values, words):
+    """Copied into the network, complex weights lose their imaginary part, booleans and integers
+    become floats, and one NaN turns every voxel to background: each was a segmentation written
+    without a word."""
+    state = torch.load(trained_run / "best.pt", weights_only=True)
+    name = next(name for name, weight in state["model"].items() if weight.ndim == 4)
+    state["model"][name] = values(state["model"][name])
+    torch.save(state, tmp_path / "odd.pt")
+    out = tmp_path / "s.nii.gz"
+    code, err = run(["predict", "--model", tmp_path / "odd.pt", good / "cases" / CASE, "--out", out], capsys)
+    assert_clean_failure(code, err, f"odd.pt: weight {name!r}", words)
+    assert not out.exists()
+
+
 def test_values_declaring_their_own_huge_size_are_refused_from_the_metadata(good, tmp_path):
     """A grid of the right shape whose values are text of a megabyte each: a few kB on disk,
     gigabytes once read (and then no numbers to compute with)."""

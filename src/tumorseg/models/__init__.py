@@ -31,9 +31,13 @@ def create_network(config: ModelConfig) -> nn.Module:
 def network_with_weights(config: ModelConfig, weights: dict, where: str) -> nn.Module:
     """The network ``config`` describes, holding ``weights``. A model file's config can declare any
     width, so the network is first laid out on the meta device (no memory) and compared with the
-    weights, which hold their own values: only a network the size of the file is ever allocated."""
+    weights, which hold their own values: only a network the size of the file is ever allocated.
+    Weights of another kind of number, or not finite, are refused: copied into the network they
+    would be cast (complex to real, integers to floats) or spread NaN, and every voxel would come
+    out as something, silently wrong."""
     with torch.device("meta"):
-        expected = {name: tuple(t.shape) for name, t in create_network(config).state_dict().items()}
+        layout = create_network(config).state_dict()
+    expected = {name: tuple(t.shape) for name, t in layout.items()}
     given = {name: tuple(t.shape) for name, t in weights.items()}
     if expected != given:
         names = sorted(expected.keys() | given.keys(), key=str)  # a file's keys can be of any type
@@ -43,9 +47,29 @@ def network_with_weights(config: ModelConfig, weights: dict, where: str) -> nn.M
             f"{list(given[name]) if name in given else 'missing'} in the file, "
             f"{list(expected[name]) if name in expected else 'none'} in the model)"
         )
+    for name, weight in weights.items():
+        kind, wanted = number_kind(weight), number_kind(layout[name])
+        if kind != wanted:
+            dtype = str(weight.dtype).removeprefix("torch.")
+            raise TumorsegError(
+                f"{where}: weight {short(name)} holds {kind} values ({dtype}) "
+                f"where the network has {wanted} ones"
+            )
+        if weight.is_floating_point() and not bool(torch.isfinite(weight).all()):
+            raise TumorsegError(f"{where}: weight {short(name)} holds NaN or infinite values")
     model = create_network(config)
     model.load_state_dict(weights)  # fp16 weights of a packed model are read into float32
     return model
+
+
+def number_kind(tensor: torch.Tensor) -> str:
+    """What a tensor's values are, whatever their precision: real floating-point, integer, boolean
+    or complex."""
+    if tensor.is_floating_point():
+        return "real floating-point"
+    if tensor.is_complex():
+        return "complex"
+    return "boolean" if tensor.dtype == torch.bool else "integer"
 
 
 def output_convolutions(model: nn.Module) -> list[nn.Module]:
