@@ -84,6 +84,12 @@ CASE_BREAKERS = [
         "t1ce.nii.gz",
         "affine differs",
     ),
+    (
+        "constant sequence",  # the message named the first sequence's file
+        lambda f: nifti(f, "t1ce", np.full((24, 24, 10), 7, np.int16)),
+        "t1ce.nii.gz",
+        "modality t1ce is empty or constant",
+    ),
     ("NaN voxels", lambda f: nifti(f, "flair", nan_volume()), "flair.nii.gz", "NaN or infinite"),
     ("Inf voxels", lambda f: nifti(f, "t2", nan_volume(value=np.inf)), "t2.nii.gz", "NaN or infinite"),
     (

@@ -37,6 +37,15 @@ class Case:
     def spacing(self) -> tuple[float, float, float]:
         return voxel_spacing(self.affine)
 
+    def source(self, modality: str) -> str:
+        """The file ``modality`` was read from, for messages: ``sources`` lists the files of the
+        sequences given, in ``MODALITIES`` order (then the label map); a Kaggle case has one
+        pattern for all."""
+        given = [m for m in MODALITIES if m not in self.absent]
+        if modality in given and len(self.sources) >= len(given):
+            return self.sources[given.index(modality)]
+        return self.sources[0] if self.sources else self.case_id
+
 
 def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel size in mm along the array axes, from the affine's column norms."""

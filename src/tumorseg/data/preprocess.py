@@ -196,7 +196,7 @@ def preprocess(case: Case, spacing: tuple[float, float, float] | list[float] | N
         if modality in case.absent:
             brain = np.array([-1.0, 1.0])  # statistics that leave the zero channel at zero
         elif brain.size < 2 or brain.std() == 0:
-            raise TumorsegError(f"{where}: modality {modality} is empty or constant")
+            raise TumorsegError(f"{case.source(modality)}: modality {modality} is empty or constant")
         stored.append(values)
         scales.append(scale)
         means.append(brain.mean())
