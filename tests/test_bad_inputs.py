@@ -461,6 +461,44 @@ def test_an_onnx_graph_that_makes_gigabytes_is_refused_before_it_runs(good, trai
     assert_clean_failure(code, err, "best.onnx", "the network its checkpoint describes needs at most")
 
 
+def exported_copy(trained_run: Path, tmp_path: Path) -> Path:
+    """A copy of the trained run with a fresh ONNX export of its best.pt."""
+    model = tmp_path / "run"
+    shutil.copytree(trained_run, model, ignore=shutil.ignore_patterns("*.onnx"))
+    assert main(["export", str(model)]) == 0
+    return model
+
+
+def test_the_onnx_graph_that_runs_is_the_one_checked(good, trained_run, tmp_path, capsys, monkeypatch):
+    """The export is read once: a file replaced after its graph was checked (here by bytes that are
+    no graph at all) is not what ONNX Runtime loads, so no check can be passed by one file and the
+    session built from another."""
+    from tumorseg.inference import onnx as engine
+
+    model, out = exported_copy(trained_run, tmp_path), tmp_path / "s.nii.gz"
+    checked = engine.check_graph
+
+    def check_then_replace(data: bytes, path: Path, config) -> None:
+        checked(data, path, config)
+        path.write_bytes(b"not a graph" * 100)
+
+    monkeypatch.setattr(engine, "check_graph", check_then_replace)
+    command = ["predict", "--model", model, "--engine", "onnx", good / "cases" / CASE, "--out", out]
+    code, err = run(command, capsys)
+    assert code == 0 and out.is_file(), err
+
+
+def test_an_onnx_file_larger_than_a_checkpoint_is_refused(good, trained_run, tmp_path, capsys, monkeypatch):
+    from tumorseg.inference import onnx as engine
+
+    model, out = exported_copy(trained_run, tmp_path), tmp_path / "s.nii.gz"
+    monkeypatch.setattr(engine, "MAX_CHECKPOINT_BYTES", (model / "best.onnx").stat().st_size - 1)
+    command = ["predict", "--model", model, "--engine", "onnx", good / "cases" / CASE, "--out", out]
+    code, err = run(command, capsys)
+    assert_clean_failure(code, err, "best.onnx", "MiB; tumorseg reads ONNX models of up to")
+    assert not out.exists()
+
+
 def test_batch_predict_refuses_two_cases_with_one_id(good, trained_run, tmp_path, capsys):
     for folder in ("a", "b"):
         shutil.copytree(good / "cases" / CASE, tmp_path / "cases" / folder)

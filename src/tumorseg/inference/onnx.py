@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from tumorseg import __version__
+from tumorseg.checkpoint import MAX_CHECKPOINT_BYTES
 from tumorseg.data.preprocess import with_context
 from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError, first_line, short
@@ -205,13 +206,14 @@ def export_session(checkpoint: Path, config: ModelConfig, int8: bool) -> onnxrun
     if not path.is_file():
         how = " --int8 STORE" if int8 else ""
         raise TumorsegError(f"{path}: no ONNX model; run `tumorseg export {checkpoint}{how}`")
-    check_graph(path, config)
+    graph = read_graph(path)  # read once: the graph that runs is the one checked, not a later file
+    check_graph(graph, path, config)
     options = onnxruntime.SessionOptions()
     # idle pool threads would spin on the cores that the steps between runs need (on 2 cores
     # a patient took 1.07 s with spinning, 0.92 s without)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types
         raise TumorsegError(f"{path}: not a loadable ONNX model ({first_line(err)})") from err
     if session.get_modelmeta().custom_metadata_map.get("checkpoint_sha256") != file_digest(checkpoint):
@@ -221,19 +223,32 @@ def export_session(checkpoint: Path, config: ModelConfig, int8: bool) -> onnxrun
     return session
 
 
-def check_graph(path: Path, config: ModelConfig) -> None:
-    """Refuse an ONNX graph that could allocate more than the network ``config`` describes: a graph
-    declares the size of every tensor it makes (a Resize by 1000, a ConstantOfShape of 10^10), and
-    its recorded checkpoint digest is only metadata. Shapes are inferred for an input of 4 and of 8
-    strides a side: each tensor must have a fixed shape and at most VALUES_PER_VOXEL_AND_WIDTH x the
-    widest stage's width values per input voxel, plus the file's size (its weights). Subgraphs,
-    local functions and external data, which no export has, are refused."""
+def read_graph(path: Path) -> bytes:
+    """The bytes of an ONNX file, refused above what any checkpoint may hold (an export holds the
+    same weights)."""
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise TumorsegError(
+            f"{path}: {size / 2**20:,.0f} MiB; tumorseg reads ONNX models of up to "
+            f"{MAX_CHECKPOINT_BYTES / 2**20:,.0f} MiB"
+        )
+    return path.read_bytes()
+
+
+def check_graph(data: bytes, path: Path, config: ModelConfig) -> None:
+    """Refuse an ONNX graph (``data``, read from ``path``) that could allocate more than the network
+    ``config`` describes: a graph declares the size of every tensor it makes (a Resize by 1000, a
+    ConstantOfShape of 10^10), and its recorded checkpoint digest is only metadata. Shapes are
+    inferred for an input of 4 and of 8 strides a side: each tensor must have a fixed shape and at
+    most VALUES_PER_VOXEL_AND_WIDTH x the widest stage's width values per input voxel, plus the
+    file's size (its weights). Subgraphs, local functions and external data, which no export has,
+    are refused."""
     try:
         import onnx
     except ImportError as err:
         raise TumorsegError("--engine onnx needs the onnx package: pip install 'tumorseg[onnx]'") from err
     try:
-        graph = onnx.load(str(path), load_external_data=False)
+        graph = onnx.load_model_from_string(data)
     except Exception as err:  # protobuf raises its own exception types
         raise TumorsegError(f"{path}: not a loadable ONNX model ({first_line(err)})") from err
     nested = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
@@ -246,7 +261,7 @@ def check_graph(path: Path, config: ModelConfig) -> None:
         raise TumorsegError(f"{path}: not a graph tumorseg exports (subgraphs, functions or external data)")
     for side in (4 * config.stride, 8 * config.stride):
         shape = (1, config.in_channels, *[side] * config.dims)
-        allowed = VALUES_PER_VOXEL_AND_WIDTH * max(config.channels) * side**config.dims + path.stat().st_size
+        allowed = VALUES_PER_VOXEL_AND_WIDTH * max(config.channels) * side**config.dims + len(data)
         largest = largest_tensor(graph, shape, path)
         if largest > allowed:
             raise TumorsegError(

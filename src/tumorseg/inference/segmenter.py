@@ -35,7 +35,7 @@ NO_FLIPS: tuple[tuple[int, ...], ...] = ((),)
 #: The four in-plane flips of test-time augmentation (the last two axes of a batch, 2D or 3D).
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
 #: What runs the network: PyTorch, ONNX Runtime, or ONNX Runtime on the 8-bit export. "auto"
-#: (predict's default) picks the 8-bit export on a CPU when it lies beside the one model and ONNX
+#: (predict's default) picks the 8-bit export on a CPU when one lies beside every model and ONNX
 #: Runtime is installed, else PyTorch.
 ENGINES = ("torch", "onnx", "onnx-int8")
 #: Predict's default: a 2D network first segments every COARSE_STEP-th slice, then only near the
