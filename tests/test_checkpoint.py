@@ -93,6 +93,22 @@ def test_a_small_checkpoint_declaring_much_more_is_refused_before_reading(tmp_pa
         load_checkpoint(tmp_path / "old.pt")  # the zip-less format: its tensors declare their sizes
 
 
+def test_the_checkpoint_loaded_is_the_file_whose_size_was_checked(tmp_path, monkeypatch):
+    """The size check reads the zip directory and torch.load the entries: both from one open file,
+    so a file put in its place between the two (here another checkpoint) is not what loads."""
+    save_checkpoint({"model": {"w": torch.arange(3.0)}, "epoch": 1}, tmp_path / "c.pt")
+    save_checkpoint({"model": {"w": torch.zeros(2**10)}, "epoch": 2}, tmp_path / "other.pt")
+    checked = checkpoint.check_declared_size
+
+    def check_then_replace(handle, path):
+        checked(handle, path)
+        os.replace(tmp_path / "other.pt", path)
+
+    monkeypatch.setattr(checkpoint, "check_declared_size", check_then_replace)
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    assert loaded["epoch"] == 1 and torch.equal(loaded["model"]["w"], torch.arange(3.0))
+
+
 def test_weights_that_view_more_values_than_they_hold_are_refused(tmp_path):
     """A tensor of 10^10 elements over one stored zero is 22 kB on disk; converting it to half
     precision (pack) would allocate 20 GB."""

@@ -28,6 +28,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -63,11 +64,11 @@ def save_checkpoint(state: dict, path: Path) -> None:
         tmp.unlink(missing_ok=True)  # gone after the rename; removed here on any failure or interrupt
 
 
-def check_declared_size(path: Path) -> None:
-    """Refuse a file that is no torch.save zip, or whose entries would fill more memory than any
-    tumorseg checkpoint needs, from the zip directory alone."""
+def check_declared_size(handle: BinaryIO, path: Path) -> None:
+    """Refuse a file (open as ``handle``) that is no torch.save zip, or whose entries would fill more
+    memory than any tumorseg checkpoint needs, from the zip directory alone."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(handle) as archive:
             declared = sum(entry.file_size for entry in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError) as err:
         raise TumorsegError(
@@ -85,9 +86,12 @@ def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise TumorsegError(f"{path}: checkpoint does not exist")
-    check_declared_size(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # one open file for the check and the load: a file replaced after its check is not read
+        with open(path, "rb") as handle:
+            check_declared_size(handle, path)
+            handle.seek(0)
+            state = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"(?i)[^\n]*unsupported global[^\n]*", str(err))
         if found:
