@@ -42,7 +42,7 @@ ENGINES = ("torch", "onnx", "onnx-int8")
 #: tumor it found: the slices closer than COARSE_STEP, within the tumor's in-plane box widened by
 #: FINE_MARGIN pixels (``segment_coarse_to_fine``; chosen on the 28 shared cases, see the README).
 #: Evaluation segments every slice (step 1), so it reproduces the validation of training exactly.
-COARSE_STEP, FINE_MARGIN = 4, 16
+COARSE_STEP, FINE_MARGIN = 4, 32
 #: Patches per forward pass when a 3D network slides over a volume.
 PATCHES_PER_FORWARD = 2
 #: Overlap of neighbouring patches of the sliding window (as nnU-Net: half a patch).
@@ -183,7 +183,7 @@ def file_digest(path: Path) -> str:
 
 
 class Segmenter:
-    """A trained model from a run directory (its best.pt) or a checkpoint (None: the model that ships
+    """A trained model from a run directory (its best.pt) or a checkpoint (None: the ensemble that ships
     with tumorseg; ``for_sequences`` then swaps in its sibling trained for missing sequences), ready
     to segment.
 
