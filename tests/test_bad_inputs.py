@@ -795,6 +795,16 @@ def test_resume_from_a_last_pt_that_does_not_fit(trained_run, tmp_path, capsys):
     for name, change, words in [
         ("shapes", lambda s: s["model"].update({"head.weight": torch.zeros(3, 9, 1, 1)}), "does not fit"),
         ("best", None, "holds no training state"),
+        (
+            "nan",  # a run that diverged, or a file that says so: resumed, every step would be NaN
+            lambda s: s["model"]["head.weight"].view(-1)[:1].fill_(float("nan")),
+            "weight 'head.weight' holds NaN or infinite values",
+        ),
+        (
+            "integer",
+            lambda s: s["model"].update({"head.weight": s["model"]["head.weight"].int()}),
+            "weight 'head.weight' holds integer values (int32) where the network has real floating-point",
+        ),
     ]:
         run_dir = tmp_path / name
         shutil.copytree(trained_run, run_dir)

@@ -7,7 +7,14 @@ from tumorseg.errors import TumorsegError, short
 from tumorseg.models.attention_unet import AttentionUNet, build_model
 from tumorseg.models.config import ModelConfig
 
-__all__ = ["AttentionUNet", "ModelConfig", "build_model", "create_network", "network_with_weights"]
+__all__ = [
+    "AttentionUNet",
+    "ModelConfig",
+    "build_model",
+    "check_numbers",
+    "create_network",
+    "network_with_weights",
+]
 
 
 def create_network(config: ModelConfig) -> nn.Module:
@@ -47,6 +54,15 @@ def network_with_weights(config: ModelConfig, weights: dict, where: str) -> nn.M
             f"{list(given[name]) if name in given else 'missing'} in the file, "
             f"{list(expected[name]) if name in expected else 'none'} in the model)"
         )
+    check_numbers(weights, layout, where)
+    model = create_network(config)
+    model.load_state_dict(weights)  # fp16 weights of a packed model are read into float32
+    return model
+
+
+def check_numbers(weights: dict, layout: dict, where: str) -> None:
+    """Refuse ``weights`` of another kind of number than the network's ``layout`` (a state dict of
+    the same names), or not finite."""
     for name, weight in weights.items():
         kind, wanted = number_kind(weight), number_kind(layout[name])
         if kind != wanted:
@@ -57,9 +73,6 @@ def network_with_weights(config: ModelConfig, weights: dict, where: str) -> nn.M
             )
         if weight.is_floating_point() and not bool(torch.isfinite(weight).all()):
             raise TumorsegError(f"{where}: weight {short(name)} holds NaN or infinite values")
-    model = create_network(config)
-    model.load_state_dict(weights)  # fp16 weights of a packed model are read into float32
-    return model
 
 
 def number_kind(tensor: torch.Tensor) -> str:

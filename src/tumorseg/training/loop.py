@@ -28,7 +28,7 @@ from tumorseg.evaluation.metrics import dice_iou, overlap_counts
 from tumorseg.files import write_json
 from tumorseg.inference.segmenter import segment
 from tumorseg.labels import REGION_NAMES, label_convention
-from tumorseg.models import create_network
+from tumorseg.models import check_numbers, create_network
 from tumorseg.rundir import RunDir
 from tumorseg.training import distributed
 from tumorseg.training.augment import BatchAugmentation
@@ -329,6 +329,7 @@ def restore(trainer: Trainer, checkpoint: dict, path: Path) -> None:
         torch.set_rng_state(checkpoint["rng"]["torch"])
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
         raise TumorsegError(f"{path}: does not fit the run's config ({first_line(err)})") from err
+    check_numbers(checkpoint["model"], trainer.model.state_dict(), str(path))  # after: same names
     trainer.history = [dict(row) for row in checkpoint["history"]]
     trainer.epoch = int(checkpoint["epoch"])
     trainer.best, trainer.stale = float(checkpoint["best_metric"]), int(checkpoint["epochs_since_best"])
