@@ -98,12 +98,16 @@ def main() -> None:
     print(f"{len(own)} patients, out of fold, post-processing: {rule}")
     print(f"{'decoding':<32}" + "".join(f"{n:>8}" for n in REGION_NAMES) + f"{'mean':>8}"
           + f"{'vs own':>9}" + f"{'worst fold':>12}")  # fmt: skip
-    for name, values in dice.items():
-        values = np.asarray(values)
+
+    def print_row(name: str, values: np.ndarray) -> None:
+        """Mean Dice per region and overall, the mean gain over ``own`` and its lowest fold mean."""
         gain = (values - own).mean(axis=1)
         worst = min(gain[folds == fold].mean() for fold in np.unique(folds))
         print(f"{name:<32}" + "".join(f"{d:8.4f}" for d in values.mean(axis=0))
               + f"{values.mean():8.4f}{gain.mean():+9.4f}{worst:+12.4f}")  # fmt: skip
+
+    for name, values in dice.items():
+        print_row(name, np.asarray(values))
     names = list(dice)
     stacked = np.stack([np.asarray(dice[name]) for name in names])  # variant, patient, region
     nested, chosen = np.zeros_like(own), []
@@ -111,10 +115,7 @@ def main() -> None:
         best = int(stacked[:, folds != fold].mean(axis=(1, 2)).argmax())
         nested[folds == fold] = stacked[best, folds == fold]
         chosen.append(names[best])
-    gain = (nested - own).mean(axis=1)
-    worst = min(gain[folds == fold].mean() for fold in np.unique(folds))
-    print(f"{'each fold: best of the others':<32}" + "".join(f"{d:8.4f}" for d in nested.mean(axis=0))
-          + f"{nested.mean():8.4f}{gain.mean():+9.4f}{worst:+12.4f}")  # fmt: skip
+    print_row("each fold: best of the others", nested)
     print("  (chosen: " + " | ".join(chosen) + ")")
     print(f"\n{WEAKEST} lowest tumor cores ({OWN}): TC Dice, reference enhancing tumor, core called edema")
     for index in np.argsort(own[:, REGION_NAMES.index("TC")])[:WEAKEST]:
