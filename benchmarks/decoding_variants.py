@@ -28,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from tumorseg.evaluation.crossval import fold_groups, out_of_fold
@@ -54,14 +53,14 @@ def fill_core_holes(classes: np.ndarray) -> np.ndarray:
     return out
 
 
-def variants(target: Target) -> dict[str, Callable[[torch.Tensor], np.ndarray]]:
+def variants(target: Target) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Name -> probabilities (Z, 3, H, W) to classes (Z, H, W)."""
 
-    def cut(threshold: float) -> Callable[[torch.Tensor], np.ndarray]:
-        return lambda p: target.decode(p, threshold).numpy()
+    def cut(threshold: float) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda p: target.decode(p, threshold)
 
-    def smoothed(sigma: float) -> Callable[[torch.Tensor], np.ndarray]:
-        return lambda p: cut(0.5)(torch.from_numpy(ndimage.gaussian_filter1d(p.numpy(), sigma, axis=0)))
+    def smoothed(sigma: float) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda p: cut(0.5)(ndimage.gaussian_filter1d(p, sigma, axis=0))
 
     found = {OWN: cut(0.5)}
     found |= {f"threshold {t}": cut(t) for t in THRESHOLDS}
@@ -83,7 +82,7 @@ def main() -> None:
         if not patient.predictor.target.regions:
             raise SystemExit(f"{args.folds_dirs[0]}: a labels model has no region probabilities to vary")
         folds.append(patient.fold)
-        scores = torch.from_numpy(patient.probabilities)
+        scores = patient.probabilities
         reference, voxel_ml = patient.reference, patient.voxel_ml
         for name, decode in variants(patient.predictor.target).items():
             classes = rule.apply(decode(scores).astype(np.uint8), voxel_ml)

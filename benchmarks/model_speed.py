@@ -19,7 +19,7 @@ from contextlib import nullcontext
 
 import torch
 
-from tumorseg.models import build_model
+from tumorseg.models.attention_unet import build_model
 
 CHANNELS = (16, 32, 64, 128, 256)
 

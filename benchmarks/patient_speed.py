@@ -35,11 +35,13 @@ from tumorseg.checkpoint import save_checkpoint
 from tumorseg.data.brats import find_case_files, find_case_folders
 from tumorseg.data.prepare import prepare_store
 from tumorseg.evaluation.metrics import region_dice
-from tumorseg.inference.onnx import export_onnx, onnx_path
+from tumorseg.inference.export import export_onnx
+from tumorseg.inference.onnx import onnx_path
 from tumorseg.inference.predict import predict_case
 from tumorseg.inference.segmenter import COARSE_STEP, ENGINES, Segmenter
 from tumorseg.labels import label_convention, to_internal
-from tumorseg.models import ModelConfig, create_network
+from tumorseg.models import ModelConfig
+from tumorseg.models.network import create_network
 from tumorseg.rundir import model_checkpoint
 
 

@@ -7,6 +7,7 @@ Every input is generated here from a good phantom; nothing binary is committed.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
 import shutil
@@ -420,13 +421,17 @@ def test_an_export_from_another_checkpoint_is_refused(trained_run, tmp_path, cap
         Segmenter(other, engine="onnx")
 
 
-def onnx_bomb(kind: str, path: Path, checkpoint: Path) -> None:
+def onnx_bomb(kind: str, path: Path, checkpoint: Path, width: int | None = None) -> None:
     """A graph that claims (by its metadata) to be the export of ``checkpoint`` and makes a tensor
-    of gigabytes from an input of a slice: scaled up 1000 times a side, or a constant of 10^10."""
+    of gigabytes from an input of a slice: scaled up 1000 times a side, or a constant of 10^10. Its
+    metadata copies the checkpoint's config, or with ``width`` claims a network that wide."""
+    import dataclasses
+
     import onnx
     from onnx import TensorProto, helper
 
-    from tumorseg.inference.segmenter import file_digest
+    from tumorseg.inference.onnx import export_metadata
+    from tumorseg.inference.segmenter import Segmenter
 
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 4, "height", "width"])
     out = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, None)
@@ -443,17 +448,23 @@ def onnx_bomb(kind: str, path: Path, checkpoint: Path) -> None:
         constants = [size]
     graph = helper.make_graph(nodes, "bomb", [image], [out], constants)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.metadata_props.add(key="checkpoint_sha256", value=file_digest(checkpoint))
+    honest = Segmenter(checkpoint)
+    config = honest.config if width is None else dataclasses.replace(honest.config, channels=[width] * 5)
+    for key, value in export_metadata(checkpoint, config, honest.epoch, honest.postprocessing).items():
+        model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
 
 
-@pytest.mark.parametrize("kind", ["resize", "constant"])
-def test_an_onnx_graph_that_makes_gigabytes_is_refused_before_it_runs(good, trained_run, tmp_path, kind):
-    """The ONNX file beside a checkpoint is input too: its digest of the checkpoint is only metadata,
-    and every tensor's size is the graph's to declare. A few hundred bytes asked for tens of GB."""
+@pytest.mark.parametrize("kind, width", [("resize", None), ("constant", None), ("resize", 2**20)])
+def test_an_onnx_graph_that_makes_gigabytes_is_refused_before_it_runs(
+    good, trained_run, tmp_path, kind, width
+):
+    """The ONNX file beside a checkpoint is input too: its digest of the checkpoint and the config it
+    records are only metadata, and every tensor's size is the graph's to declare. A few hundred
+    bytes asked for tens of GB, and claiming a network a million wide does not make room for it."""
     run = tmp_path / "run"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("*.onnx"))
-    onnx_bomb(kind, run / "best.onnx", run / "best.pt")
+    onnx_bomb(kind, run / "best.onnx", run / "best.pt", width)
     code, err, peak = tumorseg_measured(
         "predict", "--model", run, "--engine", "onnx", good / "cases" / CASE, "--out", tmp_path / "s.nii.gz"
     )
@@ -478,8 +489,8 @@ def test_the_onnx_graph_that_runs_is_the_one_checked(good, trained_run, tmp_path
     model, out = exported_copy(trained_run, tmp_path), tmp_path / "s.nii.gz"
     checked = engine.check_graph
 
-    def check_then_replace(data: bytes, path: Path, config) -> None:
-        checked(data, path, config)
+    def check_then_replace(graph, path: Path, *args) -> None:
+        checked(graph, path, *args)
         path.write_bytes(b"not a graph" * 100)
 
     monkeypatch.setattr(engine, "check_graph", check_then_replace)
@@ -492,10 +503,89 @@ def test_an_onnx_file_larger_than_a_checkpoint_is_refused(good, trained_run, tmp
     from tumorseg.inference import onnx as engine
 
     model, out = exported_copy(trained_run, tmp_path), tmp_path / "s.nii.gz"
-    monkeypatch.setattr(engine, "MAX_CHECKPOINT_BYTES", (model / "best.onnx").stat().st_size - 1)
+    monkeypatch.setattr(engine, "MAX_EXPORT_BYTES", (model / "best.onnx").stat().st_size - 1)
     command = ["predict", "--model", model, "--engine", "onnx", good / "cases" / CASE, "--out", out]
     code, err = run(command, capsys)
     assert_clean_failure(code, err, "best.onnx", "MiB; tumorseg reads ONNX models of up to")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "metadata, problem",
+    [
+        ({"model_config": None}, "its metadata lacks the model's config"),
+        ({"model_config": "[" * 100_000}, "its metadata lacks the model's config"),
+        ({"model_config": "[1, 2]"}, "its model_config is not a mapping"),
+        ({"model_config": '{"channels": [16, -1]}'}, "channels"),
+        ({"postprocessing": '{"min_island_ml": -4}'}, "post-processing min_island_ml"),
+        ({"checkpoint_epoch": "many"}, "its metadata lacks the model's config"),
+    ],
+)
+def test_an_export_whose_record_of_the_model_is_broken_is_refused(
+    good, trained_run, tmp_path, capsys, metadata, problem
+):
+    """What predict knows of the network when ONNX Runtime runs it comes from the export's metadata:
+    missing (an export of an older tumorseg), malformed or out of range, it is named, not used."""
+    refuse_altered_export(good, trained_run, tmp_path, capsys, lambda recorded: recorded | metadata, problem)
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"context": 1}, "its input has 4 values on axis 1, where the model config it records needs 12"),
+        ({"target": "labels"}, "where the model config it records gives 1 x 4 x"),
+        ({"dims": 3, "patch": [16, 16, 16]}, "its input has 4 axes, not 5"),
+    ],
+)
+def test_an_export_that_records_another_network_than_its_graph_is_refused(
+    good, trained_run, tmp_path, capsys, change, problem
+):
+    """A config in an export's metadata that is well formed but not its graph's (more slices of
+    context, another target, other axes) would feed the graph what it cannot take, or decode its
+    output as what it is not: without a word, 3 region channels read as 4 classes. It is checked
+    against the graph's own input and output, before anything runs."""
+
+    def altered(recorded: dict[str, str]) -> dict[str, str]:
+        return recorded | {"model_config": json.dumps(json.loads(recorded["model_config"]) | change)}
+
+    refuse_altered_export(good, trained_run, tmp_path, capsys, altered, problem)
+
+
+def test_a_graph_deeper_than_the_config_it_records_is_refused():
+    """A config of fewer stages than the graph's would pad slices to too small a multiple, and the
+    graph would fail on them mid-patient: shapes inferred on an odd multiple of the stride show it.
+    (The test model has two stages only: the shipped one, five, is cut to four.)"""
+    import dataclasses
+
+    from tumorseg.errors import TumorsegError
+    from tumorseg.inference.bundle import BUNDLED_MODELS
+    from tumorseg.inference.onnx import Export, check_graph, onnx_path, parse_graph
+
+    path = onnx_path(BUNDLED_MODELS[0], int8=True)
+    honest = Export.of(BUNDLED_MODELS[0], int8=True).config
+    shallower = dataclasses.replace(honest, channels=honest.channels[:-1])
+    data = path.read_bytes()
+    check_graph(parse_graph(data, path), path, honest, len(data))
+    with pytest.raises(TumorsegError, match="shapes cannot be inferred"):
+        check_graph(parse_graph(data, path), path, shallower, len(data))
+
+
+def refuse_altered_export(good, trained_run, tmp_path, capsys, alter, problem) -> None:
+    """A fresh export of the trained run with its metadata altered by ``alter`` (None: a key left
+    out) fails predict with ``problem``, writing nothing."""
+    import onnx
+
+    model, out = exported_copy(trained_run, tmp_path), tmp_path / "s.nii.gz"
+    graph = onnx.load(str(model / "best.onnx"))
+    kept = alter({entry.key: entry.value for entry in graph.metadata_props})
+    del graph.metadata_props[:]
+    for key, value in kept.items():
+        if value is not None:
+            graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(model / "best.onnx"))
+    command = ["predict", "--model", model, "--engine", "onnx", good / "cases" / CASE, "--out", out]
+    code, err = run(command, capsys)
+    assert_clean_failure(code, err, "best.onnx", problem)
     assert not out.exists()
 
 
@@ -604,7 +694,8 @@ def test_a_model_whose_inputs_would_be_padded_to_gigabytes_is_refused(
 ):
     """A network's depth sets the stride slices are padded to, a 3D network's patch the box it
     slides; both are the model file's to declare, with weights of a few kB that fit them."""
-    from tumorseg.models import ModelConfig, create_network
+    from tumorseg.models import ModelConfig
+    from tumorseg.models.network import create_network
 
     state = torch.load(trained_run / "best.pt", weights_only=True)
     state["model_config"] |= {**declared, "deep_supervision": False}
@@ -829,7 +920,7 @@ def test_predict_and_evaluate_on_cuda_without_one(good, trained_run, tmp_path, c
 def test_export_without_the_onnx_package(trained_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
     code, err = run(["export", trained_run, "--out", tmp_path / "m.onnx"], capsys)
-    assert_clean_failure(code, err, "onnx", "pip install 'tumorseg[onnx]'")
+    assert_clean_failure(code, err, "onnx", "pip install onnx")
 
 
 def test_batch_rerun_with_damaged_earlier_outputs(good, trained_run, tmp_path, capsys):

@@ -3,6 +3,8 @@
 The patient is one of the model's validation patients: it chose the epoch, never a weight.
 """
 
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -135,3 +137,26 @@ def test_the_fast_defaults_segment_the_patient_as_pytorch_on_every_slice(patient
     assert result.returncode == 0, result.stderr
     agreement = region_dice(classes(by_default), classes(nib.load(out)))
     assert (agreement >= 0.95).all(), agreement
+
+
+#: `python -m tumorseg ARGS` that says at its end whether PyTorch was imported.
+TELLS_TORCH = """
+import runpy, sys
+sys.argv = ["tumorseg", *sys.argv[1:]]
+try:
+    runpy.run_module("tumorseg", run_name="__main__")
+finally:
+    print("imported torch:", "torch" in sys.modules)
+"""
+
+
+def test_predict_on_a_cpu_does_without_pytorch(patient, tmp_path):
+    """Importing PyTorch takes longer than segmenting a patient (about 3 s on 2 cores): with the
+    8-bit ONNX exports, predict's default on a CPU, the command never imports it, and writes the
+    same label map."""
+    folder, by_default = patient
+    out = tmp_path / "seg.nii.gz"
+    command = [sys.executable, "-c", TELLS_TORCH, "predict", folder, "--out", out, "--device", "cpu"]
+    result = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "imported torch: False" in result.stdout, result.stdout + result.stderr
+    assert np.array_equal(np.asarray(nib.load(out).dataobj), np.asarray(by_default.dataobj))

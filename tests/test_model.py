@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tumorseg.models import AttentionUNet, build_model
+from tumorseg.models.attention_unet import AttentionUNet, build_model
 from tumorseg.models.blocks import AttentionGate
 
 

@@ -1,3 +1,5 @@
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +37,16 @@ def test_a_region_threshold_moves_where_a_region_starts():
     probabilities = torch.tensor([0.4, 0.3, 0.2]).reshape(1, 3, 1, 1)  # WT 0.4, TC 0.3, ET 0.2
     regions = Target("regions")
     assert [regions.decode(probabilities, t).item() for t in (0.5, 0.35, 0.25, 0.1)] == [0, 2, 1, 3]
+
+
+@pytest.mark.parametrize("target", ["regions", "labels"])
+def test_numpy_and_pytorch_probabilities_decode_alike(target):
+    """Validation decodes tensors, prediction with ONNX Runtime NumPy arrays: one rule for both."""
+    spec = Target(target)
+    probabilities = torch.rand(3, spec.channels, 9, 11, generator=torch.Generator().manual_seed(0))
+    classes = spec.decode(probabilities)
+    assert classes.dtype == torch.int64 and set(classes.unique().tolist()) == {0, 1, 2, 3}
+    assert np.array_equal(spec.decode(probabilities.numpy()), classes.numpy())
 
 
 def test_losses_are_small_for_right_and_large_for_wrong_predictions():

@@ -3,6 +3,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from conftest import tumorseg
 from tumorseg.cli import main
@@ -188,7 +189,7 @@ def test_stale_or_missing_onnx_is_refused(trained_run, tmp_path):
 
     import torch
 
-    from tumorseg.inference.onnx import export_onnx
+    from tumorseg.inference.export import export_onnx
 
     run = tmp_path / "copy"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("*.onnx"))
@@ -225,3 +226,17 @@ def test_an_8_bit_export_predicts_like_the_model_and_says_what_it_is(trained_run
     assert automatic.engine == "onnx-int8" and "8-bit ONNX Runtime" in automatic.description
     assert Segmenter([run, run], engine="auto").engine == "onnx-int8"  # each member has its export
     assert Segmenter([run, trained_run], engine="auto").engine == "torch"  # one lacks it
+
+
+def test_auto_is_the_cpu_without_asking_pytorch_where_no_gpu_driver_is(monkeypatch, tmp_path):
+    """predict's engine follows the device; learning that "auto" is the CPU must not import PyTorch
+    (longer than segmenting a patient), so PyTorch is asked only where a GPU driver is."""
+    from tumorseg import devices
+
+    monkeypatch.setattr(devices, "GPU_DRIVERS", (tmp_path / "no-driver",))
+    monkeypatch.setattr(devices.shutil, "which", lambda name: None)
+    monkeypatch.setattr(devices, "resolve_device", lambda name: pytest.fail("PyTorch was asked"))
+    assert devices.runs_on_cpu("auto") and devices.runs_on_cpu("cpu") and not devices.runs_on_cpu("cuda:1")
+    monkeypatch.setattr(devices, "GPU_DRIVERS", (tmp_path,))  # a driver is there: PyTorch decides
+    monkeypatch.setattr(devices, "resolve_device", lambda name: torch.device("cuda"))
+    assert not devices.runs_on_cpu("auto")

@@ -256,17 +256,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tumorseg.inference import onnx
+    from tumorseg.inference.export import export_onnx
+    from tumorseg.inference.onnx import onnx_path
     from tumorseg.inference.segmenter import Segmenter
     from tumorseg.outputs import claim_outputs
     from tumorseg.rundir import RunDir
 
     segmenter = Segmenter(args.model)
-    out = args.out or onnx.onnx_path(segmenter.path, int8=args.int8 is not None)
+    out = args.out or onnx_path(segmenter.path, int8=args.int8 is not None)
     inputs = [segmenter.path, *RunDir.of(segmenter.path).inputs]
     # an earlier export is among the run's files, but --overwrite may replace it with a new one
     claim_outputs([out], [path for path in inputs if path.suffix != ".onnx" or path != out], args.overwrite)
-    print(f"wrote {onnx.export_onnx(segmenter, out, calibration=args.int8)}")
+    print(f"wrote {export_onnx(segmenter, out, calibration=args.int8)}")
     return 0
 
 
@@ -731,8 +732,8 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="onnx: ONNX Runtime (after tumorseg export); onnx-int8: its 8-bit export (after tumorseg "
         "export --int8 STORE; the bundled models ship one), about 3x faster than torch on a CPU; auto "
-        "(default): onnx-int8 on a CPU when the model has an 8-bit export and ONNX Runtime is installed "
-        "(pip install 'tumorseg[onnx]'), else torch",
+        "(default): onnx-int8 on a CPU when the model has an 8-bit export (ONNX Runtime, installed with "
+        "tumorseg; the command then never imports PyTorch), else torch",
     )
     p.set_defaults(func=cmd_predict)
 

@@ -1,14 +1,28 @@
-"""Which torch device a command runs on."""
+"""Which torch device a command runs on.
+
+PyTorch is imported only when a device is made: predicting on a CPU with ONNX Runtime never needs
+it, and importing it takes longer than segmenting a patient.
+"""
 
 from __future__ import annotations
 
-import torch
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tumorseg.errors import TumorsegError
+
+if TYPE_CHECKING:
+    import torch
+
+#: Where the NVIDIA (CUDA) and AMD (ROCm) drivers show themselves on Linux; nvidia-smi elsewhere.
+GPU_DRIVERS = (Path("/proc/driver/nvidia"), Path("/dev/kfd"))
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` is the GPU when there is one, else the CPU; asking for CUDA without one is an error."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -19,3 +33,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError as err:
         raise TumorsegError(f"device {name!r} is not a device (auto, cpu, cuda or cuda:N)") from err
+
+
+def runs_on_cpu(name: str) -> bool:
+    """Whether the device ``name`` is the CPU, asking PyTorch only when ``auto`` might be a GPU: with
+    no GPU driver on the machine, PyTorch would find no GPU either."""
+    if name == "auto" and (shutil.which("nvidia-smi") or any(path.exists() for path in GPU_DRIVERS)):
+        return resolve_device(name).type == "cpu"
+    return name in ("auto", "cpu")

@@ -27,9 +27,13 @@ def write_text(path: Path, text: str) -> None:
 
 
 def load_json(path: Path) -> object:
-    """The JSON value in ``path``. Every malformed file is a ValueError, arrays nested too deep for
+    """The JSON value in ``path``; a malformed file is a ValueError (``parse_json``)."""
+    return parse_json(Path(path).read_text())
+
+
+def parse_json(text: str) -> object:
+    """The JSON value of ``text``. Every malformed text is a ValueError, arrays nested too deep for
     Python's parser included (``[[[[...`` raises RecursionError)."""
-    text = Path(path).read_text()
     try:
         return json.loads(text)
     except RecursionError as err:

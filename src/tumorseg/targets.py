@@ -8,20 +8,27 @@ Two targets, chosen per model (``ModelConfig.target``):
 - ``labels``: 4 softmax channels, one per internal class; decoded by argmax.
 
 Everything that depends on the choice lives here; the loss, the metrics, validation, evaluation
-and prediction ask a ``Target`` instead of testing the name.
+and prediction ask a ``Target`` instead of testing the name. ``decode`` takes NumPy arrays or
+PyTorch tensors alike, and ``uncertainty`` NumPy arrays: prediction with ONNX Runtime decodes
+without importing PyTorch (which takes longer than segmenting a patient).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
-import torch
-from torch.nn import functional as F
+import numpy as np
 
 from tumorseg.labels import NUM_CLASSES, REGION_NAMES, region_masks
 
+if TYPE_CHECKING:
+    import torch
+
 TARGETS = ("regions", "labels")
+#: A NumPy array or a PyTorch tensor: ``decode`` returns the kind it is given.
+Scores = TypeVar("Scores")
 
 
 @dataclass(frozen=True)
@@ -49,32 +56,33 @@ class Target:
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, ...) -> probabilities: sigmoid per region or softmax over classes."""
-        return torch.sigmoid(logits) if self.regions else F.softmax(logits, dim=1)
+        return logits.sigmoid() if self.regions else logits.softmax(dim=1)
 
-    def decode(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-        """Probabilities (B, C, ...) -> internal class map (B, ...) (int64); a region is where its
-        probability exceeds ``threshold``."""
+    def decode(self, probabilities: Scores, threshold: float = 0.5) -> Scores:
+        """Probabilities (B, C, ...) -> internal class map (B, ...) (int64), an array of the kind
+        given; a region is where its probability exceeds ``threshold``."""
         if not self.regions:
-            return probabilities.argmax(dim=1)
-        wt, tc, et = (probabilities > threshold).unbind(dim=1)
-        # nested wheres, not masked assignments: those wait for the GPU to count the mask
-        return torch.where(et, 3, torch.where(tc, 1, torch.where(wt, 2, 0)))
+            return probabilities.argmax(1)
+        wt, tc, et = (probabilities[:, index] > threshold for index in range(3))
+        # ET wins, else TC (1), else WT (2): sums of masks, which NumPy and PyTorch write alike
+        # (and which, unlike masked assignments, need not wait for a GPU to count a mask)
+        return 3 * et + (tc & ~et) + 2 * (wt & ~tc & ~et)
 
-    def uncertainty(self, probabilities: torch.Tensor) -> torch.Tensor:
-        """Probabilities (B, C, ...) -> voxel-wise uncertainty (B, ...) in [0, 1]: the largest binary
-        entropy (bits) of the three regions, or the class entropy over log2(C). Averaged over TTA
-        flips or models, the probabilities carry their disagreement into it."""
-        p = probabilities.float().clamp(1e-7, 1 - 1e-7)
+    def uncertainty(self, probabilities: np.ndarray) -> np.ndarray:
+        """Probabilities (B, C, ...) -> voxel-wise uncertainty (B, ...) in [0, 1], float32: the
+        largest binary entropy (bits) of the three regions, or the class entropy over log2(C).
+        Averaged over TTA flips or models, the probabilities carry their disagreement into it."""
+        p = np.clip(probabilities.astype(np.float32), 1e-7, 1 - 1e-7)
         if self.regions:
-            return (-(p * p.log2() + (1 - p) * (1 - p).log2())).amax(dim=1)
-        return -(p * p.log2()).sum(dim=1) / math.log2(self.channels)
+            return (-(p * np.log2(p) + (1 - p) * np.log2(1 - p))).max(axis=1)
+        return -(p * np.log2(p)).sum(axis=1) / np.float32(math.log2(self.channels))
 
-    def initial_bias(self, prior: float = 0.01) -> torch.Tensor:
+    def initial_bias(self, prior: float = 0.01) -> list[float]:
         """Output biases under which every voxel starts as background with probability 1 - ``prior``
         (Lin et al. 2017, RetinaNet). With zero biases every voxel starts at p = 0.5 for every
         region, and the first epochs go to unlearning that over a background that is ~99 % of the
         volume."""
-        bias = torch.full((self.channels,), math.log(prior / (1 - prior)))
+        bias = [math.log(prior / (1 - prior))] * self.channels
         if not self.regions:
             bias[0] = 0.0
         return bias

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tumorseg.checkpoint import load_network, save_checkpoint
 from tumorseg.data.splits import load_split
 from tumorseg.postprocess import PostProcessing
 from tumorseg.rundir import RunDir, model_checkpoint
@@ -31,6 +30,8 @@ KEPT = ("model_config", "epoch", "labels", "metrics")
 
 def pack(source: Path, out: Path, postprocessing: PostProcessing, half: bool = True) -> dict:
     """Write the model of ``source`` (a run or checkpoint) to ``out``; return what was written."""
+    from tumorseg.checkpoint import load_network, save_checkpoint  # PyTorch: not for predict's import
+
     path = model_checkpoint(source)
     state = load_network(path)
     weights = {

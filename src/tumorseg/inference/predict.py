@@ -148,6 +148,17 @@ def beside(out: Path, suffix: str) -> Path:
     return out.with_name(out.name.removesuffix(".gz").removesuffix(".nii") + suffix)
 
 
+def companions(out: Path, probabilities: bool, uncertainty: bool, volumes: bool) -> list[Path]:
+    """The files written beside the label map ``out``: the probabilities and the uncertainty map
+    when asked for, and a single case's volumes."""
+    wanted = {
+        "_probabilities.nii.gz": probabilities,
+        "_uncertainty.nii.gz": uncertainty,
+        "_volumes.json": volumes,
+    }
+    return [beside(out, suffix) for suffix, asked in wanted.items() if asked]
+
+
 def files_from_paths(flair: Path | None, t1: Path | None, t1ce: Path | None, t2: Path | None) -> CaseFiles:
     """A case given as explicit files (None for a sequence not acquired); its id is the first
     file's name without suffixes."""
@@ -198,6 +209,8 @@ def predict(
             [],
         )
     created = check_output(out, batch, overwrite)
+    if not batch:  # what it writes beside the label map, refused too before any model is loaded
+        claim_outputs(companions(out, probabilities, uncertainty, volumes=True), cases[0].paths, overwrite)
     busy = f"{out}: another tumorseg predict is writing into this folder"
     try:
         with exclusive_lock(out / ".lock", busy) if batch else contextlib.nullcontext():
@@ -236,17 +249,10 @@ def segment_all(
                 result.skipped.append(target)
                 recorded = record_skipped(files.case_id, *done, volumes_file, recorded, options["labels"])
                 continue
-            companions = [
-                beside(target, suffix)
-                for suffix, wanted in (
-                    ("_probabilities.nii.gz", "probabilities"),
-                    ("_uncertainty.nii.gz", "uncertainty"),
-                )
-                if options[wanted]
-            ]
+            written = companions(target, options["probabilities"], options["uncertainty"], volumes=not batch)
             inputs = [*files.paths, *model_files]
             claim_outputs([target], inputs, overwrite or batch)  # a batch redoes its own broken leftovers
-            claim_outputs([*companions, *([] if batch else [volumes_file])], inputs, overwrite)
+            claim_outputs(written, inputs, overwrite)
             prediction = predict_case(files, segmenter, target, **options)
         except TumorsegError as err:
             if not batch:

@@ -7,30 +7,37 @@ each batch zero-padded to the network's stride and cropped back), for a 3D netwo
 (``segment_patches``: a Gaussian-weighted sliding window), optionally averaged over flips.
 ``Segmenter`` is a trained model (or an ensemble of them) loaded from model files, ready to turn
 volumes into probabilities and classes.
+
+All of it works on NumPy arrays, whether PyTorch or ONNX Runtime runs the network: a forward
+function takes a batch of slices and returns their scores. PyTorch is imported only where it runs
+a network, so that predicting with ONNX Runtime (the default on a CPU) does without it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from tumorseg.checkpoint import load_network
 from tumorseg.data.case import MODALITIES
 from tumorseg.data.preprocess import narrowed, with_context
-from tumorseg.devices import resolve_device
+from tumorseg.devices import resolve_device, runs_on_cpu
 from tumorseg.errors import TumorsegError
 from tumorseg.inference.bundle import BUNDLED_ANY_SEQUENCES, BUNDLED_MODELS
-from tumorseg.models import AttentionUNet, ModelConfig, network_with_weights
-from tumorseg.models.blocks import pad_to_multiple
+from tumorseg.inference.onnx import Export, onnx_path
+from tumorseg.models import ModelConfig
 from tumorseg.postprocess import PostProcessing
 from tumorseg.rundir import model_checkpoints
 
+if TYPE_CHECKING:
+    import torch
+
+#: Scores of a batch of the network's input (B, C, ...) -> (B, C', ...), whatever runs it.
+Forward = Callable[[np.ndarray], np.ndarray]
 NO_FLIPS: tuple[tuple[int, ...], ...] = ((),)
 #: The four in-plane flips of test-time augmentation (the last two axes of a batch, 2D or 3D).
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
@@ -50,15 +57,15 @@ PATCH_OVERLAP = 0.5
 
 
 def segment(
-    forward: Callable[[torch.Tensor], torch.Tensor],
+    forward: Forward,
     volume: np.ndarray,
     config: ModelConfig,
     batch_size: int,
     flips: tuple[tuple[int, ...], ...] = NO_FLIPS,
     step: int = 1,
-    tumor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    tumor: Callable[[np.ndarray], np.ndarray] | None = None,
     margin: int = FINE_MARGIN,
-) -> torch.Tensor:
+) -> np.ndarray:
     """Scores (Z, C, H, W) of the network ``config`` describes over a volume (Z, 4, H, W): slice by
     slice for a 2D network (``segment_volume``; with a ``step`` above 1, only near the ``tumor``
     found on every ``step``-th slice: ``segment_coarse_to_fine``), patch by patch for a 3D one
@@ -71,45 +78,52 @@ def segment(
     return segment_volume(forward, volume, **options)
 
 
-def flip_averaged(
-    forward: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, flips: tuple[tuple[int, ...], ...]
-) -> torch.Tensor:
+def flip_averaged(forward: Forward, batch: np.ndarray, flips: tuple[tuple[int, ...], ...]) -> np.ndarray:
     """The scores of ``batch``, averaged over its ``flips`` (each flipped back)."""
     if flips == NO_FLIPS:
         return forward(batch)
-    total: torch.Tensor | float = 0.0
+    total: np.ndarray | float = 0.0
     for axes in flips:
-        scores = forward(batch.flip(axes) if axes else batch)
-        total = total + (scores.flip(axes) if axes else scores)
+        total = total + np.flip(forward(np.flip(batch, axes)), axes)
     return total / len(flips)
 
 
+def zero_padded(batch: np.ndarray, multiple: int) -> np.ndarray:
+    """``batch`` (B, C, ...) zero-padded at the ends of its spatial axes to multiples of ``multiple``."""
+    pad = [(0, 0)] * 2 + [(0, (-side) % multiple) for side in batch.shape[2:]]
+    return np.pad(batch, pad) if any(after for _, after in pad) else batch
+
+
 def segment_patches(
-    forward: Callable[[torch.Tensor], torch.Tensor],
+    forward: Forward,
     volume: np.ndarray,
     *,
     patch: list[int],
     flips: tuple[tuple[int, ...], ...] = NO_FLIPS,
-) -> torch.Tensor:
+) -> np.ndarray:
     """Scores (Z, C, H, W) of a 3D ``forward`` over a volume (Z, 4, H, W): MONAI's sliding window
     of ``patch``-sized boxes overlapping by half, each weighted by a Gaussian centred on it (its
     rim, which saw least context, counts least); a volume smaller than the patch is zero-padded."""
+    import torch  # here: MONAI's window slides over tensors
     from monai.inferers import sliding_window_inference  # here: importing MONAI costs a 2D predict 1.5 s
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(flip_averaged(forward, batch.numpy(), flips)))
 
     image = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, 1, 0), dtype=np.float32))[None]
     scores = sliding_window_inference(
         image,
         roi_size=list(patch),
         sw_batch_size=PATCHES_PER_FORWARD,
-        predictor=lambda batch: flip_averaged(forward, batch, flips),
+        predictor=predictor,
         overlap=PATCH_OVERLAP,
         mode="gaussian",
     )
-    return torch.as_tensor(scores)[0].movedim(1, 0)
+    return np.moveaxis(torch.as_tensor(scores)[0].numpy(), 1, 0)
 
 
 def segment_volume(
-    forward: Callable[[torch.Tensor], torch.Tensor],
+    forward: Forward,
     volume: np.ndarray,
     *,
     batch_size: int,
@@ -117,7 +131,7 @@ def segment_volume(
     flips: tuple[tuple[int, ...], ...] = NO_FLIPS,
     context: int = 0,
     z: np.ndarray | None = None,
-) -> torch.Tensor:
+) -> np.ndarray:
     """Scores (Z, C, H, W) of ``forward`` over a volume (Z, 4, H, W) (or over its slices ``z``
     only: (len(z), C, H, W)), ``batch_size`` slices at a time.
 
@@ -127,26 +141,25 @@ def segment_volume(
     """
     depth, _, height, width = volume.shape
     z = np.arange(depth) if z is None else z
-    out: torch.Tensor | None = None
+    out: np.ndarray | None = None
     for start in range(0, len(z), batch_size):
-        slices = with_context(volume, context, z[start : start + batch_size])
-        chunk = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))
-        scores = flip_averaged(forward, pad_to_multiple(chunk, multiple), flips)[..., :height, :width]
+        chunk = np.asarray(with_context(volume, context, z[start : start + batch_size]), dtype=np.float32)
+        scores = flip_averaged(forward, zero_padded(chunk, multiple), flips)[..., :height, :width]
         if out is None:
-            out = scores.new_empty((len(z), *scores.shape[1:]))
+            out = np.empty((len(z), *scores.shape[1:]), dtype=scores.dtype)
         out[start : start + len(chunk)] = scores
     return out
 
 
 def segment_coarse_to_fine(
-    forward: Callable[[torch.Tensor], torch.Tensor],
+    forward: Forward,
     volume: np.ndarray,
     *,
     step: int,
-    tumor: Callable[[torch.Tensor], torch.Tensor],
+    tumor: Callable[[np.ndarray], np.ndarray],
     margin: int = FINE_MARGIN,
     **options: object,
-) -> torch.Tensor:
+) -> np.ndarray:
     """``segment_volume`` that segments only near the tumor: every ``step``-th slice first, then the
     slices closer than ``step`` to one where ``tumor`` (scores -> tumor mask) finds some, within
     the in-plane box of all tumor found, widened by ``margin`` pixels.
@@ -159,7 +172,7 @@ def segment_coarse_to_fine(
     coarse = np.unique(np.r_[np.arange(0, depth, step), depth - 1])
     scores = segment_volume(forward, volume, z=coarse, **options)
     out = scores[np.abs(np.arange(depth)[:, None] - coarse[None]).argmin(1)]
-    mask = tumor(scores).cpu().numpy()
+    mask = tumor(scores)
     near = np.zeros(depth, bool)
     for z in coarse[mask.any((1, 2))]:
         near[max(z - step + 1, 0) : z + step] = True
@@ -173,15 +186,6 @@ def segment_coarse_to_fine(
     return out
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes: ties an export to the exact checkpoint it came from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class Segmenter:
     """A trained model from a run directory (its best.pt) or a checkpoint (None: the ensemble that ships
     with tumorseg; ``for_sequences`` then swaps in its sibling trained for missing sequences), ready
@@ -191,7 +195,8 @@ class Segmenter:
     probabilities, as the model's target says; ``classes`` decodes them, and ``segmentation``
     applies the post-processing the model file holds (or ``postprocessing``, to measure another).
     ``engine="onnx"`` runs the model exported by ``tumorseg export`` with ONNX Runtime instead of
-    PyTorch (``"onnx-int8"``: its 8-bit export; ``"auto"``: ``automatic_engine``). A ``step`` above
+    PyTorch (``"onnx-int8"``: its 8-bit export; ``"auto"``: ``automatic_engine``), and reads what
+    it needs of the model file from the export, so that PyTorch is never imported. A ``step`` above
     1 segments a 2D model's volumes coarse to fine (``segment_coarse_to_fine``, with ``margin``).
     ``absent`` sequences are zeroed in every volume it segments (to measure a model without them).
     """
@@ -221,12 +226,20 @@ class Segmenter:
         self.options = {"device": device, "batch_size": batch_size, "tta": tta, "engine": engine,
                         "postprocessing": postprocessing, "step": step, "margin": margin}  # fmt: skip
         self.sibling: Segmenter | None = None
-        self.device = resolve_device(device)
-        members = [load_member(path, self.device) for path in self.paths]
-        self.configs = [config for config, _, _, _ in members]
-        self.models = [model for _, _, _, model in members]
-        self.config, self.epoch, rule, _ = members[0]
-        for path, (config, _, other, _) in zip(self.paths[1:], members[1:], strict=True):
+        self.engine = self.automatic_engine() if engine == "auto" else engine
+        self.models: list[torch.nn.Module] | None = None
+        if self.engine == "torch":
+            members = [load_member(path, self.device) for path in self.paths]
+            self.models = [model for *_, model in members]
+            self.member_forwards = [self.torch_forward(config, model) for config, *_, model in members]
+            recorded = [(config, epoch, rule) for config, epoch, rule, _ in members]
+        else:
+            exports = [Export.of(path, int8=self.engine == "onnx-int8") for path in self.paths]
+            self.member_forwards = [export.forward for export in exports]
+            recorded = [(export.config, export.epoch, export.postprocessing) for export in exports]
+        self.configs = [config for config, _, _ in recorded]
+        self.config, self.epoch, rule = recorded[0]
+        for path, (config, _, other) in zip(self.paths[1:], recorded[1:], strict=True):
             for key in ("target", "spacing", "dims", "patch"):
                 if getattr(config, key) != getattr(self.config, key):
                     raise TumorsegError(f"{path}: another {key} than {self.path}; an ensemble needs one")
@@ -243,30 +256,23 @@ class Segmenter:
             raise TumorsegError(f"--coarse-step must be at least 1, not {step}")
         self.check_absent(absent, "--missing")
         self.absent = tuple(m for m in MODALITIES if m in absent)
-        self.engine = self.automatic_engine() if engine == "auto" else engine
-        if self.engine == "torch":
-            self.member_forwards = [
-                self.torch_forward(config, model)
-                for config, model in zip(self.configs, self.models, strict=True)
-            ]
-        else:
-            from tumorseg.inference.onnx import onnx_forwards
-
-            self.member_forwards = onnx_forwards(self, int8=self.engine == "onnx-int8")
 
     def automatic_engine(self) -> str:
         """The engine "auto" stands for: the 8-bit ONNX exports on a CPU, when every model (one, or
         each of an ensemble) has one beside it and ONNX Runtime and onnx (which checks the graph
         first) are installed (about 3x faster than PyTorch there, Dice within 0.001: see the
         README); PyTorch otherwise."""
-        from tumorseg.inference.onnx import onnx_path  # onnx.py builds on this module
-
         usable = (
-            self.device.type == "cpu"
+            runs_on_cpu(self.options["device"])
             and all(onnx_path(path, int8=True).is_file() for path in self.paths)
             and all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
         )
         return "onnx-int8" if usable else "torch"
+
+    @property
+    def device(self) -> torch.device:
+        """The device PyTorch runs the networks on."""
+        return resolve_device(self.options["device"])
 
     @property
     def path(self) -> Path:
@@ -275,7 +281,10 @@ class Segmenter:
 
     @property
     def model(self) -> torch.nn.Module:
-        """The (first) network: the one attention maps and ONNX exports come from."""
+        """The (first) network in PyTorch: the one attention maps and ONNX exports come from (read
+        from the model files here when ONNX Runtime runs them)."""
+        if self.models is None:
+            self.models = [load_member(path, self.device)[-1] for path in self.paths]
         return self.models[0]
 
     @property
@@ -324,18 +333,21 @@ class Segmenter:
                 "give all four, or use a model trained with --modality-dropout"
             )
 
-    def torch_forward(
-        self, config: ModelConfig, model: torch.nn.Module
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    def torch_forward(self, config: ModelConfig, model: torch.nn.Module) -> Forward:
         """The probabilities one network gives a batch of its own input, in PyTorch."""
+        import torch
 
-        def forward(batch: torch.Tensor) -> torch.Tensor:
-            x = batch.to(self.device).contiguous(memory_format=config.channels_last)
-            return self.target.activate(model(x).float())
+        target = config.target_spec()
+
+        def forward(batch: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            with torch.inference_mode():
+                scores = model(x.contiguous(memory_format=config.channels_last)).float()
+                return target.activate(scores).cpu().numpy()
 
         return forward
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def forward(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities of a batch stacked with the widest context, averaged over the models of an
         ensemble, each given the neighbouring slices it learned from (``member_forwards``: one per
         model, in PyTorch or ONNX Runtime)."""
@@ -345,7 +357,7 @@ class Segmenter:
         )
         return total / len(self.member_forwards)
 
-    def tumor(self, scores: torch.Tensor) -> torch.Tensor:
+    def tumor(self, scores: np.ndarray) -> np.ndarray:
         """Where scores (Z, C, H, W) hold tumor (Z, H, W), as this model decodes them."""
         return self.target.decode(scores) > 0
 
@@ -357,7 +369,6 @@ class Segmenter:
         image[..., [MODALITIES.index(m) for m in self.absent], :, :] = 0
         return image
 
-    @torch.inference_mode()
     def probabilities(self, volume: np.ndarray) -> np.ndarray:
         """Z-scored slices (Z, 4, H, W) -> probabilities (Z, C, H, W) float32."""
         # members agree on all but their widths and contexts: the deepest one's stride pads for
@@ -376,11 +387,11 @@ class Segmenter:
             self.tumor,
             self.margin,
         )
-        return scores.cpu().numpy()
+        return scores
 
     def classes(self, probabilities: np.ndarray) -> np.ndarray:
         """Probabilities (Z, C, H, W) -> internal classes (Z, H, W) uint8."""
-        return self.target.decode(torch.from_numpy(probabilities)).numpy().astype(np.uint8)
+        return self.target.decode(probabilities).astype(np.uint8)
 
     def segmentation(self, probabilities: np.ndarray, voxel_ml: float) -> np.ndarray:
         """Probabilities (Z, C, H, W) on a grid of ``voxel_ml`` voxels -> the model's answer: its
@@ -389,12 +400,15 @@ class Segmenter:
 
     def uncertainty(self, probabilities: np.ndarray) -> np.ndarray:
         """Probabilities (Z, C, H, W) -> voxel-wise uncertainty (Z, H, W) float32 in [0, 1]."""
-        return self.target.uncertainty(torch.from_numpy(probabilities)).numpy()
+        return self.target.uncertainty(probabilities)
 
-    @torch.inference_mode()
     def attention(self, volume: np.ndarray, z: int) -> np.ndarray | None:
         """The finest gate's coefficients on slice ``z`` of a volume (Z, 4, H, W); None for MONAI's
         network and for a 3D one."""
+        import torch
+
+        from tumorseg.models.attention_unet import AttentionUNet
+
         if not isinstance(self.model, AttentionUNet) or self.config.dims == 3:
             return None
         image = with_context(self.without_absent(volume), self.config.context, np.array([z]))
@@ -403,12 +417,17 @@ class Segmenter:
             .to(self.device)
             .contiguous(memory_format=self.config.channels_last)
         )
-        _, maps = self.model(x, return_attention=True)
+        with torch.inference_mode():
+            _, maps = self.model(x, return_attention=True)
         return maps[0][0, 0].float().cpu().numpy()
 
 
 def load_member(path: Path, device: torch.device) -> tuple[ModelConfig, int, PostProcessing, torch.nn.Module]:
-    """One model file: its config, epoch, post-processing and network, ready on ``device``."""
+    """One model file, read with PyTorch: its config, epoch, post-processing and network, ready on
+    ``device``."""
+    from tumorseg.checkpoint import load_network
+    from tumorseg.models.network import network_with_weights
+
     state = load_network(path)
     config = ModelConfig.from_mapping(state["model_config"], f"{path} (model_config)")
     rule = PostProcessing.from_mapping(state.get("postprocessing", {}), str(path))

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from tumorseg import settings
 from tumorseg.data.case import MODALITIES
 from tumorseg.errors import TumorsegError
 from tumorseg.settings import option
 from tumorseg.targets import TARGETS, Target
+
+if TYPE_CHECKING:
+    import torch
 
 ARCHITECTURES = ("attention_unet", "monai_attention_unet")
 #: Stages of a network (a stride of 128) and voxels of a 3D patch (e.g. 160 x 192 x 128) at most:
@@ -114,6 +116,8 @@ class ModelConfig:
     @property
     def channels_last(self) -> torch.memory_format:
         """The channels-last memory format of the network's inputs and weights (faster on CPU and GPU)."""
+        import torch  # here: only a network in PyTorch has a memory format
+
         return torch.channels_last_3d if self.dims == 3 else torch.channels_last
 
     @property

@@ -28,7 +28,7 @@ from tumorseg.evaluation.metrics import dice_iou, overlap_counts
 from tumorseg.files import write_json
 from tumorseg.inference.segmenter import segment
 from tumorseg.labels import REGION_NAMES, label_convention
-from tumorseg.models import check_numbers, create_network
+from tumorseg.models.network import check_numbers, create_network
 from tumorseg.rundir import RunDir
 from tumorseg.training import distributed
 from tumorseg.training.augment import BatchAugmentation
@@ -445,16 +445,19 @@ def validate(trainer: Trainer, store: Store, case_ids: list[str]) -> dict[str, f
     trainer.model.eval()
     target = trainer.objective.target
 
-    def forward(batch: torch.Tensor) -> torch.Tensor:
+    def forward(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(trainer.device)
         with trainer.autocast():
-            return trainer.model(batch.to(trainer.device).contiguous(memory_format=trainer.memory_format))
+            return trainer.model(x.contiguous(memory_format=trainer.memory_format)).float().cpu().numpy()
 
     loss_sum, slices, correct, voxels = 0.0, 0, 0, 0
     dices, ious = [], []
     for case_id in case_ids:
         image, label = store.read_volume(case_id)
-        logits = segment(forward, image, trainer.config.model, trainer.config.val_batch_size).float()
-        y = torch.from_numpy(label).long().to(logits.device)
+        # segment works on arrays (as prediction does): a GPU's logits come back to it for the loss
+        scores = segment(forward, image, trainer.config.model, trainer.config.val_batch_size)
+        logits = torch.from_numpy(scores).to(trainer.device)
+        y = torch.from_numpy(label).long().to(trainer.device)
         loss_sum += trainer.objective(logits, y).item() * len(y)
         slices += len(y)
         prediction = target.decode(target.activate(logits))
