@@ -514,11 +514,13 @@ def test_an_onnx_file_larger_than_a_checkpoint_is_refused(good, trained_run, tmp
     "metadata, problem",
     [
         ({"model_config": None}, "its metadata lacks the model's config"),
-        ({"model_config": "[" * 100_000}, "its metadata lacks the model's config"),
+        ({"model_config": "[" * 50_000}, "its metadata lacks the model's config"),
         ({"model_config": "[1, 2]"}, "its model_config is not a mapping"),
         ({"model_config": '{"channels": [16, -1]}'}, "channels"),
         ({"postprocessing": '{"min_island_ml": -4}'}, "post-processing min_island_ml"),
         ({"checkpoint_epoch": "many"}, "its metadata lacks the model's config"),
+        ({"checkpoint_epoch": "9" * 10_000}, "its metadata lacks the model's config"),
+        ({"postprocessing": '{"min_island_ml": 2' + " " * 70_000 + "}"}, "characters; tumorseg reads"),
     ],
 )
 def test_an_export_whose_record_of_the_model_is_broken_is_refused(

@@ -32,6 +32,9 @@ if TYPE_CHECKING:  # imported where a graph is checked or run: tumorseg's other 
 #: The largest ONNX file read: as large as a checkpoint may be (checkpoint.MAX_CHECKPOINT_BYTES),
 #: since an export holds the same weights.
 MAX_EXPORT_BYTES = 2**31
+#: The most characters an export's record of its model may hold (one holds a few hundred): JSON
+#: parsed takes several times its length in memory.
+MAX_RECORD_CHARS = 2**16
 #: Values a tensor of a graph may hold per input voxel and unit of the network's widest stage (a
 #: U-Net's largest tensors are full-resolution features and their concatenation: the shipped
 #: model's largest holds 36 per voxel, 0.14 per voxel and unit of width).
@@ -126,6 +129,12 @@ class Export:
 
 def recorded(metadata: dict[str, str], path: Path) -> tuple[ModelConfig, int, PostProcessing]:
     """The network's config, epoch and post-processing an export's metadata records."""
+    for key in ("model_config", "postprocessing"):
+        if len(metadata.get(key, "")) > MAX_RECORD_CHARS:
+            raise TumorsegError(
+                f"{path}: its {key} holds {len(metadata[key]):,} characters; tumorseg reads at most "
+                f"{MAX_RECORD_CHARS:,}"
+            )
     try:
         config = parse_json(metadata["model_config"])
         rule = parse_json(metadata["postprocessing"])
