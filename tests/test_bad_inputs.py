@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tumorseg_measured
+from conftest import tumorseg, tumorseg_measured
 from tumorseg.cli import main
 from tumorseg.data.synth import synthesize
 
@@ -570,6 +570,23 @@ def test_a_graph_deeper_than_the_config_it_records_is_refused():
     check_graph(parse_graph(data, path), path, honest, len(data))
     with pytest.raises(TumorsegError, match="shapes cannot be inferred"):
         check_graph(parse_graph(data, path), path, shallower, len(data))
+
+
+@pytest.mark.parametrize("kind", ["missing", "pipe"])
+def test_an_export_beside_no_checkpoint_file_is_refused(good, trained_run, tmp_path, kind):
+    """The export is checked against its checkpoint's bytes: a checkpoint that is not there, or a
+    named pipe in its place (which would block the read forever), is named at once."""
+    model = exported_copy(trained_run, tmp_path)
+    (model / "best.pt").unlink()
+    if kind == "pipe":
+        os.mkfifo(model / "best.pt")
+    out = tmp_path / "s.nii.gz"
+    result = tumorseg(
+        "predict", "--model", model / "best.pt", "--engine", "onnx", good / "cases" / CASE, "--out", out,
+        timeout=120,
+    )  # fmt: skip
+    assert_clean_failure(result.returncode, result.stderr, "best.pt", "checkpoint does not exist")
+    assert not out.exists()
 
 
 def refuse_altered_export(good, trained_run, tmp_path, capsys, alter, problem) -> None:

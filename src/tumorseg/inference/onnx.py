@@ -95,6 +95,8 @@ class Export:
         if not path.is_file():
             how = " --int8 STORE" if int8 else ""
             raise TumorsegError(f"{path}: no ONNX model; run `tumorseg export {checkpoint}{how}`")
+        if not checkpoint.is_file():  # its digest is read whole: not from a folder, a pipe or a device
+            raise TumorsegError(f"{checkpoint}: checkpoint does not exist")
         data = read_graph(path)  # read once: the graph that runs is the one checked, not a later file
         graph = parse_graph(data, path)
         metadata = {entry.key: entry.value for entry in graph.metadata_props}
