@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -228,14 +230,21 @@ class Segmenter:
         self.sibling: Segmenter | None = None
         self.engine = self.automatic_engine() if engine == "auto" else engine
         self.models: list[torch.nn.Module] | None = None
+        self.side_by_side: ThreadPoolExecutor | None = None  # runs the models of an ensemble at once
         if self.engine == "torch":
             members = [load_member(path, self.device) for path in self.paths]
             self.models = [model for *_, model in members]
             self.member_forwards = [self.torch_forward(config, model) for config, *_, model in members]
             recorded = [(config, epoch, rule) for config, epoch, rule, _ in members]
         else:
-            exports = [Export.of(path, int8=self.engine == "onnx-int8") for path in self.paths]
+            # the models of an ensemble run side by side, sharing the cores (1.98 s a patient against
+            # 2.17 s one after the other on all of them, 2 cores, same scores: README)
+            count, cores = len(self.paths), available_cores()
+            threads = cores // count if 1 < count <= cores else None
+            exports = [Export.of(path, self.engine == "onnx-int8", threads) for path in self.paths]
             self.member_forwards = [export.forward for export in exports]
+            if threads:
+                self.side_by_side = ThreadPoolExecutor(count, thread_name_prefix="tumorseg-member")
             recorded = [(export.config, export.epoch, export.postprocessing) for export in exports]
         self.configs = [config for config, _, _ in recorded]
         self.config, self.epoch, rule = recorded[0]
@@ -350,12 +359,10 @@ class Segmenter:
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities of a batch stacked with the widest context, averaged over the models of an
         ensemble, each given the neighbouring slices it learned from (``member_forwards``: one per
-        model, in PyTorch or ONNX Runtime)."""
-        total = sum(
-            member(narrowed(batch, config.context))
-            for config, member in zip(self.configs, self.member_forwards, strict=True)
-        )
-        return total / len(self.member_forwards)
+        model, in PyTorch or ONNX Runtime; side by side when ``side_by_side``)."""
+        inputs = [narrowed(batch, config.context) for config in self.configs]
+        run = self.side_by_side.map if self.side_by_side else map
+        return sum(run(lambda member, x: member(x), self.member_forwards, inputs)) / len(inputs)
 
     def tumor(self, scores: np.ndarray) -> np.ndarray:
         """Where scores (Z, C, H, W) hold tumor (Z, H, W), as this model decodes them."""
@@ -420,6 +427,11 @@ class Segmenter:
         with torch.inference_mode():
             _, maps = self.model(x, return_attention=True)
         return maps[0][0, 0].float().cpu().numpy()
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def load_member(path: Path, device: torch.device) -> tuple[ModelConfig, int, PostProcessing, torch.nn.Module]:
