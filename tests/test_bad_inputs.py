@@ -168,6 +168,20 @@ def test_prepare_refuses_broken_cases_and_keeps_the_store(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "store.h5"]  # no lock file left
 
 
+def test_predict_refuses_a_sequence_that_is_not_zero_outside_the_brain(good, trained_run, tmp_path, capsys):
+    """A sequence that is not skull-stripped, or whose background is not 0 (shifted by -500 here),
+    makes the whole volume brain to the z-scores: a shared case so shifted came out as 913 mL of
+    tumor, without a word."""
+    folder = tmp_path / CASE
+    shutil.copytree(good / "cases" / CASE, folder)
+    t2 = np.asarray(nib.load(folder / f"{CASE}_t2.nii.gz").dataobj, np.float32)
+    nifti(folder, "t2", t2 - 500)
+    out = tmp_path / "s.nii.gz"
+    code, err = run(["predict", "--model", trained_run, folder, "--out", out], capsys)
+    assert_clean_failure(code, err, "t2.nii.gz", "of its voxels are 0; tumorseg expects skull-stripped")
+    assert not out.exists()
+
+
 def rewrite_slice(folder: Path, **datasets) -> None:
     with h5py.File(folder / "volume_1_slice_4.h5", "w") as handle:
         for key, value in datasets.items():
@@ -668,17 +682,18 @@ def test_a_small_kaggle_slice_declaring_a_huge_image_is_refused(good, tmp_path):
 
 
 def test_a_case_whose_voxels_would_grow_past_the_limit_when_resampled_is_refused(trained_run, tmp_path):
-    """64^3 voxels of 20 mm (1.6 MB of files) resampled to the model's 1 mm would be 1280^3,
-    8 GB a sequence."""
+    """64^3 voxels of 20 mm (1.6 MB of files), half of them brain, resampled to the model's 1 mm
+    would be 1280 x 1280 x 640, 4 GB a sequence."""
     case = tmp_path / CASE
     case.mkdir()
     values = np.random.default_rng(0).integers(100, 1000, (64, 64, 64)).astype(np.int16)
+    values[:, :, 32:] = 0  # a background of 0, as a skull-stripped image has
     for name in ("flair", "t1", "t1ce", "t2"):
         nib.save(nib.Nifti1Image(values, np.diag([20.0, 20.0, 20.0, 1.0])), case / f"{CASE}_{name}.nii.gz")
     code, err, peak = tumorseg_measured(
         "predict", "--model", trained_run, case, "--out", tmp_path / "s.nii.gz"
     )
-    words = "resampled to the model's 1 x 1 x 1 mm voxels, makes a grid of 1280 x 1280 x 1280 voxels"
+    words = "resampled to the model's 1 x 1 x 1 mm voxels, makes a grid of 1280 x 1280 x 640 voxels"
     assert_clean_failure(code, err, "flair.nii.gz", words)
     assert peak < MEMORY_BOUND_MB and not (tmp_path / "s.nii.gz").exists(), f"peak RSS {peak:.0f} MB"
 

@@ -30,7 +30,7 @@ from tumorseg.data.brats import (
     volume_shape,
 )
 from tumorseg.data.case import Case
-from tumorseg.data.preprocess import preprocess
+from tumorseg.data.preprocess import check_background, preprocess
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.files import load_json, write_json
 from tumorseg.inference.onnx import onnx_path
@@ -85,6 +85,7 @@ def segment(
     """Segment one case held in memory; the result lies on the case's own grid."""
     segmenter = segmenter.for_sequences(case.absent)
     segmenter.check_absent(case.absent, case.sources[0] if case.sources else case.case_id)
+    check_background(case)  # a model trained on BraTS segments anything else as nonsense
     prepared = preprocess(
         Case(case.case_id, case.image, None, case.affine, case.sources, absent=case.absent),
         spacing=segmenter.config.spacing,
