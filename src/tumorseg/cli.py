@@ -677,7 +677,10 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
             "4 enhancing) is written on the input's grid, with its affine and header; tumor volumes\n"
             "in mL are printed and saved as JSON. No ground truth is needed. A model trained with\n"
             "--modality-dropout also segments cases that lack sequences (a case folder missing files, or\n"
-            "some of --flair --t1 --t1ce --t2 left out); the JSON records which were missing."
+            "some of --flair --t1 --t1ce --t2 left out); the JSON records which were missing.\n\n"
+            "The sequences are expected as BraTS preprocesses them: co-registered, and skull-stripped\n"
+            "with a background of 0 (a sequence of which fewer than 5 % of voxels are 0 is refused).\n"
+            "Another voxel size is resampled to the model's and the labels back to the input's grid."
         ),
         epilog="examples:\n"
         "  tumorseg predict BraTS20_Training_001 --out seg.nii.gz     # the models that ship with tumorseg\n"
