@@ -240,3 +240,15 @@ def test_auto_is_the_cpu_without_asking_pytorch_where_no_gpu_driver_is(monkeypat
     monkeypatch.setattr(devices, "GPU_DRIVERS", (tmp_path,))  # a driver is there: PyTorch decides
     monkeypatch.setattr(devices, "resolve_device", lambda name: torch.device("cuda"))
     assert not devices.runs_on_cpu("auto")
+
+
+def test_an_existing_companion_output_is_refused_before_any_model_is_read(new_patients, tmp_path, capsys):
+    """What predict writes beside the label map (here the volumes JSON) is claimed before the model
+    files are read (seconds for the bundled ensemble): the model named here does not even exist."""
+    out = tmp_path / "seg.nii.gz"
+    (tmp_path / "seg_volumes.json").write_text("{}")
+    case = sorted(p for p in new_patients.iterdir() if p.is_dir())[0]
+    code = main(["predict", "--model", str(tmp_path / "nowhere.pt"), str(case), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "seg_volumes.json: exists; pass --overwrite" in err, err
+    assert not out.exists() and (tmp_path / "seg_volumes.json").read_text() == "{}"
