@@ -16,6 +16,7 @@ a network, so that predicting with ONNX Runtime (the default on a CPU) does with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import os
 from collections.abc import Callable, Sequence
@@ -278,9 +279,10 @@ class Segmenter:
         )
         return "onnx-int8" if usable else "torch"
 
-    @property
+    @functools.cached_property
     def device(self) -> torch.device:
-        """The device PyTorch runs the networks on."""
+        """The device PyTorch runs the networks on: resolved once, when PyTorch first needs it (each
+        batch's forward pass moves its input there)."""
         return resolve_device(self.options["device"])
 
     @property
