@@ -1,8 +1,10 @@
-"""Coarse-to-fine search benchmark: what each (step, margin) saves and costs on real patients.
+"""Coarse-to-fine search benchmark: what each (step, margin, brain margin) saves and costs on real
+patients.
 
 Every case of the shared folder is segmented NIfTI to NIfTI by a model (default: the shipped one,
 with its 8-bit export, as predict runs it on a CPU) on every slice, and coarse to fine with each
-step and margin (``segment_coarse_to_fine``), in turns. Per variant it prints the median time per
+step, margin around the tumor and margin around each first-pass slice's brain
+(``segment_coarse_to_fine``), in turns. Per variant it prints the median time per
 patient, the median of its per-patient time ratio to every slice, its mean Dice per region
 against the label maps and the change from every slice, with the largest drop of one patient.
 
@@ -26,8 +28,11 @@ from tumorseg.inference.predict import predict_case
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.labels import to_internal
 
-#: (step, margin in pixels); step 1 is every slice, whole: the reference.
-VARIANTS = ((1, 0), (4, 32), (4, 16), (6, 32), (6, 16), (8, 32))
+#: A brain margin wider than any slice: the first pass segments whole slices (as before it
+#: learned to crop each to its brain).
+WHOLE = 10**4
+#: (step, margin, brain margin, in pixels); step 1 is every slice, whole: the reference.
+VARIANTS = ((1, 0, WHOLE), (4, 32, WHOLE), (4, 32, 16), (4, 32, 8), (4, 32, 0), (6, 32, 16), (8, 32, 16))
 
 
 def main() -> None:
@@ -39,8 +44,10 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=28)
     args = parser.parse_args()
     segmenters = {
-        (step, margin): Segmenter(args.model, engine=args.engine, step=step, margin=margin)
-        for step, margin in VARIANTS
+        (step, margin, brain): Segmenter(
+            args.model, engine=args.engine, step=step, margin=margin, brain_margin=brain
+        )
+        for step, margin, brain in VARIANTS
     }
     seconds = {variant: [] for variant in VARIANTS}
     dice = {variant: [] for variant in VARIANTS}
@@ -56,14 +63,16 @@ def main() -> None:
                 dice[variant].append(region_dice(to_internal(np.asarray(nib.load(out).dataobj)), truth))
     reference = VARIANTS[0]
     print(f"{args.engine}, {len(dice[reference])} cases; Dice WT / TC / ET; change from every slice")
-    header = f"{'step, margin':<14} {'s/patient':>9} {'ratio':>6}  {'mean Dice':<22} {'mean change':<24}"
+    header = f"{'step, margins':<24} {'s/patient':>9} {'ratio':>6}  {'mean Dice':<22} {'mean change':<24}"
     print(f"{header} worst patient")
     for variant in VARIANTS:
         ratio = np.median(np.asarray(seconds[variant]) / np.asarray(seconds[reference]))
         scores, change = np.asarray(dice[variant]), np.asarray(dice[variant]) - np.asarray(dice[reference])
-        name = "every slice" if variant == reference else f"{variant[0]}, {variant[1]} px"
+        step, margin, brain = variant
+        brain_name = "whole slices" if brain == WHOLE else f"brain + {brain} px"
+        name = "every slice" if variant == reference else f"{step}, {margin} px, {brain_name}"
         print(
-            f"{name:<14} {np.median(seconds[variant]):9.2f} {ratio:6.2f}  "
+            f"{name:<24} {np.median(seconds[variant]):9.2f} {ratio:6.2f}  "
             + " / ".join(f"{d:.4f}" for d in scores.mean(0))
             + "  "
             + " / ".join(f"{d:+.4f}" for d in change.mean(0))

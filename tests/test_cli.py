@@ -44,13 +44,14 @@ def test_predict_help_states_the_defaults_inference_uses(capsys):
     """The command line spells out engines and coarse-search figures without importing PyTorch to read
     them, so this ties the two together."""
     from tumorseg.data.preprocess import MIN_BACKGROUND
-    from tumorseg.inference.segmenter import COARSE_STEP, ENGINES, FINE_MARGIN
+    from tumorseg.inference.segmenter import BRAIN_MARGIN, COARSE_STEP, ENGINES, FINE_MARGIN
 
     with pytest.raises(SystemExit):
         main(["predict", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "{" + ",".join(("auto", *ENGINES)) + "}" in text
     assert f"widened by {FINE_MARGIN} pixels" in text
+    assert f"within its brain's box, widened by {BRAIN_MARGIN} pixels" in text
     assert f"({COARSE_STEP}, predict's default" in text
     assert f"fewer than {MIN_BACKGROUND * 100:g} % of voxels are 0 is refused" in text
 

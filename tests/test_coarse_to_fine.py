@@ -5,10 +5,18 @@ import numpy as np
 import pytest
 
 from tumorseg.errors import TumorsegError
-from tumorseg.inference.segmenter import Segmenter, segment_coarse_to_fine, segment_volume
+from tumorseg.inference.segmenter import (
+    Segmenter,
+    grown,
+    segment_coarse_to_fine,
+    segment_volume,
+    segment_within_brain,
+)
+from tumorseg.targets import Target
 
 OPTIONS = {"batch_size": 8, "multiple": 4}
-WHOLE = {"margin": 12, **OPTIONS}  # a box the size of the slices: in-plane, everything is segmented
+BACKGROUND = np.zeros(3, np.float32)  # no region
+WHOLE = {"margin": 12, "background": BACKGROUND, **OPTIONS}  # the fine box: the whole slice
 
 
 def tumor_volume(depth: int, slices: range) -> np.ndarray:
@@ -80,7 +88,8 @@ def test_with_context_the_neighbours_are_those_of_the_full_pass():
 def test_fine_slices_are_segmented_within_the_tumor_box_and_margin():
     volume = tumor_volume(20, range(6, 14))  # tumor at rows and columns 4..7 of 12
     forward = CountingForward()
-    scores = segment_coarse_to_fine(forward, volume, step=4, tumor=tumor, margin=2, **OPTIONS)
+    scores = segment_coarse_to_fine(forward, volume, step=4, tumor=tumor, margin=2, background=BACKGROUND,
+                                    **OPTIONS)  # fmt: skip
     full = segment_volume(CountingForward(), volume, **OPTIONS)
     box = (slice(2, 10), slice(2, 10))
     assert np.array_equal(scores[6:14, :, box[0], box[1]], full[6:14, :, box[0], box[1]])
@@ -91,3 +100,72 @@ def test_fine_slices_are_segmented_within_the_tumor_box_and_margin():
 def test_a_step_below_one_is_refused_by_name():
     with pytest.raises(TumorsegError, match="--coarse-step must be at least 1"):
         Segmenter(None, step=0)
+
+
+class ShapeForward(CountingForward):
+    """CountingForward that also records the in-plane shape of each batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.shapes.append(batch.shape[2:])
+        return super().__call__(batch)
+
+
+def brain_volume() -> np.ndarray:
+    """(6, 4, 24, 24): 0 outside a brain that grows from nothing (slice 0) to rows and columns
+    4..19 (slice 5); a 'tumor' of +1 in slice 3."""
+    volume = np.zeros((6, 4, 24, 24), np.float32)
+    for z in range(1, 6):
+        volume[z, :, 12 - 2 * z : 12 + 2 * z, 12 - 2 * z : 12 + 2 * z] = -1.0
+    volume[3, 0, 10:14, 10:14] = 1.0
+    return volume
+
+
+def test_first_pass_slices_are_segmented_within_their_brain_and_margin():
+    volume, forward = brain_volume(), ShapeForward()
+    scores = segment_within_brain(forward, volume, z=np.arange(6), background=BACKGROUND, brain_margin=2,
+                                  **OPTIONS)  # fmt: skip
+    full = segment_volume(CountingForward(), volume, **OPTIONS)
+    # slice z's brain spans 4z pixels; +2 either side, on to a multiple of 4 (slice 0: no brain, skipped)
+    assert forward.shapes == [(8, 8), (12, 12), (16, 16), (20, 20), (24, 24)]
+    assert np.array_equal(scores[0], np.zeros((3, 24, 24)))
+    for z in range(1, 6):
+        box = grown(12 - 2 * z, 12 + 2 * z, 24, 2, 4)
+        # CountingForward scores a pixel by its own input: within the box, as the whole slice
+        assert np.array_equal(scores[z, :, box, box], full[z, :, box, box])
+        outside = np.ones((24, 24), bool)
+        outside[box, box] = False
+        assert (scores[z][:, outside] == 0).all()  # background, where the whole slice scores 0.1
+    assert np.array_equal(found(scores), found(full))
+
+
+def test_with_context_a_slice_is_cropped_to_its_neighbours_brain_too():
+    forward = ShapeForward()
+    segment_within_brain(forward, brain_volume(), z=np.array([0, 3]), background=BACKGROUND, brain_margin=0,
+                         context=1, **OPTIONS)  # fmt: skip
+    assert forward.shapes == [(4, 4), (16, 16)]  # slice 0 comes with slice 1's brain; 3 with 4's
+
+
+@pytest.mark.parametrize(
+    ("start", "stop", "size", "margin", "multiple", "expected"),
+    [
+        (5, 9, 20, 2, 4, (3, 11)),  # widened, already a multiple
+        (5, 8, 20, 1, 4, (4, 12)),  # 5 pixels with the margin, on to 8
+        (15, 19, 20, 2, 4, (12, 20)),  # at the edge: grown towards the other side
+        (0, 3, 6, 0, 16, (0, 6)),  # a side shorter than the multiple: all of it (segment pads)
+    ],
+)
+def test_a_box_is_widened_and_grown_to_the_multiple_within_the_slice(start, stop, size, margin, multiple,
+                                                                      expected):  # fmt: skip
+    box = grown(start, stop, size, margin, multiple)
+    assert (box.start, box.stop) == expected
+
+
+@pytest.mark.parametrize("target", ["regions", "labels"])
+def test_background_scores_decode_to_background(target):
+    spec = Target(target)
+    assert spec.background.shape == (spec.channels,)
+    assert spec.decode(spec.background[None, :, None, None]).item() == 0

@@ -47,6 +47,13 @@ class Target:
     def channels(self) -> int:
         return len(REGION_NAMES) if self.regions else NUM_CLASSES
 
+    @property
+    def background(self) -> np.ndarray:
+        """The probabilities (C,) of a voxel that is surely background: no region, or class 0."""
+        scores = np.zeros(self.channels, np.float32)
+        scores[0] = 0 if self.regions else 1
+        return scores
+
     def encode(self, classes: torch.Tensor) -> torch.Tensor:
         """Internal class maps (B, ...) -> what the loss compares with: (B, 3, ...) region masks as
         floats, or (B, 1, ...) class indices."""
