@@ -1,4 +1,5 @@
 import json
+import threading
 
 import nibabel as nib
 import numpy as np
@@ -252,3 +253,27 @@ def test_an_existing_companion_output_is_refused_before_any_model_is_read(new_pa
     err = capsys.readouterr().err
     assert code == 1 and "seg_volumes.json: exists; pass --overwrite" in err, err
     assert not out.exists() and (tmp_path / "seg_volumes.json").read_text() == "{}"
+
+
+def test_the_first_case_is_read_while_the_model_loads(trained_run, new_patients, tmp_path, monkeypatch):
+    """Loading the models and reading a case each leave a core idle (README "Fast by default"):
+    predict does both at once. Here the model loads only once the case is being read."""
+    from tumorseg.inference import predict as predicting
+
+    reading, read = threading.Event(), predicting.read_inputs
+    monkeypatch.setattr(predicting, "read_inputs", lambda files: reading.set() or read(files))
+
+    def load() -> Segmenter:
+        assert reading.wait(timeout=20), "the model was loaded before the case was read"
+        return Segmenter(trained_run)
+
+    assert predict(new_patients / "Phantom_001", tmp_path / "seg.nii.gz", load, progress=False).written
+
+
+def test_a_model_that_does_not_load_is_named_before_a_case_that_does_not_read(new_patients, tmp_path):
+    case = tmp_path / "Phantom_001"
+    case.mkdir()
+    for path in (new_patients / "Phantom_001").iterdir():
+        (case / path.name).write_bytes(path.read_bytes()[:99] if "t2" in path.name else path.read_bytes())
+    with pytest.raises(TumorsegError, match="nowhere.pt"):
+        run_predict(tmp_path / "nowhere.pt", case, tmp_path / "seg.nii.gz")

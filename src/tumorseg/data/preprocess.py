@@ -31,6 +31,8 @@ from tumorseg.labels import NUM_CLASSES
 
 #: Axis codes of the BraTS files, and so of the slices the models learn from.
 TRAINING_AXES = ("L", "P", "S")
+#: The orientation transform (nibabel's) that leaves each axis where and as it is.
+UNCHANGED = np.array([[0, 1], [1, 1], [2, 1]])
 INT16_MAX = np.iinfo(np.int16).max
 #: Voxel sizes closer than this (relative) count as the same: no resampling.
 SPACING_TOLERANCE = 0.01
@@ -122,8 +124,11 @@ def to_training_axes(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def reorient(case: Case) -> Case:
-    """The case with its arrays and affine turned to TRAINING_AXES (the same voxels in space)."""
+    """The case with its arrays and affine turned to TRAINING_AXES (the same voxels in space); the
+    case itself when it lies so already (as BraTS cases do: no copy)."""
     transform = training_orientation(case.affine)
+    if np.array_equal(transform, UNCHANGED):
+        return case
     shape = case.image.shape[1:]
     image = np.stack([orientations.apply_orientation(volume, transform) for volume in case.image])
     label = None if case.label is None else orientations.apply_orientation(case.label, transform)
@@ -188,11 +193,11 @@ def preprocess(case: Case, spacing: tuple[float, float, float] | list[float] | N
     but background is ever cut away. Only an unlabeled case is resampled.
     """
     where = case.sources[0] if case.sources else case.case_id
-    if not (case.image != 0).any():
-        raise TumorsegError(f"{where}: every voxel of every modality is zero")
     source_orientation = orientations.io_orientation(case.affine)
     case = reorient(case)
     keep = (case.image != 0).any(axis=0)
+    if not keep.any():
+        raise TumorsegError(f"{where}: every voxel of every modality is zero")
     if case.label is not None:
         keep |= case.label > 0
     bbox = bounding_box(keep)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,12 +130,12 @@ def predict_case(
     labels: str = "brats",
     probabilities: bool = False,
     uncertainty: bool = False,
+    read_ahead: Future[tuple[Case, nib.Nifti1Image]] | None = None,
 ) -> Prediction:
-    """Read a case's modalities, segment them, write the label map (and probabilities, and the
-    uncertainty map)."""
-    segmenter.for_sequences(files.absent).check_absent(files.absent, str(files.folder))  # before reading
-    case = read_case(CaseFiles(files.case_id, files.folder, files.modalities, None, files.convention))
-    reference = nib.load(files.paths[0])
+    """Read a case's modalities (unless ``read_ahead`` is reading them: ``read_inputs``), segment them,
+    write the label map (and probabilities, and the uncertainty map)."""
+    segmenter.for_sequences(files.absent).check_absent(files.absent, str(files.folder))
+    case, reference = read_inputs(files) if read_ahead is None else read_ahead.result()
     prediction = segment(case, segmenter, keep_probabilities=probabilities, uncertainty=uncertainty)
     write_nifti(to_brats(prediction.classes, labels), reference, out)
     if probabilities:
@@ -142,6 +143,12 @@ def predict_case(
     if uncertainty:
         write_nifti(prediction.uncertainty.astype(np.float32), reference, beside(out, "_uncertainty.nii.gz"))
     return prediction
+
+
+def read_inputs(files: CaseFiles) -> tuple[Case, nib.Nifti1Image]:
+    """A case's modalities, and the image whose grid and header its outputs take."""
+    case = read_case(CaseFiles(files.case_id, files.folder, files.modalities, None, files.convention))
+    return case, nib.load(files.paths[0])
 
 
 def beside(out: Path, suffix: str) -> Path:
@@ -216,9 +223,12 @@ def predict(
     try:
         with exclusive_lock(out / ".lock", busy) if batch else contextlib.nullcontext():
             result = BatchResult([], [], failed, {})
-            segment_all(cases, out, batch, make_segmenter(), result, overwrite, progress, labels=labels,
-                        probabilities=probabilities,
-                        uncertainty=uncertainty)  # fmt: skip
+            with ThreadPoolExecutor(1, thread_name_prefix="tumorseg-read") as reader:
+                # the first case is read while the model loads, which leaves a core idle (README)
+                first = reader.submit(read_inputs, cases[0]) if cases else None
+                segment_all(cases, out, batch, make_segmenter(), result, overwrite, progress, first,
+                            labels=labels, probabilities=probabilities,
+                            uncertainty=uncertainty)  # fmt: skip
             return result
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
@@ -233,9 +243,11 @@ def segment_all(
     result: BatchResult,
     overwrite: bool,
     progress: bool | None,
+    first: Future[tuple[Case, nib.Nifti1Image]] | None = None,
     **options: object,
 ) -> None:
-    """Segment each case into ``out`` (a file, or a batch's folder), recording it in ``result``."""
+    """Segment each case into ``out`` (a file, or a batch's folder), recording it in ``result``;
+    ``first``: the first case's inputs, being read (``read_inputs``)."""
     model_files = [segmenter.path, onnx_path(segmenter.path)]
     volumes_file = out / "volumes.json" if batch else beside(out, "_volumes.json")
     if batch:
@@ -244,6 +256,7 @@ def segment_all(
     recorded = read_volumes(volumes_file, overwrite) if batch else {}
     for files in tqdm(cases, desc="predict", unit="case", disable=None if progress is None else not progress):
         interrupts.check()
+        read_ahead, first = first, None  # the first case only
         target = out / f"{files.case_id}.nii.gz" if batch else out
         try:
             if batch and not overwrite and (done := leftover(target, files)) is not None:
@@ -254,7 +267,7 @@ def segment_all(
             inputs = [*files.paths, *model_files]
             claim_outputs([target], inputs, overwrite or batch)  # a batch redoes its own broken leftovers
             claim_outputs(written, inputs, overwrite)
-            prediction = predict_case(files, segmenter, target, **options)
+            prediction = predict_case(files, segmenter, target, read_ahead=read_ahead, **options)
         except TumorsegError as err:
             if not batch:
                 raise
