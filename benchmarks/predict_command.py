@@ -5,9 +5,11 @@ Three variants, each case in turn, so that drift hits all alike:
 - the command as it ships (the bundled ensemble on its 8-bit ONNX exports; no PyTorch imported),
 - the same command with PyTorch imported first (what the command cost before it learned to do
   without: it imported PyTorch to read the model files and to segment),
-- --engine torch (PyTorch runs the networks).
+- --engine torch (PyTorch runs the networks);
+and with ``--against SRC``, the command as the code in SRC (another checkout's ``src``, e.g. of a
+``git worktree`` at an earlier commit) runs it, to measure a change side by side.
 
-    python benchmarks/predict_command.py --cases 5 --repeats 3
+    python benchmarks/predict_command.py --cases 5 --repeats 3 [--against OLD/src] [--skip-torch]
 """
 
 from __future__ import annotations
@@ -55,14 +57,19 @@ def main() -> None:
     )
     parser.add_argument("--cases", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--against", type=Path, metavar="SRC", help="also time the code in SRC")
+    parser.add_argument("--skip-torch", action="store_true", help="leave out the two PyTorch variants")
     args = parser.parse_args()
     cases = find_case_folders(real_root())[: args.cases]
     command = [sys.executable, "-c", COMMAND.format(imports=""), "predict"]
-    variants = {
-        "as shipped": command,
-        "PyTorch imported first": [sys.executable, "-c", COMMAND.format(imports="import torch\n"), "predict"],
-        "--engine torch": [*command, "--engine", "torch"],
-    }
+    variants = {"as shipped": command}
+    if args.against:  # its package found first: before this checkout's, installed in site-packages
+        variants[f"code in {args.against}"] = ["env", f"PYTHONPATH={args.against.resolve()}", *command]
+    if not args.skip_torch:
+        variants["PyTorch imported first"] = [
+            sys.executable, "-c", COMMAND.format(imports="import torch\n"), "predict"
+        ]  # fmt: skip
+        variants["--engine torch"] = [*command, "--engine", "torch"]
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     memory: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as work:
@@ -81,11 +88,12 @@ def main() -> None:
         f"{platform.python_version()}; {len(cases)} real cases x {args.repeats} repeats, median of "
         "the whole command"
     )
-    reference = statistics.median(seconds["as shipped"])
+    print("median seconds; in brackets the median of each run's ratio to the one as shipped just before")
     for name in variants:
         median = statistics.median(seconds[name])
+        ratio = statistics.median(a / b for a, b in zip(seconds[name], seconds["as shipped"], strict=True))
         print(
-            f"{name:<24} {median:5.2f} s ({median / reference:.2f}x; fastest {min(seconds[name]):.2f}, "
+            f"{name:<28} {median:5.2f} s ({ratio:.2f}x; fastest {min(seconds[name]):.2f}, "
             f"slowest {max(seconds[name]):.2f})   peak memory {statistics.median(memory[name]):,.0f} MB"
         )
 
