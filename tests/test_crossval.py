@@ -124,3 +124,13 @@ def test_last_scores_each_folds_last_checkpoint_apart(folds, capsys, tmp_path):
     (tmp_path / "cv" / "fold-1" / "last.pt").unlink()
     assert main(["cv", str(tmp_path / "cv"), "--last"]) != 0
     assert "fold-1: no last.pt to score" in capsys.readouterr().err
+
+
+def test_a_coarse_search_is_scored_apart_from_every_slice(folds, capsys):
+    assert main(["cv", str(folds)]) == 0
+    every_slice = (folds / "crossval" / "summary.json").read_text()
+    assert main(["cv", str(folds), "--coarse-step", "2"]) == 0
+    summary = json.loads((folds / "fold-0" / "evaluation-val-coarse-step-2" / "summary.json").read_text())
+    assert "slices searched every 2" in summary["model"]
+    assert (folds / "crossval-coarse-step-2" / "metrics.csv").is_file()
+    assert (folds / "crossval" / "summary.json").read_text() == every_slice  # not overwritten

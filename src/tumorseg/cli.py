@@ -174,7 +174,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )  # fmt: skip
         result = evaluate_run(
             RunDir.of(args.run), segmenter, args.data, args.split, args.out, overwrite=args.overwrite,
-            variant=variant_name(args.tta, absent, rule is not None),
+            variant=variant_name(args.tta, absent, rule is not None, step=args.coarse_step),
         )  # fmt: skip
         what = f"{args.split} patients"
     print(f"{result.summary['dice_WT']['n']} {what}, mean ± std over patients:\n")
@@ -212,13 +212,16 @@ def cmd_cv(args: argparse.Namespace) -> int:
         segmenter_of,
         args.data,
         overwrite=args.overwrite,
-        variant=variant_name(args.tta, absent, rule is not None, args.last),
+        variant=variant_name(args.tta, absent, rule is not None, args.last, args.coarse_step),
     )
     print(result.table)
     print(f"\npooled out-of-fold metrics, summary with fold means: {result.out}")
     if args.choose_postprocessing:
         choice, path = choose_fold_postprocessing(
-            args.folds_dirs, segmenter_of, args.data, variant=variant_name(last=args.last)
+            args.folds_dirs,
+            segmenter_of,
+            args.data,
+            variant=variant_name(last=args.last, step=args.coarse_step),
         )
         print(f"\n{choice.table()}")
         print(
@@ -570,7 +573,7 @@ def add_coarse_step(p: argparse.ArgumentParser, default: int | None) -> None:
         "box widened by 32 pixels; the rest is left tumor-free "
         "(4, predict's default: on the 28 shared cases 1.9x faster with the shipped models, mean "
         f"Dice within 0.0005 of segmenting it all; 1{', the default' if default == 1 else ''}: every "
-        "slice, whole)",
+        "slice, whole)" + ("; results go to evaluation-SPLIT-coarse-step-K" if default == 1 else ""),
     )
 
 

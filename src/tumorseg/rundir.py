@@ -119,13 +119,19 @@ def model_checkpoint(source: Path) -> Path:
 
 
 def variant_name(
-    tta: bool = False, absent: tuple[str, ...] = (), postprocessed: bool = False, last: bool = False
+    tta: bool = False,
+    absent: tuple[str, ...] = (),
+    postprocessed: bool = False,
+    last: bool = False,
+    step: int = 1,
 ) -> str:
-    """The suffix naming an evaluation of last.pt, made with TTA, without some sequences or with a
-    post-processing given apart from the model: "-last", "-tta-without-t1ce", "-postprocessed"."""
+    """The suffix naming an evaluation of last.pt, made with TTA, without some sequences, coarse to
+    fine (a ``step`` above 1) or with a post-processing given apart from the model: "-last",
+    "-tta-without-t1ce", "-coarse-step-4", "-postprocessed"."""
     return (
         ("-last" if last else "")
         + ("-tta" if tta else "")
         + ("-without-" + "-".join(absent) if absent else "")
+        + (f"-coarse-step-{step}" if step > 1 else "")
         + ("-postprocessed" if postprocessed else "")
     )
