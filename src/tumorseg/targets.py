@@ -51,7 +51,8 @@ class Target:
     def background(self) -> np.ndarray:
         """The probabilities (C,) of a voxel that is surely background: no region, or class 0."""
         scores = np.zeros(self.channels, np.float32)
-        scores[0] = 0 if self.regions else 1
+        if not self.regions:
+            scores[0] = 1  # the background class
         return scores
 
     def encode(self, classes: torch.Tensor) -> torch.Tensor:

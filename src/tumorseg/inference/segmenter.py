@@ -226,9 +226,8 @@ def segment_coarse_to_fine(
 ) -> np.ndarray:
     """``segment_volume`` that segments only near the tumor: every ``step``-th slice first (each
     within its brain widened by ``brain_margin`` pixels: ``segment_within_brain``, ``background``
-    outside), then the slices closer
-    than ``step`` to one where ``tumor`` (scores -> tumor mask) finds some, within the in-plane box
-    of all tumor found, widened by ``margin`` pixels.
+    outside), then the slices closer than ``step`` to one where ``tumor`` (scores -> tumor mask)
+    finds some, within the in-plane box of all tumor found, widened by ``margin`` pixels.
 
     Everything else takes the scores of the nearest slice of the first pass, which decode to no
     tumor there: a skipped slice lies between two tumor-free ones, and outside the box no slice of
