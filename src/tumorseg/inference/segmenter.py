@@ -176,6 +176,16 @@ def grown(start: int, stop: int, size: int, margin: int, multiple: int) -> slice
     return slice(stop - length, stop)
 
 
+def box_around(mask: np.ndarray, margin: int, multiple: int = 1) -> tuple[slice, slice]:
+    """The rows and columns of the box of a mask's (H, W) pixels, widened by ``margin`` on each
+    side and on to a multiple of ``multiple`` (``grown``), within the mask."""
+    rows, columns = (np.flatnonzero(mask.any(axis)) for axis in (1, 0))
+    return (
+        grown(rows[0], rows[-1] + 1, mask.shape[0], margin, multiple),
+        grown(columns[0], columns[-1] + 1, mask.shape[1], margin, multiple),
+    )
+
+
 def segment_within_brain(
     forward: Forward,
     volume: np.ndarray,
@@ -202,14 +212,10 @@ def segment_within_brain(
         brain = (volume[neighbours(np.array([at]), depth, context)[0]] != 0).any((0, 1))
         if not brain.any():
             continue
-        rows, columns = (np.flatnonzero(brain.any(axis)) for axis in (1, 0))
-        box = (
-            grown(rows[0], rows[-1] + 1, height, brain_margin, multiple),
-            grown(columns[0], columns[-1] + 1, width, brain_margin, multiple),
-        )
-        scores = segment_volume(forward, volume[..., box[0], box[1]], z=np.array([at]), multiple=multiple,
+        rows, columns = box_around(brain, brain_margin, multiple)
+        scores = segment_volume(forward, volume[..., rows, columns], z=np.array([at]), multiple=multiple,
                                 context=context, **options)  # fmt: skip
-        out[index, :, box[0], box[1]] = scores[0]
+        out[index, :, rows, columns] = scores[0]
     return out
 
 
@@ -245,9 +251,7 @@ def segment_coarse_to_fine(
         near[max(z - step + 1, 0) : z + step] = True
     near[coarse] = False
     if near.any():
-        ys, xs = np.nonzero(mask.any(0))
-        rows = slice(max(ys.min() - margin, 0), ys.max() + margin + 1)
-        columns = slice(max(xs.min() - margin, 0), xs.max() + margin + 1)
+        rows, columns = box_around(mask.any(0), margin)
         fine = np.flatnonzero(near)
         out[fine, :, rows, columns] = segment_volume(forward, volume[..., rows, columns], z=fine, **options)
     return out
