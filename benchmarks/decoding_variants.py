@@ -1,13 +1,18 @@
 """Out-of-fold Dice of a cross-validated recipe under other ways of turning its region
 probabilities into labels (the post-processing of ``--postprocessing`` applied after each).
 
-Three families, each against the model's own decoding (regions cut at 0.5):
+Five families, each against the model's own decoding (regions cut at 0.5):
 
 - other thresholds than 0.5: a model that under-segments might gain from a lower one;
+- one region cut at another threshold, the others at 0.5: the whole tumor is mostly missed, not
+  overdrawn, where it scores low, while a lower cut costs the core;
 - probabilities smoothed through the slices (a Gaussian along z of ``sigma`` slices) before the
   cut: a 2D network decides every slice alone, and its maps are ragged from slice to slice;
 - holes of the tumor core filled slice by slice (necrosis inside an enhancing rim that was called
-  edema becomes core).
+  edema becomes core);
+- tumor-core components smaller than a volume, but the largest, relabeled edema (the island rule of
+  ``--postprocessing`` does this for the whole tumor; a far false core inside the edema is what
+  makes a core's HD95 large).
 
 Prints the mean Dice per region over every patient, each scored by the fold model (or the
 ensemble of several folds directories) that never saw it, the mean paired difference to the
@@ -38,6 +43,8 @@ from tumorseg.postprocess import ENHANCING, NECROSIS, PostProcessing
 from tumorseg.targets import Target
 
 THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.6)
+REGION_THRESHOLDS = (0.3, 0.4, 0.45, 0.55, 0.6)
+CORE_ISLANDS_ML = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 SIGMAS = (0.5, 1.0, 1.5, 2.0)  # slices
 OWN = "own (0.5)"
 EDEMA = CLASS_NAMES.index("edema")
@@ -53,19 +60,53 @@ def fill_core_holes(classes: np.ndarray) -> np.ndarray:
     return out
 
 
-def variants(target: Target) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def without_core_islands(classes: np.ndarray, voxel_ml: float, min_ml: float) -> np.ndarray:
+    """Tumor-core components (26-connected) under ``min_ml`` but the largest become edema."""
+    components, count = ndimage.label(
+        (classes == NECROSIS) | (classes == ENHANCING), structure=np.ones((3,) * classes.ndim)
+    )
+    sizes = np.bincount(components.ravel()) * voxel_ml
+    sizes[0] = np.inf  # background stays
+    small = sizes < min_ml
+    if count > 1:
+        small[sizes[1:].argmax() + 1] = False
+    out = classes.copy()
+    out[small[components]] = EDEMA
+    return out
+
+
+def variants(target: Target, voxel_ml: float) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Name -> probabilities (Z, 3, H, W) to classes (Z, H, W)."""
 
     def cut(threshold: float) -> Callable[[np.ndarray], np.ndarray]:
         return lambda p: target.decode(p, threshold)
 
+    def region_cut(region: int, threshold: float) -> Callable[[np.ndarray], np.ndarray]:
+        """``region`` above ``threshold``, the others above 0.5: its probability shifted."""
+
+        def decode(p: np.ndarray) -> np.ndarray:
+            shifted = p.copy()
+            shifted[:, region] += 0.5 - threshold
+            return cut(0.5)(shifted)
+
+        return decode
+
     def smoothed(sigma: float) -> Callable[[np.ndarray], np.ndarray]:
         return lambda p: cut(0.5)(ndimage.gaussian_filter1d(p, sigma, axis=0))
 
+    def core_islands(min_ml: float) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda p: without_core_islands(cut(0.5)(p), voxel_ml, min_ml)
+
     found = {OWN: cut(0.5)}
     found |= {f"threshold {t}": cut(t) for t in THRESHOLDS}
+    found |= {
+        f"{name} alone at {t}": region_cut(region, t)
+        for region, name in enumerate(REGION_NAMES)
+        for t in REGION_THRESHOLDS
+    }
     found |= {f"smoothed along z, sigma {s}": smoothed(s) for s in SIGMAS}
     found["core holes filled per slice"] = lambda p: fill_core_holes(cut(0.5)(p))
+    found |= {f"core islands < {ml:g} mL to edema": core_islands(ml) for ml in CORE_ISLANDS_ML}
     return found
 
 
@@ -84,7 +125,7 @@ def main() -> None:
         folds.append(patient.fold)
         scores = patient.probabilities
         reference, voxel_ml = patient.reference, patient.voxel_ml
-        for name, decode in variants(patient.predictor.target).items():
+        for name, decode in variants(patient.predictor.target, voxel_ml).items():
             classes = rule.apply(decode(scores).astype(np.uint8), voxel_ml)
             dice.setdefault(name, []).append(region_dice(classes, reference))
             if name == OWN:
