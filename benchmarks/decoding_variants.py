@@ -126,7 +126,8 @@ def main() -> None:
         scores = patient.probabilities
         reference, voxel_ml = patient.reference, patient.voxel_ml
         for name, decode in variants(patient.predictor.target, voxel_ml).items():
-            classes = rule.apply(decode(scores).astype(np.uint8), voxel_ml)
+            core = patient.predictor.target.core_probability(scores)
+            classes = rule.apply(decode(scores).astype(np.uint8), voxel_ml, core)
             dice.setdefault(name, []).append(region_dice(classes, reference))
             if name == OWN:
                 _, core, enhancing = region_masks(reference)

@@ -57,8 +57,11 @@ def main() -> None:
             first, second = patient.probabilities
             rows = []
             for weight in WEIGHTS:
-                decoded = patient.predictor.target.decode(weight * first + (1 - weight) * second)
-                classes = rule.apply(decoded.astype(np.uint8), patient.voxel_ml)
+                mixed = weight * first + (1 - weight) * second
+                target = patient.predictor.target
+                classes = rule.apply(
+                    target.decode(mixed).astype(np.uint8), patient.voxel_ml, target.core_probability(mixed)
+                )
                 found = region_masks(classes)
                 distances = [hd95(found[r], reference[r], spacing) for r in range(len(REGION_NAMES))]
                 rows.append([*region_dice(classes, patient.reference), *distances])

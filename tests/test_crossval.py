@@ -8,7 +8,7 @@ from conftest import TINY_TRAINING
 from tumorseg.cli import main
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.crossval import fold_runs
-from tumorseg.evaluation.postprocessing import ENHANCING_ML, ISLAND_ML
+from tumorseg.evaluation.postprocessing import CORE_PROBABILITY, ENHANCING_ML, ISLAND_ML, RULE_KEYS
 from tumorseg.training.config import TrainConfig
 from tumorseg.training.loop import train
 
@@ -93,11 +93,8 @@ def test_postprocessing_is_chosen_on_out_of_fold_predictions_and_measured_apart(
     rule = json.loads((folds / "postprocessing.json").read_text())
     with open(folds / "postprocessing.csv", newline="") as handle:
         candidates = list(csv.DictReader(handle))
-    assert len(candidates) == len(ISLAND_ML) * len(ENHANCING_ML)
-    wanted = (rule["min_island_ml"], rule["min_et_ml"])
-    chosen = next(
-        row for row in candidates if (float(row["min_island_ml"]), float(row["min_et_ml"])) == wanted
-    )
+    assert len(candidates) == len(ISLAND_ML) * len(CORE_PROBABILITY) * len(ENHANCING_ML)
+    chosen = next(row for row in candidates if all(float(row[key]) == rule[key] for key in RULE_KEYS))
     assert float(chosen["dice_mean"]) == max(float(row["dice_mean"]) for row in candidates)
     assert main(["cv", str(folds), "--postprocessing", str(folds / "postprocessing.json")]) == 0
     assert (folds / "fold-1" / "evaluation-val-postprocessed" / "metrics.csv").is_file()

@@ -14,6 +14,8 @@ from tumorseg.evaluation.postprocessing import choose_postprocessing
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.postprocess import PostProcessing
 
+SURE = np.ones((20, 20, 20), np.float32)  # core probabilities under which the core rule drops nothing
+
 
 def blobs() -> np.ndarray:
     """A 1000-voxel tumor (edema around an enhancing core of 27) and a 1-voxel and an 8-voxel island."""
@@ -36,6 +38,43 @@ def test_islands_smaller_than_the_threshold_go_but_never_the_largest_component()
     assert np.array_equal(PostProcessing(min_island_ml=0.005).apply(classes, 1.0), classes)  # 1 mL voxels
 
 
+def doubtful_core() -> tuple[np.ndarray, np.ndarray]:
+    """``blobs`` with a second piece of core inside the edema, and core probabilities: 0.95 on the
+    enhancing core, 0.88 on the necrotic island, 0.7 on the new piece (the largest core of all)."""
+    classes = blobs()
+    classes[3:11, 9:11, 3:11] = 1  # 128 voxels, larger than the enhancing core's 27
+    probability = np.zeros(classes.shape, np.float32)
+    probability[classes == 3] = 0.95
+    probability[15:17, 15:17, 15:17] = 0.88
+    probability[3:11, 9:11, 3:11] = 0.7
+    return classes, probability
+
+
+def test_doubtful_pieces_of_core_become_edema_but_never_the_largest():
+    classes, probability = doubtful_core()
+    assert np.array_equal(
+        PostProcessing(min_core_probability=0.7).apply(classes, 0.001, probability), classes
+    )
+    cored = PostProcessing(min_core_probability=0.92).apply(classes, 0.001, probability)
+    assert (cored[15:17, 15:17, 15:17] == 2).all()  # the island's mean 0.88 < 0.92: edema
+    assert np.array_equal(cored[:13, :13, :13], classes[:13, :13, :13])  # the largest piece stays
+    assert np.array_equal(cored > 0, classes > 0)  # the whole tumor is untouched
+    classes[3:11, 9:11, 3:11] = 2  # without the large piece, the enhancing core is the largest
+    cored = PostProcessing(min_core_probability=0.99).apply(classes, 0.001, probability)
+    assert (cored[5:8, 5:8, 5:8] == 3).all() and not (cored == 1).any()
+    with pytest.raises(ValueError, match="core probabilities"):
+        PostProcessing(min_core_probability=0.5).apply(classes, 0.001)
+
+
+def test_the_core_rule_is_chosen_where_the_doubtful_pieces_are_false():
+    classes, probability = doubtful_core()
+    reference = classes.copy()
+    reference[15:17, 15:17, 15:17] = 2  # the confident-enough island is false, the rest true
+    choice = choose_postprocessing([(classes, probability, reference, 0.001, 0)])
+    assert choice.chosen == PostProcessing(min_core_probability=0.9)  # the smallest that drops 0.88
+    assert "core pieces of mean probability < 0.9 to edema" in choice.table()
+
+
 def test_a_small_enhancing_tumor_in_total_becomes_necrosis():
     classes = blobs()
     assert np.array_equal(PostProcessing(min_et_ml=0.027).apply(classes, 0.001), classes)  # 27 uL: kept
@@ -45,7 +84,15 @@ def test_a_small_enhancing_tumor_in_total_becomes_necrosis():
 
 
 @pytest.mark.parametrize(
-    "mapping", [[], {"min_island_ml": -1}, {"min_et_ml": "1"}, {"min_et_ml": True}, {"islands": 1}]
+    "mapping",
+    [
+        [],
+        {"min_island_ml": -1},
+        {"min_et_ml": "1"},
+        {"min_et_ml": True},
+        {"islands": 1},
+        {"min_core_probability": 1},
+    ],
 )
 def test_a_malformed_rule_is_refused(mapping, tmp_path):
     (tmp_path / "rule.json").write_text(json.dumps(mapping))
@@ -57,11 +104,11 @@ def test_thresholds_are_chosen_only_when_they_raise_the_mean_dice():
     reference = blobs()
     reference[reference == 3] = 1  # a patient without enhancing tumor ...
     reference[18, 18, 18] = reference[15:17, 15:17, 15:17] = 0  # ... and without the islands
-    choice = choose_postprocessing([(blobs(), reference, 0.001, 0)] * 3)
+    choice = choose_postprocessing([(blobs(), SURE, reference, 0.001, 0)] * 3)
     assert choice.chosen == PostProcessing(min_island_ml=0.1, min_et_ml=0.05)  # the smallest that work
     assert {row["dice_ET"] for row in choice.rows if row["min_et_ml"] >= 0.05} == {1.0}
     assert "chosen: tumor islands < 0.1 mL removed; enhancing tumor < 0.05 mL" in choice.table()
-    unchanged = choose_postprocessing([(reference, reference, 0.001, 0)])
+    unchanged = choose_postprocessing([(reference, SURE, reference, 0.001, 0)])
     assert unchanged.chosen == PostProcessing()
     assert choice.nested is None and "other folds" not in choice.table()  # one fold: nothing nested
 
@@ -72,14 +119,18 @@ def test_each_fold_is_also_scored_with_the_rule_the_other_folds_choose():
     islands = blobs()
     clean = islands.copy()
     clean[18, 18, 18] = clean[15:17, 15:17, 15:17] = 0
-    patients = [(islands, clean, 0.001, 0)] * 3 + [(islands, islands, 0.001, 1)] * 2
+    patients = [(islands, SURE, clean, 0.001, 0)] * 3 + [(islands, SURE, islands, 0.001, 1)] * 2
     choice = choose_postprocessing(patients)
     assert choice.chosen == PostProcessing(min_island_ml=0.1)  # 3 patients gain more than 2 lose
     assert choice.nested_rules == [PostProcessing(), PostProcessing(min_island_ml=0.1)]
     fold_0 = region_dice(islands, clean)  # kept the islands fold 1 chose to keep
     fold_1 = region_dice(PostProcessing(min_island_ml=0.1).apply(islands, 0.001), islands)
     assert np.allclose(choice.nested, (3 * fold_0 + 2 * fold_1) / 5)
-    best = next(r for r in choice.rows if (r["min_island_ml"], r["min_et_ml"]) == (0.1, 0.0))
+    best = next(
+        r
+        for r in choice.rows
+        if (r["min_island_ml"], r["min_core_probability"], r["min_et_ml"]) == (0.1, 0, 0)
+    )
     assert choice.nested.mean() < best["dice_mean"]
     assert "each fold: chosen on the other folds" in choice.table()
 

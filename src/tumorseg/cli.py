@@ -651,7 +651,8 @@ def add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--choose-postprocessing",
         action="store_true",
-        help="also choose the post-processing thresholds (tumor islands, small enhancing tumor) that "
+        help="also choose the post-processing thresholds (tumor islands, doubtful pieces of core, small "
+        "enhancing tumor) that "
         "maximize the mean out-of-fold Dice; writes FOLDS_DIR/postprocessing.json and .csv",
     )
     p.set_defaults(func=cmd_cv)
@@ -718,8 +719,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-postprocessing",
         action="store_true",
-        help="skip the model's post-processing (removing small tumor islands, small enhancing tumor "
-        "relabeled necrosis, with thresholds chosen on cross-validation)",
+        help="skip the model's post-processing (removing small tumor islands, doubtful pieces of core "
+        "relabeled edema, small enhancing tumor relabeled necrosis, with thresholds chosen on "
+        "cross-validation)",
     )
     p.add_argument("--probabilities", action="store_true", help="also write <out>_probabilities.nii.gz")
     p.add_argument(

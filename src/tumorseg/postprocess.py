@@ -1,10 +1,14 @@
 """Post-processing of a decoded label map: rules whose thresholds are chosen on cross-validation.
 
-Two rules, each off at 0 and both in mL so that they mean the same at any voxel size:
+Three rules, each off at 0; the volumes in mL, so that they mean the same at any voxel size:
 
 - ``min_island_ml``: tumor components (26-connected) smaller than this become background,
   except the largest one. A 2D network segments slice by slice and leaves false-positive
   islands far from the tumor, which dominate HD95.
+- ``min_core_probability``: tumor-core components (26-connected), except the largest, whose mean
+  core probability is below this become edema. The island rule cannot reach a false piece of
+  core inside the edema, and a size cannot tell it from a true one (many cores are in pieces),
+  while the probability the model gives the piece tells some apart (README, "Other decodings").
 - ``min_et_ml``: a patient whose enhancing tumor is smaller than this in total has it relabeled
   necrosis (the BraTS rule: many low-grade gliomas have no enhancing tumor, and a few predicted
   voxels then score ET Dice 0 instead of 1).
@@ -24,23 +28,29 @@ from scipy import ndimage
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.files import load_json
 
-#: Internal classes (labels.py): 1 necrosis / non-enhancing core, 3 enhancing tumor.
-NECROSIS, ENHANCING = 1, 3
+#: Internal classes (labels.py): 1 necrosis / non-enhancing core, 2 edema, 3 enhancing tumor.
+NECROSIS, EDEMA, ENHANCING = 1, 2, 3
 
 
 @dataclass(frozen=True)
 class PostProcessing:
     min_island_ml: float = 0.0
+    min_core_probability: float = 0.0
     min_et_ml: float = 0.0
 
     @classmethod
     def from_mapping(cls, mapping: object, where: str) -> PostProcessing:
         if not isinstance(mapping, dict) or set(mapping) - set(cls.__dataclass_fields__):
-            raise TumorsegError(f"{where}: post-processing must map min_island_ml and min_et_ml to numbers")
+            raise TumorsegError(
+                f"{where}: post-processing must map min_island_ml, min_core_probability and min_et_ml "
+                "to numbers"
+            )
         values = {}
         for key, value in mapping.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
-                raise TumorsegError(f"{where}: post-processing {key} must be a volume in mL >= 0")
+            probability = key == "min_core_probability"
+            top, what = (1, "a probability in [0, 1)") if probability else (1e6, "a volume in mL >= 0")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < top:
+                raise TumorsegError(f"{where}: post-processing {key} must be {what}")
             values[key] = float(value)
         return cls(**values)
 
@@ -60,13 +70,17 @@ class PostProcessing:
         rules = []
         if self.min_island_ml:
             rules.append(f"tumor islands < {self.min_island_ml:g} mL removed")
+        if self.min_core_probability:
+            rules.append(f"core pieces of mean probability < {self.min_core_probability:g} to edema")
         if self.min_et_ml:
             rules.append(f"enhancing tumor < {self.min_et_ml:g} mL relabeled necrosis")
         return "; ".join(rules) or "none"
 
-    def apply(self, classes: np.ndarray, voxel_ml: float) -> np.ndarray:
+    def apply(
+        self, classes: np.ndarray, voxel_ml: float, core_probability: np.ndarray | None = None
+    ) -> np.ndarray:
         """``classes`` (internal, any shape) with the rules applied: a new array, or the same if none
-        applies."""
+        applies. ``core_probability`` (the shape of ``classes``) is needed by the core rule only."""
         out = classes
         if self.min_island_ml:
             components, count = ndimage.label(classes > 0, structure=np.ones((3,) * classes.ndim))
@@ -78,8 +92,35 @@ class PostProcessing:
                 if small.size:
                     out = out.copy()
                     out[np.isin(components, small)] = 0
+        if self.min_core_probability:
+            if core_probability is None:
+                raise ValueError("the core rule needs the core probabilities")
+            out = self.without_doubtful_core(out, core_probability)
         et = out == ENHANCING
         if self.min_et_ml and 0 < np.count_nonzero(et) * voxel_ml < self.min_et_ml:
             out = out.copy()
             out[et] = NECROSIS
+        return out
+
+    def without_doubtful_core(self, classes: np.ndarray, core_probability: np.ndarray) -> np.ndarray:
+        """The core rule: pieces of core (26-connected) but the largest whose mean core probability
+        is under the threshold become edema. Labeled within the core's box, a small part of the
+        volume."""
+        core = (classes == NECROSIS) | (classes == ENHANCING)
+        found = ndimage.find_objects(core.view(np.uint8))
+        if not found:
+            return classes
+        box = found[0]
+        components, count = ndimage.label(core[box], structure=np.ones((3,) * classes.ndim))
+        if count < 2:
+            return classes
+        sizes = np.bincount(components.ravel())
+        mean = np.bincount(components.ravel(), weights=core_probability[box].ravel()) / np.maximum(sizes, 1)
+        sizes[0] = 0
+        doubtful = np.flatnonzero(mean < self.min_core_probability)
+        doubtful = doubtful[(doubtful > 0) & (doubtful != sizes.argmax())]
+        if not doubtful.size:
+            return classes
+        out = classes.copy()
+        out[box][np.isin(components, doubtful)] = EDEMA
         return out

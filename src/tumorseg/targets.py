@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from tumorseg.labels import NUM_CLASSES, REGION_NAMES, region_masks
+from tumorseg.labels import NUM_CLASSES, REGION_NAMES, REGIONS, region_masks
 
 if TYPE_CHECKING:
     import torch
@@ -75,6 +75,13 @@ class Target:
         # ET wins, else TC (1), else WT (2): sums of masks, which NumPy and PyTorch write alike
         # (and which, unlike masked assignments, need not wait for a GPU to count a mask)
         return 3 * et + (tc & ~et) + 2 * (wt & ~tc & ~et)
+
+    def core_probability(self, probabilities: np.ndarray) -> np.ndarray:
+        """Probabilities (B, C, ...) -> the probability (B, ...) that a voxel is tumor core: the TC
+        region's, or the sum of its classes'."""
+        if self.regions:
+            return probabilities[:, REGION_NAMES.index("TC")]
+        return probabilities[:, list(REGIONS["TC"])].sum(axis=1)
 
     def uncertainty(self, probabilities: np.ndarray) -> np.ndarray:
         """Probabilities (B, C, ...) -> voxel-wise uncertainty (B, ...) in [0, 1], float32: the

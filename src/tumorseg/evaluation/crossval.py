@@ -214,7 +214,13 @@ def choose_fold_postprocessing(
     it as .csv; return both."""
     patients = out_of_fold(fold_groups(roots), predictor_of, store_path, progress)
     choice = choose_postprocessing(
-        (patient.predictor.classes(patient.probabilities), patient.reference, patient.voxel_ml, patient.fold)
+        (
+            patient.predictor.classes(patient.probabilities),
+            patient.predictor.core_probability(patient.probabilities),
+            patient.reference,
+            patient.voxel_ml,
+            patient.fold,
+        )
         for patient in patients
     )
     rule = roots[0] / f"postprocessing{ensemble_suffix(roots)}{variant}.json"

@@ -60,6 +60,9 @@ class Predictor(Protocol):
     def segmentation(self, probabilities: np.ndarray, voxel_ml: float) -> np.ndarray:
         """Probabilities (Z, C, H, W) -> internal classes (Z, H, W) after the model's post-processing."""
 
+    def core_probability(self, probabilities: np.ndarray) -> np.ndarray:
+        """Probabilities (Z, C, H, W) -> the probability (Z, H, W) of tumor core."""
+
     def attention(self, volume: np.ndarray, z: int) -> np.ndarray | None:
         """The finest attention gate's coefficients on slice ``z`` of a volume (Z, 4, H, W), if the
         model has gates."""

@@ -477,7 +477,14 @@ class Segmenter:
     def segmentation(self, probabilities: np.ndarray, voxel_ml: float) -> np.ndarray:
         """Probabilities (Z, C, H, W) on a grid of ``voxel_ml`` voxels -> the model's answer: its
         classes (Z, H, W) after its post-processing."""
-        return self.postprocessing.apply(self.classes(probabilities), voxel_ml)
+        core = (
+            self.target.core_probability(probabilities) if self.postprocessing.min_core_probability else None
+        )
+        return self.postprocessing.apply(self.classes(probabilities), voxel_ml, core)
+
+    def core_probability(self, probabilities: np.ndarray) -> np.ndarray:
+        """Probabilities (Z, C, H, W) -> the probability (Z, H, W) of tumor core."""
+        return self.target.core_probability(probabilities)
 
     def uncertainty(self, probabilities: np.ndarray) -> np.ndarray:
         """Probabilities (Z, C, H, W) -> voxel-wise uncertainty (Z, H, W) float32 in [0, 1]."""
