@@ -8,7 +8,7 @@ Three rules, each off at 0; the volumes in mL, so that they mean the same at any
 - ``min_core_probability``: tumor-core components (26-connected), except the largest, whose mean
   core probability is below this become edema. The island rule cannot reach a false piece of
   core inside the edema, and a size cannot tell it from a true one (many cores are in pieces),
-  while the probability the model gives the piece tells some apart (README, "Other decodings").
+  while the probability the model gives the piece tells some apart (README, "The core rule").
 - ``min_et_ml``: a patient whose enhancing tumor is smaller than this in total has it relabeled
   necrosis (the BraTS rule: many low-grade gliomas have no enhancing tumor, and a few predicted
   voxels then score ET Dice 0 instead of 1).
