@@ -38,8 +38,8 @@ from scipy import ndimage
 from tumorseg.evaluation.crossval import fold_groups, out_of_fold
 from tumorseg.evaluation.metrics import region_dice
 from tumorseg.inference.segmenter import Segmenter
-from tumorseg.labels import CLASS_NAMES, REGION_NAMES, region_masks
-from tumorseg.postprocess import ENHANCING, NECROSIS, PostProcessing
+from tumorseg.labels import REGION_NAMES, region_masks
+from tumorseg.postprocess import EDEMA, ENHANCING, NECROSIS, PostProcessing, relabel_pieces
 from tumorseg.targets import Target
 
 THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.6)
@@ -47,7 +47,6 @@ REGION_THRESHOLDS = (0.3, 0.4, 0.45, 0.55, 0.6)
 CORE_ISLANDS_ML = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 SIGMAS = (0.5, 1.0, 1.5, 2.0)  # slices
 OWN = "own (0.5)"
-EDEMA = CLASS_NAMES.index("edema")
 WEAKEST = 3
 
 
@@ -62,17 +61,8 @@ def fill_core_holes(classes: np.ndarray) -> np.ndarray:
 
 def without_core_islands(classes: np.ndarray, voxel_ml: float, min_ml: float) -> np.ndarray:
     """Tumor-core components (26-connected) under ``min_ml`` but the largest become edema."""
-    components, count = ndimage.label(
-        (classes == NECROSIS) | (classes == ENHANCING), structure=np.ones((3,) * classes.ndim)
-    )
-    sizes = np.bincount(components.ravel()) * voxel_ml
-    sizes[0] = np.inf  # background stays
-    small = sizes < min_ml
-    if count > 1:
-        small[sizes[1:].argmax() + 1] = False
-    out = classes.copy()
-    out[small[components]] = EDEMA
-    return out
+    core = (classes == NECROSIS) | (classes == ENHANCING)
+    return relabel_pieces(classes, core, EDEMA, lambda sizes, _: sizes * voxel_ml < min_ml)
 
 
 def variants(target: Target, voxel_ml: float) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
@@ -125,9 +115,9 @@ def main() -> None:
         folds.append(patient.fold)
         scores = patient.probabilities
         reference, voxel_ml = patient.reference, patient.voxel_ml
+        core_probability = patient.predictor.target.core_probability(scores)
         for name, decode in variants(patient.predictor.target, voxel_ml).items():
-            core = patient.predictor.target.core_probability(scores)
-            classes = rule.apply(decode(scores).astype(np.uint8), voxel_ml, core)
+            classes = rule.apply(decode(scores).astype(np.uint8), voxel_ml, core_probability)
             dice.setdefault(name, []).append(region_dice(classes, reference))
             if name == OWN:
                 _, core, enhancing = region_masks(reference)

@@ -55,10 +55,9 @@ def main() -> None:
             spacing = store.info(patient.case_id).spacing
             reference = region_masks(patient.reference)
             first, second = patient.probabilities
-            rows = []
+            target, rows = patient.predictor.target, []
             for weight in WEIGHTS:
                 mixed = weight * first + (1 - weight) * second
-                target = patient.predictor.target
                 classes = rule.apply(
                     target.decode(mixed).astype(np.uint8), patient.voxel_ml, target.core_probability(mixed)
                 )

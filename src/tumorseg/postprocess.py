@@ -19,6 +19,7 @@ and stored in the model file (``tumorseg pack``), from which predict and evaluat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,44 +84,46 @@ class PostProcessing:
         applies. ``core_probability`` (the shape of ``classes``) is needed by the core rule only."""
         out = classes
         if self.min_island_ml:
-            components, count = ndimage.label(classes > 0, structure=np.ones((3,) * classes.ndim))
-            if count > 1:
-                sizes = np.bincount(components.ravel())
-                sizes[0] = 0
-                small = np.flatnonzero(sizes * voxel_ml < self.min_island_ml)
-                small = small[(small > 0) & (small != sizes.argmax())]
-                if small.size:
-                    out = out.copy()
-                    out[np.isin(components, small)] = 0
+            out = relabel_pieces(out, out > 0, 0, lambda sizes, _: sizes * voxel_ml < self.min_island_ml)
         if self.min_core_probability:
             if core_probability is None:
                 raise ValueError("the core rule needs the core probabilities")
-            out = self.without_doubtful_core(out, core_probability)
+            core = (out == NECROSIS) | (out == ENHANCING)
+            mean_below = lambda sizes, sums: sums / np.maximum(sizes, 1) < self.min_core_probability  # noqa: E731
+            out = relabel_pieces(out, core, EDEMA, mean_below, core_probability)
         et = out == ENHANCING
         if self.min_et_ml and 0 < np.count_nonzero(et) * voxel_ml < self.min_et_ml:
             out = out.copy()
             out[et] = NECROSIS
         return out
 
-    def without_doubtful_core(self, classes: np.ndarray, core_probability: np.ndarray) -> np.ndarray:
-        """The core rule: pieces of core (26-connected) but the largest whose mean core probability
-        is under the threshold become edema. Labeled within the core's box, a small part of the
-        volume."""
-        core = (classes == NECROSIS) | (classes == ENHANCING)
-        found = ndimage.find_objects(core.view(np.uint8))
-        if not found:
-            return classes
-        box = found[0]
-        components, count = ndimage.label(core[box], structure=np.ones((3,) * classes.ndim))
-        if count < 2:
-            return classes
-        sizes = np.bincount(components.ravel())
-        mean = np.bincount(components.ravel(), weights=core_probability[box].ravel()) / np.maximum(sizes, 1)
-        sizes[0] = 0
-        doubtful = np.flatnonzero(mean < self.min_core_probability)
-        doubtful = doubtful[(doubtful > 0) & (doubtful != sizes.argmax())]
-        if not doubtful.size:
-            return classes
-        out = classes.copy()
-        out[box][np.isin(components, doubtful)] = EDEMA
-        return out
+
+def relabel_pieces(
+    classes: np.ndarray,
+    mask: np.ndarray,
+    value: int,
+    drop: Callable[[np.ndarray, np.ndarray | None], np.ndarray],
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """``classes`` with the pieces of ``mask`` (26-connected) that ``drop`` picks, never the
+    largest, set to ``value``: a new array, or ``classes`` itself if none is picked. ``drop`` maps
+    the pieces' sizes in voxels and, given ``weights`` (the shape of ``classes``), the sums of the
+    weights over each piece, to a boolean per piece (index 0, outside every piece, is ignored).
+    Labeled within ``mask``'s box, often a small part of the volume."""
+    found = ndimage.find_objects(mask.view(np.uint8))
+    if not found:
+        return classes
+    box = found[0]
+    components, count = ndimage.label(mask[box], structure=np.ones((3,) * mask.ndim))
+    if count < 2:
+        return classes
+    sizes = np.bincount(components.ravel())
+    sums = None if weights is None else np.bincount(components.ravel(), weights=weights[box].ravel())
+    picked = np.asarray(drop(sizes, sums), bool)
+    picked[0] = False
+    picked[sizes[1:].argmax() + 1] = False
+    if not picked.any():
+        return classes
+    out = classes.copy()
+    out[box][picked[components]] = value
+    return out

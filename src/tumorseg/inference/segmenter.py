@@ -477,9 +477,7 @@ class Segmenter:
     def segmentation(self, probabilities: np.ndarray, voxel_ml: float) -> np.ndarray:
         """Probabilities (Z, C, H, W) on a grid of ``voxel_ml`` voxels -> the model's answer: its
         classes (Z, H, W) after its post-processing."""
-        core = (
-            self.target.core_probability(probabilities) if self.postprocessing.min_core_probability else None
-        )
+        core = self.core_probability(probabilities) if self.postprocessing.min_core_probability else None
         return self.postprocessing.apply(self.classes(probabilities), voxel_ml, core)
 
     def core_probability(self, probabilities: np.ndarray) -> np.ndarray:
