@@ -116,8 +116,9 @@ def main() -> None:
         scores = patient.probabilities
         reference, voxel_ml = patient.reference, patient.voxel_ml
         core_probability = patient.predictor.target.core_probability(scores)
+        evidence = (patient.predictor.region_probabilities(scores), patient.volume)
         for name, decode in variants(patient.predictor.target, voxel_ml).items():
-            classes = rule.apply(decode(scores).astype(np.uint8), voxel_ml, core_probability)
+            classes = rule.apply(decode(scores).astype(np.uint8), voxel_ml, core_probability, evidence)
             dice.setdefault(name, []).append(region_dice(classes, reference))
             if name == OWN:
                 _, core, enhancing = region_masks(reference)

@@ -59,7 +59,10 @@ def main() -> None:
             for weight in WEIGHTS:
                 mixed = weight * first + (1 - weight) * second
                 classes = rule.apply(
-                    target.decode(mixed).astype(np.uint8), patient.voxel_ml, target.core_probability(mixed)
+                    target.decode(mixed).astype(np.uint8),
+                    patient.voxel_ml,
+                    target.core_probability(mixed),
+                    (target.region_probabilities(mixed), patient.volume),
                 )
                 found = region_masks(classes)
                 distances = [hd95(found[r], reference[r], spacing) for r in range(len(REGION_NAMES))]

@@ -6,11 +6,12 @@ import pytest
 import torch
 from scipy import ndimage
 
+from tumorseg import growth
 from tumorseg.checkpoint import load_checkpoint, save_checkpoint
 from tumorseg.cli import main
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.metrics import region_dice
-from tumorseg.evaluation.postprocessing import choose_postprocessing
+from tumorseg.evaluation.postprocessing import OutOfFoldMap, choose_postprocessing
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.postprocess import PostProcessing
 
@@ -70,7 +71,7 @@ def test_the_core_rule_is_chosen_where_the_doubtful_pieces_are_false():
     classes, probability = doubtful_core()
     reference = classes.copy()
     reference[15:17, 15:17, 15:17] = 2  # the confident-enough island is false, the rest true
-    choice = choose_postprocessing([(classes, probability, reference, 0.001, 0)])
+    choice = choose_postprocessing([OutOfFoldMap(classes, probability, reference, 0.001, 0)])
     assert choice.chosen == PostProcessing(min_core_probability=0.9)  # the smallest that drops 0.88
     assert "core pieces of mean probability < 0.9 to edema" in choice.table()
 
@@ -92,6 +93,7 @@ def test_a_small_enhancing_tumor_in_total_becomes_necrosis():
         {"min_et_ml": True},
         {"islands": 1},
         {"min_core_probability": 1},
+        {"tumor_growth": [0.5]},
     ],
 )
 def test_a_malformed_rule_is_refused(mapping, tmp_path):
@@ -104,13 +106,13 @@ def test_thresholds_are_chosen_only_when_they_raise_the_mean_dice():
     reference = blobs()
     reference[reference == 3] = 1  # a patient without enhancing tumor ...
     reference[18, 18, 18] = reference[15:17, 15:17, 15:17] = 0  # ... and without the islands
-    choice = choose_postprocessing([(blobs(), SURE, reference, 0.001, 0)] * 3)
+    choice = choose_postprocessing([OutOfFoldMap(blobs(), SURE, reference, 0.001, 0)] * 3)
     assert choice.chosen == PostProcessing(min_island_ml=0.1, min_et_ml=0.05)  # the smallest that work
     assert {row["dice_ET"] for row in choice.rows if row["min_et_ml"] >= 0.05} == {1.0}
     assert "chosen: tumor islands < 0.1 mL removed; enhancing tumor < 0.05 mL" in choice.table()
-    unchanged = choose_postprocessing([(reference, SURE, reference, 0.001, 0)])
+    unchanged = choose_postprocessing([OutOfFoldMap(reference, SURE, reference, 0.001, 0)])
     assert unchanged.chosen == PostProcessing()
-    assert choice.nested is None and "other folds" not in choice.table()  # one fold: nothing nested
+    assert not choice.nested and "other folds" not in choice.table()  # one fold: nothing nested
 
 
 def test_each_fold_is_also_scored_with_the_rule_the_other_folds_choose():
@@ -119,19 +121,21 @@ def test_each_fold_is_also_scored_with_the_rule_the_other_folds_choose():
     islands = blobs()
     clean = islands.copy()
     clean[18, 18, 18] = clean[15:17, 15:17, 15:17] = 0
-    patients = [(islands, SURE, clean, 0.001, 0)] * 3 + [(islands, SURE, islands, 0.001, 1)] * 2
+    patients = [OutOfFoldMap(islands, SURE, clean, 0.001, 0)] * 3 + [
+        OutOfFoldMap(islands, SURE, islands, 0.001, 1)
+    ] * 2
     choice = choose_postprocessing(patients)
     assert choice.chosen == PostProcessing(min_island_ml=0.1)  # 3 patients gain more than 2 lose
     assert choice.nested_rules == [PostProcessing(), PostProcessing(min_island_ml=0.1)]
     fold_0 = region_dice(islands, clean)  # kept the islands fold 1 chose to keep
     fold_1 = region_dice(PostProcessing(min_island_ml=0.1).apply(islands, 0.001), islands)
-    assert np.allclose(choice.nested, (3 * fold_0 + 2 * fold_1) / 5)
+    assert np.allclose(choice.nested[""], (3 * fold_0 + 2 * fold_1) / 5)
     best = next(
         r
         for r in choice.rows
         if (r["min_island_ml"], r["min_core_probability"], r["min_et_ml"]) == (0.1, 0, 0)
     )
-    assert choice.nested.mean() < best["dice_mean"]
+    assert choice.nested[""].mean() < best["dice_mean"]
     assert "each fold: chosen on the other folds" in choice.table()
 
 
@@ -141,15 +145,25 @@ def test_the_rule_is_read_from_the_model_file(segmenting_run, cohort, tmp_path):
     state = load_checkpoint(tmp_path / "model.pt")
     state["model"]["head.bias"][2] += 6  # an enhancing tumor in every case, for the rule to act on
     case, labels = cohort.parent / "cases" / "Phantom_003", {}
-    for name, rule in (("none", {}), ("no-et", {"min_et_ml": 1e5}), ("largest", {"min_island_ml": 1e5})):
+    grow_all = [50.0] + [0.0] * (growth.WEIGHTS - 1)  # every rim voxel in the brain is tumor
+    rules = {
+        "none": {},
+        "no-et": {"min_et_ml": 1e5},
+        "largest": {"min_island_ml": 1e5},
+        "grown": {"tumor_growth": grow_all},
+    }
+    for name, rule in rules.items():
         save_checkpoint({**state, "postprocessing": rule}, tmp_path / f"{name}.pt")
-        assert Segmenter(tmp_path / f"{name}.pt").postprocessing == PostProcessing(**rule)
+        assert Segmenter(tmp_path / f"{name}.pt").postprocessing == PostProcessing.from_mapping(rule, name)
         out = tmp_path / f"{name}.nii.gz"
         assert main(["predict", "--model", str(tmp_path / f"{name}.pt"), str(case), "--out", str(out)]) == 0
         labels[name] = np.asarray(nib.load(out).dataobj)
     assert (labels["none"] == 4).any() and not (labels["no-et"] == 4).any()
     assert np.array_equal(labels["no-et"] > 0, labels["none"] > 0)
     assert ndimage.label(labels["largest"] > 0, np.ones((3, 3, 3)))[1] == 1
+    added = (labels["grown"] > 0) & (labels["none"] == 0)
+    assert added.any() and set(np.unique(labels["grown"][added])) == {2}  # the rim, as edema
+    assert np.array_equal(labels["grown"][labels["none"] > 0], labels["none"][labels["none"] > 0])
     raw = tmp_path / "raw.nii.gz"
     assert (
         main(

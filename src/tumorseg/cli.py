@@ -652,8 +652,9 @@ def add_cv(sub: argparse._SubParsersAction) -> None:
         "--choose-postprocessing",
         action="store_true",
         help="also choose the post-processing thresholds (tumor islands, doubtful pieces of core, small "
-        "enhancing tumor) that "
-        "maximize the mean out-of-fold Dice; writes FOLDS_DIR/postprocessing.json and .csv",
+        "enhancing tumor) that maximize the mean out-of-fold Dice, and fit tumor growth (a logistic "
+        "model adding the tumor's missed rim), kept if it helps folds it was not fitted on; writes "
+        "FOLDS_DIR/postprocessing.json and .csv",
     )
     p.set_defaults(func=cmd_cv)
 

@@ -1,6 +1,8 @@
 """Post-processing of a decoded label map: rules whose thresholds are chosen on cross-validation.
 
-Three rules, each off at 0; the volumes in mL, so that they mean the same at any voxel size:
+First, if fitted, tumor growth (``tumorseg.growth``): the whole tumor's rim voxels that a logistic
+model of intensities and probabilities calls tumor become edema. Then three rules, each off at 0;
+the volumes in mL, so that they mean the same at any voxel size:
 
 - ``min_island_ml``: tumor components (26-connected) smaller than this become background,
   except the largest one. A 2D network segments slice by slice and leaves false-positive
@@ -13,8 +15,9 @@ Three rules, each off at 0; the volumes in mL, so that they mean the same at any
   necrosis (the BraTS rule: many low-grade gliomas have no enhancing tumor, and a few predicted
   voxels then score ET Dice 0 instead of 1).
 
-The thresholds are picked on out-of-fold predictions (``tumorseg cv --choose-postprocessing``)
-and stored in the model file (``tumorseg pack``), from which predict and evaluate read them.
+The growth's weights are fitted and the thresholds picked on out-of-fold predictions (``tumorseg
+cv --choose-postprocessing``) and stored in the model file (``tumorseg pack``), from which predict
+and evaluate read them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from tumorseg import growth
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.files import load_json
 
@@ -38,16 +42,20 @@ class PostProcessing:
     min_island_ml: float = 0.0
     min_core_probability: float = 0.0
     min_et_ml: float = 0.0
+    tumor_growth: tuple[float, ...] = ()  # the growth model's weights; none: off
 
     @classmethod
     def from_mapping(cls, mapping: object, where: str) -> PostProcessing:
         if not isinstance(mapping, dict) or set(mapping) - set(cls.__dataclass_fields__):
             raise TumorsegError(
                 f"{where}: post-processing must map min_island_ml, min_core_probability and min_et_ml "
-                "to numbers"
+                "to numbers (and tumor_growth to a list of weights)"
             )
-        values = {}
+        values: dict = {}
         for key, value in mapping.items():
+            if key == "tumor_growth":
+                values[key] = growth_weights(value, where)
+                continue
             probability = key == "min_core_probability"
             top, what = (1, "a probability in [0, 1)") if probability else (1e6, "a volume in mL >= 0")
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < top:
@@ -64,11 +72,13 @@ class PostProcessing:
             raise TumorsegError(f"{path}: not a readable post-processing file ({first_line(err)})") from err
         return cls.from_mapping(mapping, str(path))
 
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+    def to_dict(self) -> dict:
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(self).items()}
 
     def __str__(self) -> str:
         rules = []
+        if self.tumor_growth:
+            rules.append(f"tumor grown into its {growth.RIM:g}-voxel rim")
         if self.min_island_ml:
             rules.append(f"tumor islands < {self.min_island_ml:g} mL removed")
         if self.min_core_probability:
@@ -78,11 +88,21 @@ class PostProcessing:
         return "; ".join(rules) or "none"
 
     def apply(
-        self, classes: np.ndarray, voxel_ml: float, core_probability: np.ndarray | None = None
+        self,
+        classes: np.ndarray,
+        voxel_ml: float,
+        core_probability: np.ndarray | None = None,
+        evidence: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """``classes`` (internal, any shape) with the rules applied: a new array, or the same if none
-        applies. ``core_probability`` (the shape of ``classes``) is needed by the core rule only."""
+        applies. ``core_probability`` (the shape of ``classes``) is needed by the core rule only,
+        ``evidence`` by growth only: the region probabilities (Z, 3, H, W) and the z-scored
+        sequences (Z, 4, H, W) that ``classes`` (Z, H, W) was decoded from."""
         out = classes
+        if self.tumor_growth:
+            if evidence is None:
+                raise ValueError("tumor growth needs the region probabilities and the sequences")
+            out = growth.grow(out, *evidence, self.tumor_growth)
         if self.min_island_ml:
             out = relabel_pieces(out, out > 0, 0, lambda sizes, _: sizes * voxel_ml < self.min_island_ml)
         if self.min_core_probability:
@@ -96,6 +116,17 @@ class PostProcessing:
             out = out.copy()
             out[et] = NECROSIS
         return out
+
+
+def growth_weights(value: object, where: str) -> tuple[float, ...]:
+    """A stored growth model: ``growth.WEIGHTS`` finite numbers, or none (off)."""
+    if (
+        not isinstance(value, list)
+        or len(value) not in (0, growth.WEIGHTS)
+        or not all(isinstance(w, int | float) and not isinstance(w, bool) and np.isfinite(w) for w in value)
+    ):
+        raise TumorsegError(f"{where}: post-processing tumor_growth must be {growth.WEIGHTS} finite numbers")
+    return tuple(float(w) for w in value)
 
 
 def relabel_pieces(

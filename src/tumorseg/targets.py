@@ -76,6 +76,13 @@ class Target:
         # (and which, unlike masked assignments, need not wait for a GPU to count a mask)
         return 3 * et + (tc & ~et) + 2 * (wt & ~tc & ~et)
 
+    def region_probabilities(self, probabilities: np.ndarray) -> np.ndarray:
+        """Probabilities (B, C, ...) -> the probabilities (B, 3, ...) of WT, TC and ET: the
+        channels themselves, or the sums of each region's classes."""
+        if self.regions:
+            return probabilities
+        return np.stack([probabilities[:, list(REGIONS[name])].sum(axis=1) for name in REGION_NAMES], axis=1)
+
     def core_probability(self, probabilities: np.ndarray) -> np.ndarray:
         """Probabilities (B, C, ...) -> the probability (B, ...) that a voxel is tumor core: the TC
         region's, or the sum of its classes'."""

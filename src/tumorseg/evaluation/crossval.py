@@ -28,7 +28,7 @@ from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.evaluate import Predictor, evaluate_run, statistics
 from tumorseg.evaluation.metrics import METRICS
-from tumorseg.evaluation.postprocessing import Choice, choose_postprocessing
+from tumorseg.evaluation.postprocessing import Choice, OutOfFoldMap, choose_postprocessing
 from tumorseg.files import load_json, write_csv, write_json
 from tumorseg.rundir import RunDir
 
@@ -176,6 +176,7 @@ class OutOfFold:
     fold: int
     case_id: str
     predictor: Predictor
+    volume: np.ndarray  # z-scored (Z, 4, H, W)
     probabilities: np.ndarray
     reference: np.ndarray
     voxel_ml: float
@@ -196,7 +197,7 @@ def out_of_fold(
             for case_id in load_split(group[0].split)["val"]:
                 volume, reference = store.read_volume(case_id)
                 probabilities, voxel_ml = predictor.probabilities(volume), store.info(case_id).voxel_ml
-                yield OutOfFold(fold, case_id, predictor, probabilities, reference, voxel_ml)
+                yield OutOfFold(fold, case_id, predictor, volume, probabilities, reference, voxel_ml)
                 bar.update()
     bar.close()
 
@@ -214,12 +215,13 @@ def choose_fold_postprocessing(
     it as .csv; return both."""
     patients = out_of_fold(fold_groups(roots), predictor_of, store_path, progress)
     choice = choose_postprocessing(
-        (
+        OutOfFoldMap(
             patient.predictor.classes(patient.probabilities),
             patient.predictor.core_probability(patient.probabilities),
             patient.reference,
             patient.voxel_ml,
             patient.fold,
+            (patient.predictor.region_probabilities(patient.probabilities), patient.volume),
         )
         for patient in patients
     )

@@ -57,8 +57,12 @@ class Predictor(Protocol):
     def classes(self, probabilities: np.ndarray) -> np.ndarray:
         """Probabilities (Z, C, H, W) -> internal classes (Z, H, W), as decoded."""
 
-    def segmentation(self, probabilities: np.ndarray, voxel_ml: float) -> np.ndarray:
-        """Probabilities (Z, C, H, W) -> internal classes (Z, H, W) after the model's post-processing."""
+    def segmentation(self, probabilities: np.ndarray, voxel_ml: float, volume: np.ndarray) -> np.ndarray:
+        """Probabilities (Z, C, H, W) of ``volume`` -> internal classes (Z, H, W) after the model's
+        post-processing."""
+
+    def region_probabilities(self, probabilities: np.ndarray) -> np.ndarray:
+        """Probabilities (Z, C, H, W) -> the probabilities (Z, 3, H, W) of WT, TC and ET."""
 
     def core_probability(self, probabilities: np.ndarray) -> np.ndarray:
         """Probabilities (Z, C, H, W) -> the probability (Z, H, W) of tumor core."""
@@ -187,7 +191,7 @@ def evaluate(
                 raise TumorsegError(f"{store_path}: case {case_id} has no labels to evaluate against")
             volume, reference = store.read_volume(case_id)
             probabilities = predictor.probabilities(volume)
-            prediction = predictor.segmentation(probabilities, info.voxel_ml)
+            prediction = predictor.segmentation(probabilities, info.voxel_ml, volume)
             check.add(case_id, predictor.uncertainty(probabilities), prediction, reference)
             row = patient_metrics(prediction, reference, info.spacing, info.outside_voxels)
             rows.append({"case_id": case_id, **row})

@@ -92,8 +92,10 @@ def segment(
         spacing=segmenter.config.spacing,
     )
     # (Z, C, H, W) on the crop, at the case's own voxel size: resampled probabilities, then decoded
-    probabilities = prepared.to_source_spacing(segmenter.probabilities(prepared.normalized()))
-    classes = prepared.restore(segmenter.segmentation(probabilities, voxel_ml(case.affine)))
+    volume = prepared.normalized()
+    probabilities = prepared.to_source_spacing(segmenter.probabilities(volume))
+    volume = prepared.to_source_spacing(volume)
+    classes = prepared.restore(segmenter.segmentation(probabilities, voxel_ml(case.affine), volume))
     full = prepared.restore(probabilities) if keep_probabilities else None
     resampled_from = prepared.spacing if prepared.resampled_to else None
     volumes = tumor_volumes(classes, case.affine)

@@ -474,11 +474,17 @@ class Segmenter:
         """Probabilities (Z, C, H, W) -> internal classes (Z, H, W) uint8."""
         return self.target.decode(probabilities).astype(np.uint8)
 
-    def segmentation(self, probabilities: np.ndarray, voxel_ml: float) -> np.ndarray:
-        """Probabilities (Z, C, H, W) on a grid of ``voxel_ml`` voxels -> the model's answer: its
-        classes (Z, H, W) after its post-processing."""
-        core = self.core_probability(probabilities) if self.postprocessing.min_core_probability else None
-        return self.postprocessing.apply(self.classes(probabilities), voxel_ml, core)
+    def segmentation(self, probabilities: np.ndarray, voxel_ml: float, volume: np.ndarray) -> np.ndarray:
+        """Probabilities (Z, C, H, W) of ``volume`` (Z, 4, H, W) on a grid of ``voxel_ml`` voxels ->
+        the model's answer: its classes (Z, H, W) after its post-processing."""
+        rule = self.postprocessing
+        core = self.core_probability(probabilities) if rule.min_core_probability else None
+        evidence = (self.region_probabilities(probabilities), volume) if rule.tumor_growth else None
+        return rule.apply(self.classes(probabilities), voxel_ml, core, evidence)
+
+    def region_probabilities(self, probabilities: np.ndarray) -> np.ndarray:
+        """Probabilities (Z, C, H, W) -> the probabilities (Z, 3, H, W) of WT, TC and ET."""
+        return self.target.region_probabilities(probabilities)
 
     def core_probability(self, probabilities: np.ndarray) -> np.ndarray:
         """Probabilities (Z, C, H, W) -> the probability (Z, H, W) of tumor core."""
