@@ -57,9 +57,11 @@ class Predictor(Protocol):
     def classes(self, probabilities: np.ndarray) -> np.ndarray:
         """Probabilities (Z, C, H, W) -> internal classes (Z, H, W), as decoded."""
 
-    def segmentation(self, probabilities: np.ndarray, voxel_ml: float, volume: np.ndarray) -> np.ndarray:
+    def segmentation(
+        self, probabilities: np.ndarray, voxel_ml: float, volume: np.ndarray | None
+    ) -> np.ndarray:
         """Probabilities (Z, C, H, W) of ``volume`` -> internal classes (Z, H, W) after the model's
-        post-processing."""
+        post-processing (``volume`` is needed only if it grows the tumor)."""
 
     def region_probabilities(self, probabilities: np.ndarray) -> np.ndarray:
         """Probabilities (Z, C, H, W) -> the probabilities (Z, 3, H, W) of WT, TC and ET."""

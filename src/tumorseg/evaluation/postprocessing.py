@@ -108,8 +108,6 @@ def keep(patient: OutOfFoldMap) -> Kept:
     """``patient`` within the box of its predicted and reference tumor and the rim around it (Dice
     is the same without the background around), with its rim's growth features if it has evidence."""
     box = tumor_box(patient.classes, patient.reference, margin=int(np.ceil(growth.RIM)))
-    inner = np.zeros(patient.classes.shape, bool)
-    inner[box] = True
     rim, features = np.zeros(0, np.int64), np.zeros((0, len(growth.FEATURES)), np.float32)
     if patient.evidence is not None:
         rim_box, rim_mask, features = growth.rim_features(patient.classes > 0, *patient.evidence)
@@ -201,9 +199,8 @@ def tumor_box(prediction: np.ndarray, reference: np.ndarray, margin: int = 0) ->
     """The bounding box of every voxel labeled in either map, ``margin`` voxels wider (the whole
     map if there is none)."""
     found = ndimage.find_objects(((prediction > 0) | (reference > 0)).astype(np.uint8))
-    if not found:
-        return tuple(slice(None) for _ in prediction.shape)
-    return tuple(
-        slice(max(piece.start - margin, 0), min(piece.stop + margin, size))
-        for piece, size in zip(found[0], prediction.shape, strict=True)
+    return (
+        growth.widened(found[0], prediction.shape, margin)
+        if found
+        else tuple(slice(None) for _ in prediction.shape)
     )

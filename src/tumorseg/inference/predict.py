@@ -94,7 +94,8 @@ def segment(
     # (Z, C, H, W) on the crop, at the case's own voxel size: resampled probabilities, then decoded
     volume = prepared.normalized()
     probabilities = prepared.to_source_spacing(segmenter.probabilities(volume))
-    volume = prepared.to_source_spacing(volume)
+    # only growth reads the sequences after the networks, on the probabilities' grid
+    volume = prepared.to_source_spacing(volume) if segmenter.postprocessing.tumor_growth else None
     classes = prepared.restore(segmenter.segmentation(probabilities, voxel_ml(case.affine), volume))
     full = prepared.restore(probabilities) if keep_probabilities else None
     resampled_from = prepared.spacing if prepared.resampled_to else None

@@ -474,12 +474,16 @@ class Segmenter:
         """Probabilities (Z, C, H, W) -> internal classes (Z, H, W) uint8."""
         return self.target.decode(probabilities).astype(np.uint8)
 
-    def segmentation(self, probabilities: np.ndarray, voxel_ml: float, volume: np.ndarray) -> np.ndarray:
+    def segmentation(
+        self, probabilities: np.ndarray, voxel_ml: float, volume: np.ndarray | None
+    ) -> np.ndarray:
         """Probabilities (Z, C, H, W) of ``volume`` (Z, 4, H, W) on a grid of ``voxel_ml`` voxels ->
-        the model's answer: its classes (Z, H, W) after its post-processing."""
+        the model's answer: its classes (Z, H, W) after its post-processing (which needs ``volume``
+        only if it grows the tumor)."""
         rule = self.postprocessing
         core = self.core_probability(probabilities) if rule.min_core_probability else None
-        evidence = (self.region_probabilities(probabilities), volume) if rule.tumor_growth else None
+        grows = rule.tumor_growth and volume is not None  # else apply says what growth lacks
+        evidence = (self.region_probabilities(probabilities), volume) if grows else None
         return rule.apply(self.classes(probabilities), voxel_ml, core, evidence)
 
     def region_probabilities(self, probabilities: np.ndarray) -> np.ndarray:
