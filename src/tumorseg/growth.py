@@ -3,7 +3,7 @@ the network missed.
 
 Where the whole tumor scores low out of fold, the network misses it rather than overdraws it: the
 faint edema at the tumor's border (FLAIR z-scores around 1, against 2 in what it found and 0 in
-the brain), to which it gives a probability under 0.05, so no threshold recovers it. The intensities
+the brain), to which it mostly gives a probability under 0.05, so no threshold recovers it. The intensities
 still tell much of it apart. Within ``RIM`` voxels of the predicted tumor, each voxel is described by
 ``FEATURES`` (the region probabilities, the four z-scores, FLAIR, T2 and the tumor probability
 smoothed at two scales, the distance to the tumor), and the voxels the model calls tumor become
