@@ -22,8 +22,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks docs
-	$(VENV)/bin/ruff format --check src tests benchmarks docs
+	$(VENV)/bin/ruff check src tests benchmarks experiments docs
+	$(VENV)/bin/ruff format --check src tests benchmarks experiments docs
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)

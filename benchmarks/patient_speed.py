@@ -34,12 +34,14 @@ from data_io import real_root  # this folder's data benchmark; scripts run from 
 from tumorseg.checkpoint import save_checkpoint
 from tumorseg.data.brats import find_case_files, find_case_folders
 from tumorseg.data.prepare import prepare_store
-from tumorseg.evaluation.metrics import region_dice
 from tumorseg.inference.export import export_onnx
+from tumorseg.inference.members import ENGINES
 from tumorseg.inference.onnx import onnx_path
 from tumorseg.inference.predict import predict_case
-from tumorseg.inference.segmenter import COARSE_STEP, ENGINES, Segmenter
+from tumorseg.inference.segmenter import Segmenter
+from tumorseg.inference.sliding_window import COARSE_STEP, Search
 from tumorseg.labels import label_convention, to_internal
+from tumorseg.metrics import region_dice
 from tumorseg.models import ModelConfig
 from tumorseg.models.network import create_network
 from tumorseg.rundir import model_checkpoint
@@ -86,7 +88,7 @@ def main() -> None:
         prepare_store(folders[-4:], calibration, progress=False)
         export_onnx(Segmenter(checkpoint), onnx_path(checkpoint, int8=True), calibration=calibration)
         segmenters = {
-            variant(engine, step, tta): Segmenter(checkpoint, tta=tta, engine=engine, step=step)
+            variant(engine, step, tta): Segmenter(checkpoint, tta=tta, engine=engine, search=Search(step))
             for engine in ENGINES
             for step in (1, COARSE_STEP)
             for tta in (False, True)

@@ -25,7 +25,8 @@ from data_io import real_root  # this folder's benchmarks; scripts run from here
 from patient_speed import variant_dice
 from tumorseg.data.brats import find_case_files, find_case_folders
 from tumorseg.inference.predict import predict_case
-from tumorseg.inference.segmenter import COARSE_STEP, Segmenter
+from tumorseg.inference.segmenter import Segmenter
+from tumorseg.inference.sliding_window import COARSE_STEP, Search
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     cases = [find_case_files(folder) for folder in find_case_folders(real_root())[: args.cases]]
     segmenters = {
-        spec: Segmenter([Path(p) for p in spec.split(",")], engine="auto", step=COARSE_STEP)
+        spec: Segmenter([Path(p) for p in spec.split(",")], engine="auto", search=Search(COARSE_STEP))
         for spec in args.models
     }
     times: dict[str, list[float]] = {spec: [] for spec in segmenters}
@@ -65,7 +66,7 @@ def main() -> None:
     if args.dice_cases:
         folders = find_case_folders(real_root())[: args.dice_cases]
         for spec, segmenter in segmenters.items():
-            every_slice = Segmenter(segmenter.paths, engine="torch", step=1)
+            every_slice = Segmenter(segmenter.paths, engine="torch")
             with tempfile.TemporaryDirectory() as work:
                 dice = variant_dice(folders, {"defaults": segmenter, "torch": every_slice}, Path(work))
             shown = " / ".join(f"{d:.4f}" for d in dice["defaults"])

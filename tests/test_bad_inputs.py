@@ -347,8 +347,8 @@ def test_paths_with_spaces_and_unicode_work(good, trained_run, tmp_path, capsys)
     assert nib.load(out).shape == (24, 24, 10)
 
 
-# ---- Hostile inputs, by class of defect: each closed by a general mechanism (see the README's
-# ---- "Reliability" section); a test per class and for the siblings found.
+# ---- Hostile inputs, by class of defect: each closed by a general mechanism (see
+# ---- docs/reliability.md); a test per class and for the siblings found.
 
 MEMORY_BOUND_MB = 1024  # a command that decodes what a hostile header declares needs several GB
 

@@ -15,10 +15,10 @@ from nibabel.processing import resample_from_to, resample_to_output
 from conftest import tumorseg
 from tumorseg.checkpoint import load_checkpoint
 from tumorseg.data.case import labels_to_internal
-from tumorseg.evaluation.metrics import region_dice
 from tumorseg.inference.bundle import BUNDLED_ANY_SEQUENCES, BUNDLED_MODELS
 from tumorseg.inference.onnx import onnx_path
 from tumorseg.labels import REGION_NAMES
+from tumorseg.metrics import region_dice
 from tumorseg.training.config import TrainConfig, load_config
 
 #: Per region, about the 10th percentile of per-patient Dice in the 5-fold cross-validation of
@@ -27,8 +27,8 @@ from tumorseg.training.config import TrainConfig, load_config
 #: fp16 weights) falls far below it.
 FLOOR = {"WT": 0.75, "TC": 0.55, "ET": 0.6}
 #: Per region, the Dice of a prediction at 2 mm against the same model's at 1 mm. The resampling
-#: benchmark (README) measured 0.894 / 0.865 / 0.799 over five patients with resampling, and
-#: without it (segmenting on the 2 mm grid) 0.578 / 0.423 / 0.479 even against the reference:
+#: experiment (docs/how-to/predict.md) measured 0.894 / 0.865 / 0.799 over five patients with
+#: resampling, and without it (segmenting on the 2 mm grid) 0.578 / 0.423 / 0.479 even against the reference:
 #: the floor lies between working and broken resampling.
 RESAMPLED_FLOOR = {"WT": 0.7, "TC": 0.7, "ET": 0.7}
 

@@ -44,7 +44,8 @@ def test_predict_help_states_the_defaults_inference_uses(capsys):
     """The command line spells out engines and coarse-search figures without importing PyTorch to read
     them, so this ties the two together."""
     from tumorseg.data.preprocess import MIN_BACKGROUND
-    from tumorseg.inference.segmenter import BRAIN_MARGIN, COARSE_STEP, ENGINES, FINE_MARGIN
+    from tumorseg.inference.members import ENGINES
+    from tumorseg.inference.sliding_window import BRAIN_MARGIN, COARSE_STEP, FINE_MARGIN
 
     with pytest.raises(SystemExit):
         main(["predict", "--help"])

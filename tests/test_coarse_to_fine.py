@@ -5,14 +5,15 @@ import numpy as np
 import pytest
 
 from tumorseg.errors import TumorsegError
-from tumorseg.inference.segmenter import (
-    Segmenter,
-    grown,
+from tumorseg.geometry import widened_span
+from tumorseg.inference.segmenter import Segmenter
+from tumorseg.inference.sliding_window import (
+    Search,
     segment_coarse_to_fine,
     segment_volume,
     segment_within_brain,
 )
-from tumorseg.targets import Target
+from tumorseg.labels import Target
 
 OPTIONS = {"batch_size": 8, "multiple": 4}
 BACKGROUND = np.zeros(3, np.float32)  # no region
@@ -99,7 +100,7 @@ def test_fine_slices_are_segmented_within_the_tumor_box_and_margin():
 
 def test_a_step_below_one_is_refused_by_name():
     with pytest.raises(TumorsegError, match="--coarse-step must be at least 1"):
-        Segmenter(None, step=0)
+        Segmenter(None, search=Search(step=0))
 
 
 class ShapeForward(CountingForward):
@@ -133,7 +134,7 @@ def test_first_pass_slices_are_segmented_within_their_brain_and_margin():
     assert forward.shapes == [(8, 8), (12, 12), (16, 16), (20, 20), (24, 24)]
     assert np.array_equal(scores[0], np.zeros((3, 24, 24)))
     for z in range(1, 6):
-        box = grown(12 - 2 * z, 12 + 2 * z, 24, 2, 4)
+        box = widened_span(12 - 2 * z, 12 + 2 * z, 24, 2, 4)
         # CountingForward scores a pixel by its own input: within the box, as the whole slice
         assert np.array_equal(scores[z, :, box, box], full[z, :, box, box])
         outside = np.ones((24, 24), bool)
@@ -160,7 +161,7 @@ def test_with_context_a_slice_is_cropped_to_its_neighbours_brain_too():
 )
 def test_a_box_is_widened_and_grown_to_the_multiple_within_the_slice(start, stop, size, margin, multiple,
                                                                       expected):  # fmt: skip
-    box = grown(start, stop, size, margin, multiple)
+    box = widened_span(start, stop, size, margin, multiple)
     assert (box.start, box.stop) == expected
 
 

@@ -8,7 +8,7 @@ from conftest import TINY_TRAINING
 from tumorseg.cli import main
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.crossval import fold_runs
-from tumorseg.evaluation.postprocessing import CORE_PROBABILITY, ENHANCING_ML, ISLAND_ML, RULE_KEYS
+from tumorseg.postprocessing.choice import CORE_PROBABILITY, ENHANCING_ML, ISLAND_ML, RULE_KEYS
 from tumorseg.training.config import TrainConfig
 from tumorseg.training.loop import train
 

@@ -8,7 +8,7 @@ from tumorseg.cli import main
 from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError
 from tumorseg.inference.segmenter import Segmenter
-from tumorseg.postprocess import PostProcessing
+from tumorseg.postprocessing import PostProcessing
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def volume(cohort):
 def test_an_ensemble_averages_its_models_probabilities(trained_run, segmenting_run, volume, tta):
     members = [Segmenter(run, tta=tta).probabilities(volume) for run in (trained_run, segmenting_run)]
     ensemble = Segmenter([trained_run, segmenting_run], tta=tta)
-    assert len(ensemble.models) == 2 and "ensemble of 2 models" in ensemble.description
+    assert len(ensemble.members.networks) == 2 and "ensemble of 2 models" in ensemble.description
     np.testing.assert_allclose(ensemble.probabilities(volume), (members[0] + members[1]) / 2, atol=1e-6)
 
 

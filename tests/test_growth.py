@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
-from tumorseg import growth
 from tumorseg.errors import TumorsegError
-from tumorseg.evaluation.postprocessing import OutOfFoldMap, choose_postprocessing
-from tumorseg.postprocess import PostProcessing
+from tumorseg.postprocessing import PostProcessing, growth
+from tumorseg.postprocessing.choice import OutOfFoldMap, choose_postprocessing
 
 
 def patient(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -72,3 +71,29 @@ def test_a_rule_with_growth_survives_its_file_and_needs_the_evidence():
     for weights in ([1.0], ["1"] * growth.WEIGHTS, [float("nan")] * growth.WEIGHTS, "1"):
         with pytest.raises(TumorsegError, match="tumor_growth must be"):
             PostProcessing.from_mapping({"tumor_growth": weights}, "rule")
+
+
+def test_the_choice_grows_a_patient_within_its_box_as_predict_grows_the_whole_volume():
+    """Growth is applied in one place: the choice on folds, which keeps each patient cropped to
+    its tumor, adds the same voxels as predict does on the whole volume."""
+    from tumorseg.postprocessing.choice import keep, tumor_box
+
+    samples = []
+    for seed in range(3):
+        classes, regions, volume, reference = patient(seed)
+        box, rim, features = growth.rim_features(classes > 0, regions, volume)
+        samples.append((features, reference[box][rim] > 0))
+    weights = growth.fit(samples)
+    classes, regions, volume, reference = patient(5)
+    classes, reference = np.pad(classes, 6), np.pad(reference, 6)  # the tumor far from the edges
+    volume = np.pad(volume, ((6, 6), (0, 0), (6, 6), (6, 6)))
+    regions = np.pad(regions, ((6, 6), (0, 0), (6, 6), (6, 6)), constant_values=0.02)
+    kept = keep(OutOfFoldMap(classes, regions[:, 1], reference, 0.001, 0, (regions, volume)))
+    whole = growth.grow(classes, regions, volume, weights)
+    assert not np.array_equal(whole, classes)
+    box = tumor_box(classes, reference, margin=int(np.ceil(growth.RIM)))
+    assert np.array_equal(kept.grown(weights), whole[box])
+    features, tumor = kept.growth_sample()
+    assert (
+        len(features) == len(tumor) == np.count_nonzero(growth.rim_features(classes > 0, regions, volume)[1])
+    )

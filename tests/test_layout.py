@@ -35,7 +35,7 @@ sys.exit(1 if failed else 0)
 
 
 def test_the_package_has_the_modules_it_should():
-    for name in ("tumorseg.targets", "tumorseg.checkpoint", "tumorseg.rundir", "tumorseg.data.preprocess"):
+    for name in ("tumorseg.labels", "tumorseg.checkpoint", "tumorseg.rundir", "tumorseg.data.preprocess"):
         assert name in MODULES
 
 

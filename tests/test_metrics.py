@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tumorseg.evaluation.metrics import (
+from tumorseg.metrics import (
     EMPTY_HD95,
     classification_report,
     confusion_matrix,
@@ -87,7 +87,7 @@ def test_classification_report_by_hand():
 
 
 def test_region_dice_is_the_dice_of_patient_metrics():
-    from tumorseg.evaluation.metrics import region_dice
+    from tumorseg.metrics import region_dice
 
     rng = np.random.default_rng(3)
     prediction, reference = rng.integers(0, 4, (2, 12, 10, 8), dtype=np.uint8)

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tumorseg.evaluation.metrics import dice_iou, overlap_counts
-from tumorseg.targets import Target
+from tumorseg.labels import Target
+from tumorseg.metrics import dice_iou, overlap_counts
 from tumorseg.training.objective import Objective
 
 

@@ -6,14 +6,13 @@ import pytest
 import torch
 from scipy import ndimage
 
-from tumorseg import growth
 from tumorseg.checkpoint import load_checkpoint, save_checkpoint
 from tumorseg.cli import main
 from tumorseg.errors import TumorsegError
-from tumorseg.evaluation.metrics import region_dice
-from tumorseg.evaluation.postprocessing import OutOfFoldMap, choose_postprocessing
 from tumorseg.inference.segmenter import Segmenter
-from tumorseg.postprocess import PostProcessing
+from tumorseg.metrics import region_dice
+from tumorseg.postprocessing import PostProcessing, growth
+from tumorseg.postprocessing.choice import OutOfFoldMap, choose_postprocessing
 
 SURE = np.ones((20, 20, 20), np.float32)  # core probabilities under which the core rule drops nothing
 

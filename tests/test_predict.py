@@ -256,8 +256,8 @@ def test_an_existing_companion_output_is_refused_before_any_model_is_read(new_pa
 
 
 def test_the_first_case_is_read_while_the_model_loads(trained_run, new_patients, tmp_path, monkeypatch):
-    """Loading the models and reading a case each leave a core idle (README "Fast by default"):
-    predict does both at once. Here the model loads only once the case is being read."""
+    """Loading the models and reading a case each leave a core idle (docs/how-to/predict.md, "Fast
+    by default"): predict does both at once. Here the model loads only once the case is being read."""
     from tumorseg.inference import predict as predicting
 
     reading, read = threading.Event(), predicting.read_inputs

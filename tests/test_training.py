@@ -16,6 +16,7 @@ from tumorseg.training import loop
 from tumorseg.training.config import TrainConfig
 from tumorseg.training.history import HISTORY_FIELDS
 from tumorseg.training.loop import train
+from tumorseg.training.objective import Objective
 
 TINY = TINY_TRAINING
 TINY_FLAGS = [
@@ -114,7 +115,7 @@ def test_sigkill_mid_epoch_then_resume_keeps_every_epoch_once(cohort, tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cohort, tmp_path, monkeypatch):
     run = tmp_path / "run"
     train(cohort, run, TrainConfig.of(**{**TINY, "epochs": 1}), progress=False)
-    real = loop.Objective.forward
+    real = Objective.forward
     calls = {"n": 0}
 
     def explode(self, outputs, labels):
@@ -122,7 +123,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cohort, tmp_pa
         loss = real(self, outputs, labels)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(loop.Objective, "forward", explode)
+    monkeypatch.setattr(Objective, "forward", explode)
     with pytest.raises(
         TumorsegError, match=r"loss became nan at epoch 2, step 3.*last good state \(epoch 1\)"
     ):

@@ -10,8 +10,8 @@ from tumorseg.evaluation.evaluate import evaluate_run
 from tumorseg.evaluation.report import build_report
 from tumorseg.inference.predict import predict
 from tumorseg.inference.segmenter import Segmenter
+from tumorseg.labels import Target
 from tumorseg.rundir import RunDir
-from tumorseg.targets import Target
 
 
 def test_uncertainty_is_one_bit_at_a_coin_flip_and_none_when_sure():

@@ -11,7 +11,7 @@ from tumorseg.cli import main
 from tumorseg.data.patches import PatchDataset
 from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError
-from tumorseg.inference.segmenter import segment_patches
+from tumorseg.inference.sliding_window import segment_patches
 from tumorseg.training.config import TrainConfig
 from tumorseg.training.loop import train
 

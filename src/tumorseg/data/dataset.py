@@ -16,8 +16,8 @@ from tumorseg.data.store import ProcessStore, Store
 def center_fit(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Zero-pad or center-crop the last two axes of ``array`` to ``size``.
 
-    (MONAI's ResizeWithPadOrCropd does the same at about 2 ms a slice, twelve times the cost of
-    reading the slice; this is plain slicing.)
+    (MONAI's ResizeWithPadOrCropd does the same at many times the cost of reading the slice;
+    this is plain slicing.)
     """
     out = np.zeros((*array.shape[:-2], *size), dtype=array.dtype)
     source, target = [], []

@@ -26,11 +26,12 @@ from tumorseg.data.case import (
     check_real_numbers,
 )
 from tumorseg.errors import TumorsegError, short
+from tumorseg.labels import EDEMA, ENHANCING, NECROSIS
 
 #: ``image[..., i]`` is modality IMAGE_CHANNELS[i].
 IMAGE_CHANNELS: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
-#: ``mask[..., i]`` marks internal class MASK_CLASSES[i] (1 NCR/NET, 2 edema, 3 enhancing).
-MASK_CLASSES: tuple[int, ...] = (1, 2, 3)
+#: ``mask[..., i]`` marks internal class MASK_CLASSES[i].
+MASK_CLASSES: tuple[int, ...] = (NECROSIS, EDEMA, ENHANCING)
 
 _SLICE_NAME = re.compile(r"^volume_(\d+)_slice_(\d+)\.h5$")
 META_FILE = "meta_data.csv"

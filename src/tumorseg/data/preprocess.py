@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from tumorseg.data.case import MODALITIES, Case, check_grid, voxel_spacing
 from tumorseg.errors import TumorsegError
+from tumorseg.geometry import bounding_box
 from tumorseg.labels import NUM_CLASSES
 
 #: Axis codes of the BraTS files, and so of the slices the models learn from.
@@ -136,18 +137,6 @@ def reorient(case: Case) -> Case:
     return Case(case.case_id, image, label, affine, case.sources, case.label_convention, case.absent)
 
 
-def bounding_box(mask: np.ndarray) -> np.ndarray:
-    """[start, stop) along each axis of the True voxels of a 3D mask, (3, 2); empty when none."""
-    bbox = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        if hits.size == 0:
-            return np.zeros((0, 2), dtype=np.int64)
-        bbox.append((int(hits[0]), int(hits[-1]) + 1))
-    return np.asarray(bbox, dtype=np.int64)
-
-
 def to_int16(volume: np.ndarray) -> tuple[np.ndarray, float]:
     """Intensities as int16: exactly when they are int16-exact, else scaled to fit (and the scale)."""
     lo, hi = volume.min(), volume.max()
@@ -200,8 +189,8 @@ def preprocess(case: Case, spacing: tuple[float, float, float] | list[float] | N
         raise TumorsegError(f"{where}: every voxel of every modality is zero")
     if case.label is not None:
         keep |= case.label > 0
-    bbox = bounding_box(keep)
-    crop = tuple(slice(a, b) for a, b in bbox)
+    crop = bounding_box(keep)
+    bbox = np.array([[piece.start, piece.stop] for piece in crop], dtype=np.int64)
     volumes = [volume[crop] for volume in case.image]
     resampled_to = None
     if spacing is not None and differs(case.spacing, spacing):

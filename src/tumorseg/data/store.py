@@ -32,11 +32,12 @@ from tumorseg import __version__
 from tumorseg.data.case import MAX_SIDE, MAX_VOXELS, MODALITIES
 from tumorseg.data.preprocess import Preprocessed, differs, normalize, zscore_coefficients
 from tumorseg.errors import TumorsegError, short
+from tumorseg.geometry import voxel_ml
 from tumorseg.labels import BRATS_VALUES, CLASS_NAMES, NUM_CLASSES
 
 FORMAT = "tumorseg-store"
 FORMAT_VERSION = 1
-# Chosen by measurement (README, "Store format"): smaller and faster to read than gzip or lzf.
+# Chosen by measurement (docs/design.md, "The HDF5 store"): smaller and faster to read than gzip or lzf.
 CODEC = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)
 
 
@@ -136,7 +137,7 @@ class CaseInfo:
     @property
     def voxel_ml(self) -> float:
         """The volume of one voxel, in mL."""
-        return float(np.prod(self.attrs["spacing"])) / 1000
+        return voxel_ml(self.attrs["spacing"])
 
     @property
     def outside_voxels(self) -> int:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from tumorseg.data import kaggle
 from tumorseg.data.case import MODALITIES, brats_affine
-from tumorseg.labels import to_internal
+from tumorseg.labels import BRATS_VALUES, EDEMA, ENHANCING, NECROSIS, to_internal
 from tumorseg.outputs import claim_outputs
 
 TISSUES = ("csf", "gray", "white", "edema", "necrosis", "enhancing")
@@ -88,10 +88,9 @@ def phantom(
         ("enhancing", enhancing),
     ]:
         tissue[mask] = TISSUES.index(name)
-    label = np.zeros(shape, dtype=np.uint8)
-    label[edema] = 2
-    label[necrosis] = 1
-    label[enhancing] = 4
+    label = np.zeros(shape, dtype=np.uint8)  # BraTS values, as the files hold them
+    for internal, mask in ((EDEMA, edema), (NECROSIS, necrosis), (ENHANCING, enhancing)):
+        label[mask] = BRATS_VALUES["brats"][internal]
 
     image = np.zeros((len(MODALITIES), *shape), dtype=np.int16)
     for channel in range(len(MODALITIES)):

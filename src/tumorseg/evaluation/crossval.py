@@ -27,9 +27,9 @@ from tumorseg.data.splits import load_split
 from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.evaluate import Predictor, evaluate_run, statistics
-from tumorseg.evaluation.metrics import METRICS
-from tumorseg.evaluation.postprocessing import Choice, OutOfFoldMap, choose_postprocessing
 from tumorseg.files import load_json, write_csv, write_json
+from tumorseg.metrics import METRICS
+from tumorseg.postprocessing.choice import Choice, OutOfFoldMap, choose_postprocessing
 from tumorseg.rundir import RunDir
 
 TABLE_STRUCTURES = ("WT", "TC", "ET")
@@ -214,18 +214,21 @@ def choose_fold_postprocessing(
     ``tumorseg pack``; SUFFIX names the ensemble and ``variant``) and every candidate's Dice beside
     it as .csv; return both."""
     patients = out_of_fold(fold_groups(roots), predictor_of, store_path, progress)
-    choice = choose_postprocessing(
-        OutOfFoldMap(
-            patient.predictor.classes(patient.probabilities),
-            patient.predictor.core_probability(patient.probabilities),
-            patient.reference,
-            patient.voxel_ml,
-            patient.fold,
-            (patient.predictor.region_probabilities(patient.probabilities), patient.volume),
-        )
-        for patient in patients
-    )
+    choice = choose_postprocessing(out_of_fold_map(patient) for patient in patients)
     rule = roots[0] / f"postprocessing{ensemble_suffix(roots)}{variant}.json"
     write_csv(rule.with_suffix(".csv"), choice.rows, list(choice.rows[0]))
     write_json(rule, choice.chosen.to_dict())
     return choice, rule
+
+
+def out_of_fold_map(patient: OutOfFold) -> OutOfFoldMap:
+    """What the choice of post-processing needs of a patient scored out of fold."""
+    target, probabilities = patient.predictor.target, patient.probabilities
+    return OutOfFoldMap(
+        target.decode(probabilities).astype(np.uint8),
+        target.core_probability(probabilities),
+        patient.reference,
+        patient.voxel_ml,
+        patient.fold,
+        (target.region_probabilities(probabilities), patient.volume),
+    )

@@ -27,17 +27,17 @@ from tumorseg.data.splits import load_split
 from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.figures import plot_boxplots, plot_confusion, plot_overlays
-from tumorseg.evaluation.metrics import (
+from tumorseg.evaluation.uncertainty import UncertaintyCheck
+from tumorseg.evaluation.viewer import stored_case_data
+from tumorseg.files import write_csv, write_json, write_text
+from tumorseg.labels import CLASS_NAMES, REGION_NAMES, Target
+from tumorseg.metrics import (
     METRICS,
     STRUCTURES,
     classification_report,
     confusion_matrix,
     patient_metrics,
 )
-from tumorseg.evaluation.uncertainty import UncertaintyCheck
-from tumorseg.evaluation.viewer import stored_case_data
-from tumorseg.files import write_csv, write_json, write_text
-from tumorseg.labels import CLASS_NAMES, REGION_NAMES
 from tumorseg.outputs import claim_outputs
 from tumorseg.rundir import RunDir
 
@@ -49,13 +49,13 @@ OUTPUT_FILES = (
 
 
 class Predictor(Protocol):
-    """What evaluation needs of a model; ``tumorseg.inference.Segmenter`` is one."""
+    """What evaluation needs of a model; ``tumorseg.inference.Segmenter`` is one. Its ``target``
+    says what its probabilities mean (cross-validation decodes them to choose post-processing)."""
+
+    target: Target
 
     def probabilities(self, volume: np.ndarray) -> np.ndarray:
         """Z-scored slices (Z, 4, H, W) -> probabilities (Z, C, H, W)."""
-
-    def classes(self, probabilities: np.ndarray) -> np.ndarray:
-        """Probabilities (Z, C, H, W) -> internal classes (Z, H, W), as decoded."""
 
     def segmentation(
         self, probabilities: np.ndarray, voxel_ml: float, volume: np.ndarray | None
@@ -63,18 +63,12 @@ class Predictor(Protocol):
         """Probabilities (Z, C, H, W) of ``volume`` -> internal classes (Z, H, W) after the model's
         post-processing (``volume`` is needed only if it grows the tumor)."""
 
-    def region_probabilities(self, probabilities: np.ndarray) -> np.ndarray:
-        """Probabilities (Z, C, H, W) -> the probabilities (Z, 3, H, W) of WT, TC and ET."""
-
-    def core_probability(self, probabilities: np.ndarray) -> np.ndarray:
-        """Probabilities (Z, C, H, W) -> the probability (Z, H, W) of tumor core."""
+    def uncertainty(self, probabilities: np.ndarray) -> np.ndarray:
+        """Probabilities (Z, C, H, W) -> voxel-wise uncertainty (Z, H, W) in [0, 1]."""
 
     def attention(self, volume: np.ndarray, z: int) -> np.ndarray | None:
         """The finest attention gate's coefficients on slice ``z`` of a volume (Z, 4, H, W), if the
         model has gates."""
-
-    def uncertainty(self, probabilities: np.ndarray) -> np.ndarray:
-        """Probabilities (Z, C, H, W) -> voxel-wise uncertainty (Z, H, W) in [0, 1]."""
 
 
 @dataclass

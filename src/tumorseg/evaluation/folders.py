@@ -27,7 +27,8 @@ from tumorseg.data.brats import (
 from tumorseg.data.case import labels_to_internal, voxel_spacing
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.evaluate import OUTPUT_FILES, Evaluation, overlay_choices, write_results
-from tumorseg.evaluation.metrics import confusion_matrix, patient_metrics
+from tumorseg.labels import BRATS_VALUES, ENHANCING
+from tumorseg.metrics import confusion_matrix, patient_metrics
 from tumorseg.outputs import claim_outputs
 
 #: Files beside predicted label maps that are no label maps.
@@ -85,7 +86,7 @@ def read_labels(path: Path, convention: str) -> tuple[np.ndarray, np.ndarray]:
     image = open_nifti(path)
     values = read_voxels(image, volume_shape(image, path), path)
     if convention == "auto":
-        convention = "brats2023" if (values == 3).any() else "brats"
+        convention = "brats2023" if (values == BRATS_VALUES["brats2023"][ENHANCING]).any() else "brats"
     return labels_to_internal(values, convention, str(path)), np.asarray(image.affine, dtype=np.float64)
 
 

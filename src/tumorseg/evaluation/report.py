@@ -8,12 +8,12 @@ import html
 from pathlib import Path
 
 from tumorseg.errors import TumorsegError, first_line
-from tumorseg.evaluation.metrics import METRICS, STRUCTURES
 from tumorseg.evaluation.viewer import SCRIPT as VIEWER_SCRIPT
 from tumorseg.evaluation.viewer import STYLE as VIEWER_STYLE
 from tumorseg.evaluation.viewer import viewer_block
 from tumorseg.files import load_json, write_text
 from tumorseg.labels import CLASS_NAMES
+from tumorseg.metrics import METRICS, STRUCTURES
 from tumorseg.outputs import claim_outputs
 from tumorseg.rundir import RunDir
 

@@ -20,9 +20,10 @@ import numpy as np
 
 from tumorseg.data.brats import CaseFiles, find_case_files, open_nifti, read_case, read_voxels, volume_shape
 from tumorseg.data.case import MODALITIES, voxel_spacing
-from tumorseg.data.preprocess import bounding_box, reorient, to_training_axes
+from tumorseg.data.preprocess import reorient, to_training_axes
 from tumorseg.errors import TumorsegError
 from tumorseg.files import write_text
+from tumorseg.geometry import bounding_box, voxel_ml, widened
 from tumorseg.labels import CLASS_NAMES, REGIONS, region_volumes, to_internal
 from tumorseg.outputs import claim_outputs
 
@@ -66,9 +67,9 @@ def viewer_data(
     for array in [*images.values(), *overlays.values()]:
         keep |= array != 0
     box = bounding_box(keep)
-    if not len(box):
+    if box is None:
         raise TumorsegError(f"{title}: nothing to show (every voxel is zero)")
-    crop = tuple(slice(max(a - MARGIN, 0), b + MARGIN) for a, b in box)
+    crop = widened(box, keep.shape, MARGIN)
     images = {name: to_uint8(array[crop]) for name, array in images.items()}
     overlays = {name: array[crop] for name, array in overlays.items()}
     labeled = [a for name, a in overlays.items() if name != "uncertainty" and a.any()]
@@ -77,9 +78,8 @@ def viewer_data(
         if labeled
         else np.array(keep[crop].shape) // 2
     )
-    voxel_ml = float(np.prod(spacing)) / 1000
     volumes = {
-        name: {region: round(ml, 2) for region, ml in region_volumes(a, voxel_ml).items()}
+        name: {region: round(ml, 2) for region, ml in region_volumes(a, voxel_ml(spacing)).items()}
         for name, a in overlays.items()
         if name != "uncertainty"
     }

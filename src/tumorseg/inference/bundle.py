@@ -7,7 +7,7 @@ weights are stored in half precision (they are read back into float32), which ha
 The file is an ordinary checkpoint: ``--model FILE`` reads it, ``weights_only`` as always.
 
 ``BUNDLED_MODELS`` are such files inside the package, the ensemble ``predict`` uses without
-``--model`` (two recipes whose probabilities averaged beat either alone: README);
+``--model`` (two recipes whose probabilities averaged beat either alone: docs/results.md);
 ``BUNDLED_ANY_SEQUENCES``, trained with modality dropout, takes over for a case that lacks
 sequences (it scores lower when all four are there). ``MODEL_CARD.md`` says how they were trained
 and how well they do.
@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tumorseg.data.splits import load_split
-from tumorseg.postprocess import PostProcessing
+from tumorseg.postprocessing import PostProcessing
 from tumorseg.rundir import RunDir, model_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"

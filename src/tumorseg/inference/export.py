@@ -21,7 +21,8 @@ from tumorseg.data.preprocess import with_context
 from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError
 from tumorseg.inference.onnx import export_metadata
-from tumorseg.inference.segmenter import Segmenter, zero_padded
+from tumorseg.inference.segmenter import Segmenter
+from tumorseg.inference.sliding_window import zero_padded
 from tumorseg.models import ModelConfig
 
 OPSET = 17

@@ -23,7 +23,7 @@ import numpy as np
 from tumorseg.errors import TumorsegError, first_line, short
 from tumorseg.files import parse_json
 from tumorseg.models import ModelConfig
-from tumorseg.postprocess import PostProcessing
+from tumorseg.postprocessing import PostProcessing
 
 if TYPE_CHECKING:  # imported where a graph is checked or run: tumorseg's other commands need neither
     import onnx
@@ -109,8 +109,8 @@ class Export:
         config, epoch, postprocessing = recorded(metadata, path)
         check_graph(graph, path, config, len(data))
         options = onnxruntime.SessionOptions()
-        # idle pool threads would spin on the cores that the steps between runs need (on 2 cores
-        # a patient took 1.07 s with spinning, 0.92 s without)
+        # idle pool threads would spin on the cores that the steps between runs need: slower on
+        # 2 cores (docs/results.md)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 4  # its errors reach the user as tumorseg's one line, not its log
         if threads:

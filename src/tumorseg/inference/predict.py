@@ -34,6 +34,7 @@ from tumorseg.data.case import Case
 from tumorseg.data.preprocess import check_background, preprocess
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.files import load_json, write_json
+from tumorseg.geometry import voxel_ml
 from tumorseg.inference.onnx import onnx_path
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.labels import region_volumes, to_brats, to_internal
@@ -60,11 +61,6 @@ class Prediction:
         if self.resampled_from:
             record["resampled_from_mm"] = [round(s, 4) for s in self.resampled_from]
         return record
-
-
-def voxel_ml(affine: np.ndarray) -> float:
-    """The volume of one voxel of the grid, in mL."""
-    return abs(np.linalg.det(affine[:3, :3])) / 1000
 
 
 def tumor_volumes(classes: np.ndarray, affine: np.ndarray) -> dict[str, float]:
@@ -227,7 +223,7 @@ def predict(
         with exclusive_lock(out / ".lock", busy) if batch else contextlib.nullcontext():
             result = BatchResult([], [], failed, {})
             with ThreadPoolExecutor(1, thread_name_prefix="tumorseg-read") as reader:
-                # the first case is read while the model loads, which leaves a core idle (README)
+                # the first case is read while the model loads, which leaves a core idle (docs/results.md)
                 first = reader.submit(read_inputs, cases[0]) if cases else None
                 segment_all(cases, out, batch, make_segmenter(), result, overwrite, progress, first,
                             labels=labels, probabilities=probabilities,

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 #: The layers of a network by its number of spatial axes. Plain torch classes (MONAI's factories
-#: give the same ones): importing MONAI costs predict 1.5 s on a 2-core CPU, more than a patient.
+#: give the same ones): importing MONAI would cost predict more than segmenting a patient does.
 CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 CONV_TRANSPOSE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 MAX_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}

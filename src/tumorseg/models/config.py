@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from tumorseg import settings
 from tumorseg.data.case import MODALITIES
 from tumorseg.errors import TumorsegError
+from tumorseg.labels import TARGETS, Target
 from tumorseg.settings import option
-from tumorseg.targets import TARGETS, Target
 
 if TYPE_CHECKING:
     import torch

@@ -6,70 +6,37 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from tumorseg import interrupts
-from tumorseg.checkpoint import load_checkpoint, save_checkpoint
-from tumorseg.data.splits import load_split, save_split, split_cases
+from tumorseg.checkpoint import save_checkpoint
 from tumorseg.data.store import Store
 from tumorseg.devices import resolve_device
-from tumorseg.errors import TumorsegError, first_line
-from tumorseg.evaluation.metrics import dice_iou, overlap_counts
-from tumorseg.files import write_json
-from tumorseg.inference.segmenter import segment
+from tumorseg.errors import TumorsegError
+from tumorseg.inference.sliding_window import segment
 from tumorseg.labels import REGION_NAMES, label_convention
-from tumorseg.models.network import check_numbers, create_network
+from tumorseg.metrics import dice_iou, overlap_counts
 from tumorseg.rundir import RunDir
 from tumorseg.training import distributed
 from tumorseg.training.augment import BatchAugmentation
-from tumorseg.training.config import TrainConfig, from_mapping, load_config, save_config
+from tumorseg.training.config import TrainConfig
 from tumorseg.training.history import plot_history, summary_line, write_history
-from tumorseg.training.objective import Objective
-from tumorseg.training.provenance import environment
+from tumorseg.training.runs import make_split, record_run, resolve_run, seed_everything
 from tumorseg.training.sampling import EpochData
+from tumorseg.training.trainer import Trainer, build, distributed_model, restore
 
 #: Without a terminal (no progress bar), a progress line this often during an epoch.
 PROGRESS_SECONDS = 30.0
 #: The training loss is read from the device every this many steps (and at the end of an epoch):
 #: a non-finite loss is caught within them, and the device is never stalled by a read every step.
 LOSS_READ_STEPS = 10
-#: Keys that may change when a run is resumed; the rest define the run.
-RESUMABLE_KEYS = {"epochs", "patience", "workers", "device", "val_batch_size"}
-
-
-@dataclass
-class Trainer:
-    """The network and everything that moves it, plus the history of the epochs done so far."""
-
-    config: TrainConfig
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    objective: Objective
-    device: torch.device
-    dtype: torch.dtype | None  # autocast dtype, None for fp32
-    history: list[dict]
-    epoch: int = 0  # the last finished epoch
-    best: float = -1.0  # best validation Dice so far
-    stale: int = 0  # epochs since the best
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        return self.config.model.channels_last if self.config.channels_last else torch.contiguous_format
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
 
 
 def train(
@@ -175,176 +142,6 @@ def header(trainer: Trainer, split: dict, data: EpochData, context: distributed.
     )
 
 
-def resolve_run(
-    store_path: Path | None,
-    run: RunDir,
-    config: TrainConfig | None,
-    resume: bool,
-    overrides: dict,
-    main: bool,
-) -> tuple[TrainConfig, Path, dict | None]:
-    """The configuration, the store and (when resuming) the last checkpoint of the run. A run that
-    never finished an epoch is started again by ``train --out`` (the main process says so)."""
-    if resume:
-        if run.started_only():
-            raise TumorsegError(
-                f"{run.root}: no last.pt to resume from: the run never finished an epoch; "
-                f"start it again with `tumorseg train --data STORE --out {run.root}`"
-            )
-        saved = from_mapping(load_config(run.config), str(run.config))
-        wanted = from_mapping(overrides, "command line", saved)
-        before = saved.flat()
-        changed = sorted(k for k, v in wanted.flat().items() if k not in RESUMABLE_KEYS and before[k] != v)
-        if changed:
-            raise TumorsegError(
-                f"{run.root}: cannot change {', '.join(changed)} when resuming "
-                f"(only {', '.join(sorted(RESUMABLE_KEYS))})"
-            )
-        return wanted, store_path or run.store(), load_checkpoint(run.last)
-    if store_path is None:
-        raise TumorsegError("train: --data STORE is required (or --resume RUN)")
-    config = from_mapping(overrides, "command line", config) if overrides else config or TrainConfig()
-    if main and run.started_only():
-        print(f"{run.root}: the run there never finished an epoch; starting it again", flush=True)
-        run.clear_start()
-    elif main and run.holds_run():
-        raise TumorsegError(
-            f"{run.root}: already holds a run; continue it with --resume or choose another --out"
-        )
-    elif main and (foreign := run.foreign_files()):
-        raise TumorsegError(
-            f"{foreign[0]}: a run would write over this file, which no run wrote "
-            f"(there is no {run.record.name}); choose another --out"
-        )
-    return config, store_path, None
-
-
-def seed_everything(config: TrainConfig, device: torch.device) -> None:
-    if config.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(config.seed)
-
-
-def make_split(config: TrainConfig, store: Store, run: RunDir, resume: bool) -> dict[str, list[str]]:
-    if resume:
-        return load_split(run.split)
-    if config.split:
-        split = load_split(Path(config.split))
-        unknown = sorted(set(split["train"] + split["val"]) - set(store.case_ids))
-        if unknown:
-            raise TumorsegError(f"{config.split}: cases not in {store.path}: {unknown[:5]}")
-    else:
-        split = split_cases(
-            store.labeled_case_ids,
-            val_fraction=config.val_fraction,
-            test_fraction=config.test_fraction,
-            seed=config.seed,
-            folds=config.folds,
-            fold=config.fold,
-        )
-    if not split["val"]:
-        raise TumorsegError("the split has no validation patients; set val_fraction > 0")
-    return split
-
-
-def record_run(
-    run: RunDir,
-    config: TrainConfig,
-    split: dict,
-    store_path: Path,
-    device: torch.device,
-    world: int,
-    fresh: bool,
-) -> None:
-    run.root.mkdir(parents=True, exist_ok=True)
-    if fresh:  # first: the record marks the directory as a run (RunDir.started_only)
-        write_json(
-            run.record, {"store": str(store_path.resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        )
-    save_config(config, run.config)
-    save_split(run.split, split, seed=config.seed, folds=config.folds, fold=config.fold)
-    write_json(run.environment, environment(device, world))
-
-
-def build(config: TrainConfig, steps_per_epoch: int, device: torch.device) -> Trainer:
-    model = create_network(config.model).to(device)
-    model = model.to(
-        memory_format=config.model.channels_last if config.channels_last else torch.contiguous_format
-    )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    warmup, total = round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup, total, config.schedule)
-    )
-    dtype = amp_dtype(config, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    objective = Objective(config.model.target_spec())
-    return Trainer(config, model, optimizer, scheduler, scaler, objective, device, dtype, history=[])
-
-
-def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
-    """Linear warmup to 1, then cosine or poly (exponent 0.9) decay to 0 at ``total`` steps."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    return (1 - progress) ** 0.9
-
-
-def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU has it, else fp16 (with loss scaling); CPUs train in fp32."""
-    if not config.amp or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-#: What last.pt holds beyond the weights; best.pt (weights only) lacks them.
-TRAINING_STATE = (
-    "optimizer",
-    "scheduler",
-    "scaler",
-    "rng",
-    "history",
-    "epoch",
-    "best_metric",
-    "epochs_since_best",
-)
-
-
-def restore(trainer: Trainer, checkpoint: dict, path: Path) -> None:
-    """Continue from last.pt: weights, optimizer, schedule, loss scale, RNG, history, early stopping."""
-    missing = [key for key in ("model", *TRAINING_STATE) if key not in checkpoint]
-    if missing:
-        raise TumorsegError(f"{path}: holds no training state ({', '.join(missing)}); is it a best.pt?")
-    try:
-        trainer.model.load_state_dict(checkpoint["model"])
-        trainer.optimizer.load_state_dict(checkpoint["optimizer"])
-        trainer.scheduler.load_state_dict(checkpoint["scheduler"])
-        trainer.scaler.load_state_dict(checkpoint["scaler"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as err:
-        raise TumorsegError(f"{path}: does not fit the run's config ({first_line(err)})") from err
-    check_numbers(checkpoint["model"], trainer.model.state_dict(), str(path))  # after: same names
-    trainer.history = [dict(row) for row in checkpoint["history"]]
-    trainer.epoch = int(checkpoint["epoch"])
-    trainer.best, trainer.stale = float(checkpoint["best_metric"]), int(checkpoint["epochs_since_best"])
-
-
-def distributed_model(
-    model: torch.nn.Module, context: distributed.Context, device: torch.device, compile: bool
-):
-    """The module the training steps call: DDP-wrapped across processes, compiled if asked."""
-    net = model
-    if context.active:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return torch.compile(net) if compile else net
-
-
 def train_epoch(
     trainer: Trainer,
     net: torch.nn.Module,
@@ -358,7 +155,7 @@ def train_epoch(
     Metrics add up on the device; the loss is read every LOSS_READ_STEPS steps. ``quiet``
     disables the progress bar (None: show it only on a terminal)."""
     net.train()
-    target, device = trainer.objective.target, trainer.device
+    device = trainer.device
     losses: list[tuple[torch.Tensor, int]] = []  # (loss, slices) of the steps not read yet
     loss_sum, seen, voxels = 0.0, 0, 0
     correct = torch.zeros((), dtype=torch.long, device=device)
@@ -370,20 +167,11 @@ def train_epoch(
     lines = quiet is None and not sys.stdout.isatty()  # no bar (logs, CI, notebooks): progress lines
     for step, batch in enumerate(bar, start=1):
         interrupts.check()
-        x = batch["image"].to(device, non_blocking=True)
-        y = batch["label"].to(device, non_blocking=True)
-        if augmentation is not None:
-            x, y = augmentation(x, y)
-        with trainer.autocast():
-            outputs = net(x.contiguous(memory_format=trainer.memory_format))
-        loss = trainer.objective(outputs, y)
-        optimizer_step(trainer, loss)
-        losses.append((loss.detach(), len(x)))
-        main = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
-        prediction = target.decode(target.activate(main.detach().float()))
+        y, loss, prediction = train_step(trainer, net, batch, augmentation)
+        losses.append((loss, len(y)))
         correct += (prediction == y).sum()
         counts += overlap_counts(prediction, y)
-        seen += len(x)
+        seen += len(y)
         voxels += y.numel()
         if len(losses) < LOSS_READ_STEPS and step < len(loader):
             continue
@@ -392,10 +180,10 @@ def train_epoch(
         rate = seen / (time.perf_counter() - started)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", slices_per_s=f"{rate:.0f}")
         if lines and time.perf_counter() - last_line > PROGRESS_SECONDS:
-            progress_line = (
+            done = (
                 f"step {step}/{len(loader)}, loss {loss_sum / seen:.4f}, {rate:.0f} {unit(trainer.config)}/s"
             )
-            print(f"  epoch {epoch}: {progress_line}", flush=True)
+            print(f"  epoch {epoch}: {done}", flush=True)
             last_line = time.perf_counter()
     dice, iou = dice_iou(counts)
     return {
@@ -407,6 +195,24 @@ def train_epoch(
         "train_slices": seen,
         "train_seconds": time.perf_counter() - started,
     }
+
+
+def train_step(
+    trainer: Trainer, net: torch.nn.Module, batch: dict, augmentation: BatchAugmentation | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch (augmented on the device); its labels, its loss (not read from
+    the device) and the prediction the network made of it."""
+    x = batch["image"].to(trainer.device, non_blocking=True)
+    y = batch["label"].to(trainer.device, non_blocking=True)
+    if augmentation is not None:
+        x, y = augmentation(x, y)
+    with trainer.autocast():
+        outputs = net(x.contiguous(memory_format=trainer.memory_format))
+    loss = trainer.objective(outputs, y)
+    optimizer_step(trainer, loss)
+    main = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
+    target = trainer.objective.target
+    return y, loss.detach(), target.decode(target.activate(main.detach().float()))
 
 
 def read_losses(losses: list[tuple[torch.Tensor, int]], step: int, epoch: int, run: RunDir) -> float:

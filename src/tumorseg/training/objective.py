@@ -1,4 +1,4 @@
-"""The loss a network learns from, for its target (``tumorseg.targets``).
+"""The loss a network learns from, for its target (``tumorseg.labels``).
 
 - ``regions``: Dice + BCE over the three sigmoid region channels (as nnU-Net does for BraTS).
   MONAI's ``DiceCELoss`` applies softmax cross-entropy to multi-channel input even with
@@ -14,7 +14,7 @@ import torch
 from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
-from tumorseg.targets import Target
+from tumorseg.labels import Target
 
 
 class Objective(nn.Module):

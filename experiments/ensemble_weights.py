@@ -7,7 +7,7 @@ Every patient is scored by the fold models that never saw it, after the post-pro
 ``--postprocessing``; the last line decodes each fold with the weight the other folds score
 best with, which does not flatter the choice.
 
-    python benchmarks/ensemble_weights.py runs/cv-strong runs/cv-context --data runs/real.h5 \
+    python experiments/ensemble_weights.py runs/cv-strong runs/cv-context --data runs/real.h5 \
         --postprocessing runs/cv-strong/postprocessing-with-cv-context.json
 """
 
@@ -20,10 +20,10 @@ import numpy as np
 
 from tumorseg.data.store import Store
 from tumorseg.evaluation.crossval import fold_groups, out_of_fold
-from tumorseg.evaluation.metrics import hd95, region_dice
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.labels import REGION_NAMES, region_masks
-from tumorseg.postprocess import PostProcessing
+from tumorseg.metrics import hd95, region_dice
+from tumorseg.postprocessing import PostProcessing
 from tumorseg.rundir import RunDir
 
 WEIGHTS = (0.0, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 1.0)  # of the first member

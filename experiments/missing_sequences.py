@@ -6,7 +6,7 @@ sequences and once without each (its channel zeroed, as predict does for a case 
 file). For a model trained without ``--modality-dropout`` predict refuses such a case; this
 script measures what that refusal protects from. Prints mean ± std over patients per region.
 
-    python benchmarks/missing_sequences.py runs/cv-baseline runs/cv-dropout --data runs/real.h5
+    python experiments/missing_sequences.py runs/cv-baseline runs/cv-dropout --data runs/real.h5
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 from tumorseg.data.case import MODALITIES
 from tumorseg.data.splits import load_split
 from tumorseg.data.store import Store
-from tumorseg.evaluation.metrics import region_dice
 from tumorseg.inference.segmenter import Segmenter
+from tumorseg.metrics import region_dice
 from tumorseg.rundir import RunDir
 
 

@@ -10,7 +10,7 @@ For each fold run of a cross-validation folder, a few of its validation patients
 It prints the mean Dice per region against the 1 mm prediction (put on the coarse grid, nearest)
 and against the reference label map (put on the coarse grid the same way), over the patients.
 
-    python benchmarks/resampling.py runs/cv-baseline --per-fold 2
+    python experiments/resampling.py runs/cv-baseline --per-fold 2
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from tumorseg.data.brats import find_case_files, read_case
 from tumorseg.data.case import Case
 from tumorseg.data.preprocess import preprocess
 from tumorseg.data.splits import load_split
-from tumorseg.evaluation.metrics import region_dice
 from tumorseg.inference.predict import segment
 from tumorseg.inference.segmenter import Segmenter
+from tumorseg.metrics import region_dice
 from tumorseg.rundir import RunDir
 
 GRIDS = {"2 x 2 x 2 mm": (2.0, 2.0, 2.0), "0.9 x 0.9 x 3 mm": (0.9, 0.9, 3.0)}

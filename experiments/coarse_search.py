@@ -8,12 +8,13 @@ step, margin around the tumor and margin around each first-pass slice's brain
 patient, the median of its per-patient time ratio to every slice, its mean Dice per region
 against the label maps and the change from every slice, with the largest drop of one patient.
 
-    python benchmarks/coarse_search.py [--model MODEL] [--engine onnx-int8] [--cases 28]
+    python experiments/coarse_search.py [--model MODEL] [--engine onnx-int8] [--cases 28]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,12 +22,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from data_io import real_root  # this folder's data benchmark; scripts run from here
 from tumorseg.data.brats import find_case_files, find_case_folders
-from tumorseg.evaluation.metrics import region_dice
 from tumorseg.inference.predict import predict_case
 from tumorseg.inference.segmenter import Segmenter
+from tumorseg.inference.sliding_window import Search
 from tumorseg.labels import to_internal
+from tumorseg.metrics import region_dice
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from data_io import real_root  # noqa: E402  (the benchmarks' one finder of the real cases)
 
 #: A brain margin wider than any slice: the first pass segments whole slices (as before it
 #: learned to crop each to its brain).
@@ -44,9 +48,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=28)
     args = parser.parse_args()
     segmenters = {
-        (step, margin, brain): Segmenter(
-            args.model, engine=args.engine, step=step, margin=margin, brain_margin=brain
-        )
+        (step, margin, brain): Segmenter(args.model, engine=args.engine, search=Search(step, margin, brain))
         for step, margin, brain in VARIANTS
     }
     seconds = {variant: [] for variant in VARIANTS}

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import torch
 
-from tumorseg.labels import CLASS_NAMES, REGIONS, region_masks
+from tumorseg.labels import CLASS_NAMES, EDEMA, NECROSIS, REGIONS, region_masks
 
 
 def overlap_counts(prediction: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -36,7 +36,7 @@ def dice_iou(counts: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]
 #: BraTS's HD95 (mm) when exactly one of reference and prediction is empty.
 EMPTY_HD95 = 373.13
 #: What ``patient_metrics`` scores: the BraTS regions, then the labels (label 4 is ET itself).
-STRUCTURES: dict[str, tuple[int, ...]] = {**REGIONS, "NCR": (1,), "ED": (2,)}
+STRUCTURES: dict[str, tuple[int, ...]] = {**REGIONS, "NCR": (NECROSIS,), "ED": (EDEMA,)}
 METRICS = ("dice", "iou", "hd95", "sensitivity", "specificity")
 
 

@@ -1,4 +1,4 @@
-"""Choosing the post-processing on out-of-fold predictions, as nnU-Net does.
+"""Choosing the post-processing rule on out-of-fold predictions, as nnU-Net does.
 
 Every candidate (``min_island_ml``, ``min_core_probability``, ``min_et_ml``) is applied to each
 patient's raw out-of-fold label map, and the one with the highest mean Dice over WT, TC and ET of
@@ -16,12 +16,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
-from tumorseg import growth
-from tumorseg.evaluation.metrics import region_dice
+from tumorseg.geometry import Box, bounding_box, shifted_into, widened
 from tumorseg.labels import REGION_NAMES
-from tumorseg.postprocess import EDEMA, PostProcessing
+from tumorseg.metrics import region_dice
+from tumorseg.postprocessing import growth
+from tumorseg.postprocessing.rules import PostProcessing
 
 #: The thresholds tried, in mL (0: the rule is off). BraTS tumors are tens of mL; at the top
 #: of the range only the largest component survives, as in nnU-Net's rule.
@@ -76,19 +76,21 @@ CANDIDATES = list(itertools.product(ISLAND_ML, CORE_PROBABILITY, ENHANCING_ML))
 @dataclass
 class Kept:
     """What the choice keeps of a patient: its maps within the box that holds its tumor and rim,
-    and its rim voxels (flat indices into that box) with their growth features and reference."""
+    and its rim (a box within that box, the rim's mask in it, the rim voxels' growth features)."""
 
     classes: np.ndarray
     core_probability: np.ndarray
     reference: np.ndarray
     voxel_ml: float
-    rim: np.ndarray
-    features: np.ndarray
+    rim: tuple[Box, np.ndarray, np.ndarray]
 
     def grown(self, weights: list[float]) -> np.ndarray:
-        out = self.classes.copy()
-        out.flat[self.rim[growth.is_tumor(self.features, weights)]] = EDEMA
-        return out
+        return growth.grown(self.classes, *self.rim, weights)
+
+    def growth_sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rim voxels' features and whether each is tumor in the reference, for ``growth.fit``."""
+        box, mask, features = self.rim
+        return features, self.reference[box][mask] > 0
 
     def scores(self, classes: np.ndarray) -> np.ndarray:
         """Dice (candidates, regions) of every candidate on ``classes`` (this patient's box)."""
@@ -108,19 +110,14 @@ def keep(patient: OutOfFoldMap) -> Kept:
     """``patient`` within the box of its predicted and reference tumor and the rim around it (Dice
     is the same without the background around), with its rim's growth features if it has evidence."""
     box = tumor_box(patient.classes, patient.reference, margin=int(np.ceil(growth.RIM)))
-    rim, features = np.zeros(0, np.int64), np.zeros((0, len(growth.FEATURES)), np.float32)
+    nothing = tuple(slice(0, 0) for _ in box)
+    rim = (nothing, np.zeros((0,) * len(box), bool), np.zeros((0, len(growth.FEATURES)), np.float32))
     if patient.evidence is not None:
         rim_box, rim_mask, features = growth.rim_features(patient.classes > 0, *patient.evidence)
-        where = np.zeros(patient.classes.shape, bool)
-        where[rim_box] = rim_mask  # the rim lies within RIM of the tumor: inside ``box``
-        rim = np.flatnonzero(where[box])
+        if len(features):  # the rim lies within RIM of the tumor: inside ``box``
+            rim = (shifted_into(rim_box, box), rim_mask, features)
     return Kept(
-        patient.classes[box],
-        patient.core_probability[box],
-        patient.reference[box],
-        patient.voxel_ml,
-        rim,
-        features,
+        patient.classes[box], patient.core_probability[box], patient.reference[box], patient.voxel_ml, rim
     )
 
 
@@ -155,8 +152,8 @@ def choose_postprocessing(patients: Iterable[OutOfFoldMap]) -> Choice:
     if len(np.unique(folds)) < 2:
         return choice
     choice.nested[""], choice.nested_rules = nested(plain, {})
-    samples = [(k.features, k.reference.flat[k.rim] > 0) for k in kept]
-    if not any(len(k.rim) for k in kept):
+    samples = [k.growth_sample() for k in kept]
+    if not any(len(features) for features, _ in samples):
         return choice
     models = {
         f: growth.fit([s for s, other in zip(samples, folds, strict=True) if other != f])
@@ -198,9 +195,5 @@ def best_candidate(means: np.ndarray) -> int:
 def tumor_box(prediction: np.ndarray, reference: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
     """The bounding box of every voxel labeled in either map, ``margin`` voxels wider (the whole
     map if there is none)."""
-    found = ndimage.find_objects(((prediction > 0) | (reference > 0)).astype(np.uint8))
-    return (
-        growth.widened(found[0], prediction.shape, margin)
-        if found
-        else tuple(slice(None) for _ in prediction.shape)
-    )
+    found = bounding_box((prediction > 0) | (reference > 0))
+    return widened(found, prediction.shape, margin) if found else tuple(slice(None) for _ in prediction.shape)

@@ -8,7 +8,8 @@ still tell much of it apart. Within ``RIM`` voxels of the predicted tumor, each 
 ``FEATURES`` (the region probabilities, the four z-scores, FLAIR, T2 and the tumor probability
 smoothed at two scales, the distance to the tumor), and the voxels the model calls tumor become
 edema. The model is fitted on out-of-fold predictions (``tumorseg cv --choose-postprocessing``)
-and stored with the rest of the post-processing as its weights.
+and stored with the rest of the post-processing as its weights. ``grown`` is the one place that
+adds the voxels: predict reaches it through ``grow``, the choice on folds through the rims it kept.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
+
+from tumorseg.geometry import Box, bounding_box, shifted_into, widened
+from tumorseg.labels import EDEMA
 
 #: How far (voxels, Euclidean) beyond the predicted tumor growth may add.
 RIM = 4.0
@@ -37,17 +41,17 @@ PENALTY = 1e-4
 
 def rim_features(
     tumor: np.ndarray, regions: np.ndarray, volume: np.ndarray
-) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
+) -> tuple[Box, np.ndarray, np.ndarray]:
     """The voxels growth may add and what describes them: the box (of ``tumor``'s shape) that holds
     them, their mask within it, and their features (N, ``len(FEATURES)``) float32. ``tumor``
     (Z, H, W) is the predicted whole tumor, ``regions`` (Z, 3, H, W) the WT / TC / ET probabilities,
     ``volume`` (Z, 4, H, W) the z-scored sequences."""
-    found = ndimage.find_objects(tumor.view(np.uint8))
-    if not found:
+    found = bounding_box(tumor)
+    if found is None:
         nothing = tuple(slice(0, 0) for _ in tumor.shape)
         return nothing, np.zeros((0,) * tumor.ndim, bool), np.zeros((0, len(FEATURES)), np.float32)
-    box, wide = (widened(found[0], tumor.shape, margin) for margin in (int(np.ceil(RIM)), MARGIN))
-    inner = tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(box, wide, strict=True))
+    box, wide = (widened(found, tumor.shape, margin) for margin in (int(np.ceil(RIM)), MARGIN))
+    inner = shifted_into(box, wide)
     regions = regions[(wide[0], slice(None), *wide[1:])].astype(np.float32)
     volume = volume[(wide[0], slice(None), *wide[1:])].astype(np.float32)
     distance = ndimage.distance_transform_edt(~tumor[box])  # exact: the box holds the whole tumor
@@ -69,27 +73,27 @@ def smoothed(image: np.ndarray, sigma: float, inner: tuple[slice, ...]) -> np.nd
     return image
 
 
-def widened(box: tuple[slice, ...], shape: tuple[int, ...], margin: int) -> tuple[slice, ...]:
-    """``box`` ``margin`` voxels wider on every side, within ``shape``."""
-    return tuple(
-        slice(max(piece.start - margin, 0), min(piece.stop + margin, size))
-        for piece, size in zip(box, shape, strict=True)
-    )
-
-
 def grow(
     classes: np.ndarray, regions: np.ndarray, volume: np.ndarray, weights: Sequence[float]
 ) -> np.ndarray:
-    """``classes`` (Z, H, W) with the rim voxels the model ``weights`` calls tumor set to ``edema``
-    (internal class 2): a new array, or ``classes`` itself if none is."""
-    box, rim, features = rim_features(classes > 0, regions, volume)
+    """``classes`` (Z, H, W) grown by the model ``weights`` into the rim of its tumor (``grown``),
+    described by ``regions`` (Z, 3, H, W) and ``volume`` (Z, 4, H, W) as in ``rim_features``."""
+    return grown(classes, *rim_features(classes > 0, regions, volume), weights)
+
+
+def grown(
+    classes: np.ndarray, box: Box, rim: np.ndarray, features: np.ndarray, weights: Sequence[float]
+) -> np.ndarray:
+    """``classes`` with the voxels of the ``rim`` (a mask of ``classes[box]``, its voxels described
+    by ``features``) that the model ``weights`` calls tumor set to edema: a new array, or
+    ``classes`` itself if none is."""
     tumor = is_tumor(features, weights)
     if not tumor.any():
         return classes
     out = classes.copy()
-    grown = np.zeros_like(rim)
-    grown[rim] = tumor
-    out[box][grown] = 2
+    added = np.zeros_like(rim)
+    added[rim] = tumor
+    out[box][added] = EDEMA
     return out
 
 

@@ -22,7 +22,7 @@ row flatters itself; the next line does not: each fold decoded by the variant th
 score best with. Last, the patients with the lowest tumor-core Dice, and how much of their core
 the model called edema.
 
-    python benchmarks/decoding_variants.py runs/cv-gpu --data runs/real.h5 \
+    python experiments/decoding_variants.py runs/cv-gpu --data runs/real.h5 \
         --postprocessing runs/cv-gpu/postprocessing.json
 """
 
@@ -36,11 +36,10 @@ import numpy as np
 from scipy import ndimage
 
 from tumorseg.evaluation.crossval import fold_groups, out_of_fold
-from tumorseg.evaluation.metrics import region_dice
 from tumorseg.inference.segmenter import Segmenter
-from tumorseg.labels import REGION_NAMES, region_masks
-from tumorseg.postprocess import EDEMA, ENHANCING, NECROSIS, PostProcessing, relabel_pieces
-from tumorseg.targets import Target
+from tumorseg.labels import EDEMA, ENHANCING, NECROSIS, REGION_NAMES, Target, region_masks
+from tumorseg.metrics import region_dice
+from tumorseg.postprocessing.rules import PostProcessing, relabel_pieces
 
 THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.6)
 REGION_THRESHOLDS = (0.3, 0.4, 0.45, 0.55, 0.6)
@@ -116,7 +115,7 @@ def main() -> None:
         scores = patient.probabilities
         reference, voxel_ml = patient.reference, patient.voxel_ml
         core_probability = patient.predictor.target.core_probability(scores)
-        evidence = (patient.predictor.region_probabilities(scores), patient.volume)
+        evidence = (patient.predictor.target.region_probabilities(scores), patient.volume)
         for name, decode in variants(patient.predictor.target, voxel_ml).items():
             classes = rule.apply(decode(scores).astype(np.uint8), voxel_ml, core_probability, evidence)
             dice.setdefault(name, []).append(region_dice(classes, reference))

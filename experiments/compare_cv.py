@@ -4,7 +4,7 @@ Two recipes scored on the same 28 patients differ by less than either's spread o
 they are compared patient by patient: the mean of the per-patient differences (B - A) with its
 standard error, and how many patients B improves. Prints one line per metric and region.
 
-    python benchmarks/compare_cv.py runs/cv-baseline/crossval-postprocessed \
+    python experiments/compare_cv.py runs/cv-baseline/crossval-postprocessed \
         runs/cv-baseline/crossval-with-cv-dropout-postprocessed
 """
 

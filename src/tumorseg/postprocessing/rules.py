@@ -1,6 +1,6 @@
-"""Post-processing of a decoded label map: rules whose thresholds are chosen on cross-validation.
+"""The post-processing rule of a model: what it does to a decoded label map, applied here only.
 
-First, if fitted, tumor growth (``tumorseg.growth``): the whole tumor's rim voxels that a logistic
+First, if fitted, tumor growth (``growth``): the whole tumor's rim voxels that a logistic
 model of intensities and probabilities calls tumor become edema. Then three rules, each off at 0;
 the volumes in mL, so that they mean the same at any voxel size:
 
@@ -10,14 +10,14 @@ the volumes in mL, so that they mean the same at any voxel size:
 - ``min_core_probability``: tumor-core components (26-connected), except the largest, whose mean
   core probability is below this become edema. The island rule cannot reach a false piece of
   core inside the edema, and a size cannot tell it from a true one (many cores are in pieces),
-  while the probability the model gives the piece tells some apart (README, "The core rule").
+  while the probability the model gives the piece tells some apart (docs/results.md, "The core rule").
 - ``min_et_ml``: a patient whose enhancing tumor is smaller than this in total has it relabeled
   necrosis (the BraTS rule: many low-grade gliomas have no enhancing tumor, and a few predicted
   voxels then score ET Dice 0 instead of 1).
 
-The growth's weights are fitted and the thresholds picked on out-of-fold predictions (``tumorseg
-cv --choose-postprocessing``) and stored in the model file (``tumorseg pack``), from which predict
-and evaluate read them.
+The growth's weights are fitted and the thresholds picked on out-of-fold predictions (``choice``,
+by ``tumorseg cv --choose-postprocessing``) and stored in the model file (``tumorseg pack``), from
+which predict and evaluate read them.
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from tumorseg import growth
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.files import load_json
-
-#: Internal classes (labels.py): 1 necrosis / non-enhancing core, 2 edema, 3 enhancing tumor.
-NECROSIS, EDEMA, ENHANCING = 1, 2, 3
+from tumorseg.geometry import bounding_box
+from tumorseg.labels import BACKGROUND, EDEMA, ENHANCING, NECROSIS
+from tumorseg.postprocessing import growth
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,9 @@ class PostProcessing:
                 raise ValueError("tumor growth needs the region probabilities and the sequences")
             out = growth.grow(out, *evidence, self.tumor_growth)
         if self.min_island_ml:
-            out = relabel_pieces(out, out > 0, 0, lambda sizes, _: sizes * voxel_ml < self.min_island_ml)
+            out = relabel_pieces(
+                out, out > 0, BACKGROUND, lambda sizes, _: sizes * voxel_ml < self.min_island_ml
+            )
         if self.min_core_probability:
             if core_probability is None:
                 raise ValueError("the core rule needs the core probabilities")
@@ -141,10 +142,9 @@ def relabel_pieces(
     the pieces' sizes in voxels and, given ``weights`` (the shape of ``classes``), the sums of the
     weights over each piece, to a boolean per piece (index 0, outside every piece, is ignored).
     Labeled within ``mask``'s box, often a small part of the volume."""
-    found = ndimage.find_objects(mask.view(np.uint8))
-    if not found:
+    box = bounding_box(mask)
+    if box is None:
         return classes
-    box = found[0]
     components, count = ndimage.label(mask[box], structure=np.ones((3,) * mask.ndim))
     if count < 2:
         return classes

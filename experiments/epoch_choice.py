@@ -6,7 +6,7 @@ epochs where a new patient gets one. This prints, per folds directory, each fold
 Dice at its best epoch and at its last (from history.csv alone) and the mean gap: the optimism
 of the chosen epoch, which grows with the number of epochs to choose from.
 
-    python benchmarks/epoch_choice.py runs/cv-gpu runs/cv-strong
+    python experiments/epoch_choice.py runs/cv-gpu runs/cv-strong
 """
 
 from __future__ import annotations

@@ -1,0 +1,202 @@
+"""``tumorseg predict``, ``export`` and ``pack``: segmenting new patients, and a model's files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tumorseg.cli.options import add_model_options, segmenter_from_args
+from tumorseg.errors import TumorsegError
+
+if TYPE_CHECKING:
+    from tumorseg.inference.segmenter import Segmenter
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="segment new patients: NIfTI modalities in, BraTS label map out",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Segment cases with a trained model. The label map (0 background, 1 NCR/NET, 2 edema,\n"
+            "4 enhancing) is written on the input's grid, with its affine and header; tumor volumes\n"
+            "in mL are printed and saved as JSON. No ground truth is needed. A model trained with\n"
+            "--modality-dropout also segments cases that lack sequences (a case folder missing files, or\n"
+            "some of --flair --t1 --t1ce --t2 left out); the JSON records which were missing.\n\n"
+            "The sequences are expected as BraTS preprocesses them: co-registered, and skull-stripped\n"
+            "with a background of 0 (a sequence of which fewer than 5 % of voxels are 0 is refused).\n"
+            "Another voxel size is resampled to the model's and the labels back to the input's grid."
+        ),
+        epilog="examples:\n"
+        "  tumorseg predict BraTS20_Training_001 --out seg.nii.gz     # the models that ship with tumorseg\n"
+        "  tumorseg predict --model runs/first BraTS20_Training_001 --out seg.nii.gz\n"
+        "  tumorseg predict --model runs/first/best.pt --flair f.nii.gz --t1 t1.nii.gz --t1ce c.nii.gz \\\n"
+        "      --t2 t2.nii.gz --out seg.nii.gz\n"
+        "  tumorseg predict --model runs/first cases/ --out predictions/ --tta     # every case folder\n"
+        "  tumorseg predict --model runs/cv CASE --out seg.nii.gz     # the fold models of a cv\n"
+        "  tumorseg predict --model runs/a --model runs/b CASE --out seg.nii.gz     # any models, averaged",
+    )
+    p.add_argument("input", type=Path, nargs="?", help="a case folder, or a folder of case folders")
+    p.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        help="a run directory (uses best.pt) or a model file (default: the models that ship with tumorseg, "
+        "two networks trained on 28 BraTS 2018 patients and ensembled, and for a case lacking sequences "
+        "a third; see MODEL_CARD.md); repeated, or a folder of fold runs: an ensemble, their "
+        "probabilities averaged",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output .nii.gz (one case) or folder (several)")
+    for modality in ("flair", "t1", "t1ce", "t2"):
+        p.add_argument(f"--{modality}", type=Path, help=f"the {modality.upper()} file, instead of INPUT")
+    p.add_argument(
+        "--labels", choices=("brats", "2023"), default="brats", help="2023: enhancing tumor is 3, not 4"
+    )
+    add_model_options(p, predicting=True)
+    p.add_argument("--probabilities", action="store_true", help="also write <out>_probabilities.nii.gz")
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also write <out>_uncertainty.nii.gz: per voxel, the largest binary entropy (bits, 0..1) of "
+        "the region probabilities (with --tta, averaged over the flips); the volume at least 0.5 "
+        "uncertain is printed and saved as uncertain_mL",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tumorseg.inference.predict import files_from_paths, predict
+
+    explicit = [args.flair, args.t1, args.t1ce, args.t2]
+    if any(explicit):
+        if args.input:
+            raise TumorsegError("predict: give either INPUT or the files (--flair --t1 --t1ce --t2)")
+        inputs = files_from_paths(*explicit)
+    elif args.input:
+        inputs = args.input
+    else:
+        raise TumorsegError(
+            "predict: give INPUT (a case folder or a folder of them) or --flair --t1 --t1ce --t2"
+        )
+
+    def segmenter() -> Segmenter:
+        chosen = segmenter_from_args(args, args.model)
+        print(f"model: {chosen.description}")
+        return chosen
+
+    result = predict(
+        inputs,
+        args.out,
+        segmenter,
+        overwrite=args.overwrite,
+        labels="brats2023" if args.labels == "2023" else "brats",
+        probabilities=args.probabilities,
+        uncertainty=args.uncertainty,
+    )
+    if result.volumes:
+        print(f"{'case':<28} {'WT mL':>8} {'TC mL':>8} {'ET mL':>8}")
+        for case_id, volumes in result.volumes.items():
+            print(
+                f"{case_id:<28} {volumes['WT']:>8.1f} {volumes['TC']:>8.1f} {volumes['ET']:>8.1f}"
+                + volume_notes(volumes)
+            )
+    print(
+        f"wrote {len(result.written)} label maps under {args.out}"
+        if len(result.written) != 1
+        else f"wrote {args.out}"
+    )
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} cases already segmented (--overwrite to redo them)")
+    for case, problem in result.failed:
+        print(f"failed {case}: {problem}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+def volume_notes(volumes: dict) -> str:
+    """What a case's volumes record says beyond the volumes: missing sequences, uncertainty, resampling."""
+    notes = []
+    if "missing" in volumes:
+        notes.append(f"without {', '.join(volumes['missing']).upper()}")
+    if "uncertain_mL" in volumes:
+        notes.append(f"uncertain {volumes['uncertain_mL']:.1f} mL")
+    if "resampled_from_mm" in volumes:
+        size = " x ".join(f"{s:g}" for s in volumes["resampled_from_mm"])
+        notes.append(f"resampled from {size} mm")
+    return f"   ({'; '.join(notes)})" if notes else ""
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a trained model to ONNX",
+        description="Write the model of a run (best.pt) or checkpoint as ONNX beside it (best.onnx), with "
+        "its output activation, for `tumorseg predict --engine onnx` or any ONNX runtime. Input: z-scored "
+        "slices (B, 4, H, W) (a 3D model: patches (B, 4, D, H, W)), sizes multiples of 2**depth; output: "
+        "probabilities. With --int8 STORE, the graph is quantized to 8 bits (best.int8.onnx).",
+    )
+    p.add_argument("model", type=Path, help="run directory or checkpoint")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="the export format (default onnx)")
+    p.add_argument("--out", type=Path, help="output file (default: beside the checkpoint, .onnx)")
+    p.add_argument(
+        "--int8",
+        type=Path,
+        metavar="STORE",
+        help="quantize to 8-bit integers (weights per channel, activations with ranges measured on "
+        "slices of up to 8 cases of STORE) and write .int8.onnx, for predict --engine onnx-int8",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tumorseg.inference.export import export_onnx
+    from tumorseg.inference.onnx import onnx_path
+    from tumorseg.inference.segmenter import Segmenter
+    from tumorseg.outputs import claim_outputs
+    from tumorseg.rundir import RunDir
+
+    segmenter = Segmenter(args.model)
+    out = args.out or onnx_path(segmenter.path, int8=args.int8 is not None)
+    inputs = [segmenter.path, *RunDir.of(segmenter.path).inputs]
+    # an earlier export is among the run's files, but --overwrite may replace it with a new one
+    claim_outputs([out], [path for path in inputs if path.suffix != ".onnx" or path != out], args.overwrite)
+    print(f"wrote {export_onnx(segmenter, out, calibration=args.int8)}")
+    return 0
+
+
+def add_pack(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pack",
+        help="pack a trained model into one small file, with its post-processing",
+        description="Write the model of a run (best.pt) or checkpoint as a standalone model file: the "
+        "network's config and weights (fp16: half the size; read back as float32), and a post-processing "
+        "rule chosen by `tumorseg cv --choose-postprocessing`, which predict and evaluate then apply. "
+        "No optimizer or training state. The models that ship with tumorseg are such files.",
+        epilog="example:\n"
+        "  tumorseg cv runs/cv --choose-postprocessing\n"
+        "  tumorseg pack runs/final --postprocessing runs/cv/postprocessing.json --out model.pt\n"
+        "  tumorseg predict --model model.pt CASE --out seg.nii.gz",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", type=Path, help="run directory or checkpoint")
+    p.add_argument("--out", type=Path, required=True, help="the model file to write")
+    p.add_argument("--postprocessing", type=Path, metavar="JSON", help="the rule to store (default none)")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights (default: fp16)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.set_defaults(func=cmd_pack)
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from tumorseg.inference.bundle import pack
+    from tumorseg.outputs import claim_outputs
+    from tumorseg.postprocessing import PostProcessing
+
+    rule = PostProcessing.from_file(args.postprocessing) if args.postprocessing else PostProcessing()
+    claim_outputs([args.out], [args.model], args.overwrite)
+    pack(args.model, args.out, rule, half=not args.fp32)
+    size = args.out.stat().st_size / 1e6
+    print(f"wrote {args.out} ({size:.1f} MB, {'fp32' if args.fp32 else 'fp16'}; post-processing: {rule})")
+    return 0
