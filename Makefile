@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tumorseg-installed
 
-.PHONY: demo test lint bench screenshots clean
+.PHONY: demo test lint bench screenshots official clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ bench: $(STAMP)
 	$(PY) benchmarks/data_io.py
 	$(PY) benchmarks/model_speed.py
 	$(PY) benchmarks/patient_speed.py
+
+# The official BraTS scorer, in an interpreter of its own (it pins NumPy below tumorseg's), for the
+# test that checks tumorseg's metrics against it patient by patient (skipped without it).
+OFFICIAL := .venv-official/.installed
+$(OFFICIAL):
+	test -x .venv-official/bin/python || $(PYTHON) -m venv .venv-official
+	.venv-official/bin/python -m pip install --quiet brats-evaluation==0.0.10 panoptica==2.1.7
+	touch $(OFFICIAL)
+
+official: $(OFFICIAL)
 
 screenshots: $(STAMP)
 	$(PY) docs/screenshots.py

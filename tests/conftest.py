@@ -128,3 +128,26 @@ def tumorseg_measured(*args: object, timeout: float = 300) -> tuple[int, str, fl
     run = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     err, _, peak = run.stderr.rpartition("peak-rss-kb ")
     return run.returncode, err.strip(), int(peak) / 1024
+
+
+def run(args: list, capsys) -> tuple[int, str]:
+    """``tumorseg ARGS`` in this process: its exit code and what it printed to stderr."""
+    from tumorseg.cli import main
+
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def assert_clean_failure(code: int, err: str, names: str, words: str) -> None:
+    """The invariant of a refused input: exit 1 and one line naming ``names`` and saying ``words``."""
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tumorseg: error: "), err
+    assert names in lines[0] and words in lines[0], lines[0]
+
+
+def tampered(state: dict) -> dict:
+    """A checkpoint's contents as someone who rewrote its weights or config would save them: without
+    the digest of the weights it came with, which would refuse the file before the check a test is
+    about."""
+    return {key: value for key, value in state.items() if key != "weights_sha256"}

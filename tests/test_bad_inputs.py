@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tumorseg, tumorseg_measured
+from conftest import assert_clean_failure, run, tampered, tumorseg, tumorseg_measured
 from tumorseg.cli import main
 from tumorseg.data.synth import synthesize
+from tumorseg.models.config import MAX_WIDTH
 
 CASE = "Phantom_001"
 
@@ -136,18 +137,6 @@ CASE_BREAKERS = [
         "every voxel",
     ),
 ]
-
-
-def run(args: list, capsys) -> tuple[int, str]:
-    code = main([str(a) for a in args])
-    return code, capsys.readouterr().err
-
-
-def assert_clean_failure(code: int, err: str, names: str, words: str) -> None:
-    assert code == 1
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tumorseg: error: "), err
-    assert names in lines[0] and words in lines[0], lines[0]
 
 
 @pytest.mark.parametrize(
@@ -426,7 +415,7 @@ def test_an_export_from_another_checkpoint_is_refused(trained_run, tmp_path, cap
     shutil.copytree(trained_run, other, ignore=shutil.ignore_patterns("*.onnx"))
     state = torch.load(other / "best.pt", weights_only=True)
     state["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in state["model"].items()}
-    torch.save(state, other / "best.pt")  # same epoch, same target, other weights
+    torch.save(tampered(state), other / "best.pt")  # same epoch, same target, other weights
     original = tmp_path / "original"
     shutil.copytree(trained_run, original, ignore=shutil.ignore_patterns("*.onnx"))
     assert main(["export", str(original)]) == 0
@@ -469,13 +458,14 @@ def onnx_bomb(kind: str, path: Path, checkpoint: Path, width: int | None = None)
     onnx.save(model, str(path))
 
 
-@pytest.mark.parametrize("kind, width", [("resize", None), ("constant", None), ("resize", 2**20)])
+@pytest.mark.parametrize("kind, width", [("resize", None), ("constant", None), ("resize", MAX_WIDTH)])
 def test_an_onnx_graph_that_makes_gigabytes_is_refused_before_it_runs(
     good, trained_run, tmp_path, kind, width
 ):
     """The ONNX file beside a checkpoint is input too: its digest of the checkpoint and the config it
     records are only metadata, and every tensor's size is the graph's to declare. A few hundred
-    bytes asked for tens of GB, and claiming a network a million wide does not make room for it."""
+    bytes asked for tens of GB, and claiming a network as wide as a config may be (a million wide
+    is refused as a config) does not make room for it."""
     run = tmp_path / "run"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("*.onnx"))
     onnx_bomb(kind, run / "best.onnx", run / "best.pt", width)
@@ -703,7 +693,7 @@ def test_a_model_config_declaring_a_huge_network_is_refused_before_it_is_built(g
     channels (the file still 23 kB) asks for a network of gigabytes before any weight is read."""
     state = torch.load(trained_run / "best.pt", weights_only=True)
     state["model_config"]["channels"][-1] = 12_000
-    torch.save(state, tmp_path / "wide.pt")
+    torch.save(tampered(state), tmp_path / "wide.pt")
     code, err, peak = tumorseg_measured(
         "predict", "--model", tmp_path / "wide.pt", good / "cases" / CASE, "--out", tmp_path / "s.nii.gz"
     )
@@ -734,7 +724,7 @@ def test_a_model_whose_inputs_would_be_padded_to_gigabytes_is_refused(
     state = torch.load(trained_run / "best.pt", weights_only=True)
     state["model_config"] |= {**declared, "deep_supervision": False}
     state["model"] = create_network(ModelConfig(**state["model_config"])).state_dict()
-    torch.save(state, tmp_path / "padded.pt")
+    torch.save(tampered(state), tmp_path / "padded.pt")
     code, err, peak = tumorseg_measured(
         "predict", "--model", tmp_path / "padded.pt", good / "cases" / CASE, "--out", tmp_path / "s.nii.gz"
     )
@@ -759,7 +749,7 @@ def test_weights_of_another_kind_of_number_are_refused(good, trained_run, tmp_pa
     state = torch.load(trained_run / "best.pt", weights_only=True)
     name = next(name for name, weight in state["model"].items() if weight.ndim == 4)
     state["model"][name] = values(state["model"][name])
-    torch.save(state, tmp_path / "odd.pt")
+    torch.save(tampered(state), tmp_path / "odd.pt")
     out = tmp_path / "s.nii.gz"
     code, err = run(["predict", "--model", tmp_path / "odd.pt", good / "cases" / CASE, "--out", out], capsys)
     assert_clean_failure(code, err, f"odd.pt: weight {name!r}", words)
@@ -938,7 +928,7 @@ def test_resume_from_a_last_pt_that_does_not_fit(trained_run, tmp_path, capsys):
         else:
             state = torch.load(run_dir / "last.pt", weights_only=True)
             change(state)
-            torch.save(state, run_dir / "last.pt")
+            torch.save(tampered(state), run_dir / "last.pt")
         assert_clean_failure(*run(["train", "--resume", run_dir], capsys), "last.pt", words)
 
 
@@ -1119,7 +1109,7 @@ def test_damaged_run_records_and_checkpoint_fields(trained_run, tmp_path, capsys
     assert_clean_failure(*run(["report", run_dir], capsys), "environment.json", "not valid JSON")
     state = torch.load(run_dir / "best.pt", weights_only=True)
     state["model_config"] = ["not", "a", "mapping"]
-    torch.save(state, run_dir / "best.pt")
+    torch.save(tampered(state), run_dir / "best.pt")
     assert_clean_failure(*run(["export", run_dir], capsys), "best.pt", "lacks model weights or config")
 
 

@@ -95,3 +95,37 @@ def test_region_dice_is_the_dice_of_patient_metrics():
     np.testing.assert_allclose(
         region_dice(prediction, reference), [row[f"dice_{r}"] for r in ("WT", "TC", "ET")]
     )
+
+
+def test_lesion_wise_scores_by_hand():
+    from tumorseg.metrics import lesion_scores
+
+    reference = np.zeros((1, 12, 12), bool)
+    reference[0, 1:3, 1:3] = True  # lesion a: 4 voxels, found by half
+    reference[0, 8:10, 8:10] = True  # lesion b: missed
+    prediction = np.zeros_like(reference)
+    prediction[0, 1:3, 1:2] = True  # overlaps a: Dice 2 * 2 / (4 + 2)
+    prediction[0, 5, 10] = True  # a false lesion
+    lesions = lesion_scores(prediction, reference, (1.0, 1.0, 1.0))
+    assert (lesions.found, lesions.missed, lesions.false) == (1, 1, 1)
+    assert lesions.matched_dice == pytest.approx((4 / 6,))
+    assert lesions.dice == pytest.approx((4 / 6) / 3)
+    assert lesions.hd95 == pytest.approx((lesions.matched_hd95[0] + 2 * EMPTY_HD95) / 3)
+    none = lesion_scores(np.zeros_like(reference), np.zeros_like(reference), (1.0, 1.0, 1.0))
+    assert (none.dice, none.hd95) == (1.0, 0.0)
+    missed = lesion_scores(np.zeros_like(reference), reference, (1.0, 1.0, 1.0))
+    assert (missed.dice, missed.hd95, missed.missed) == (0.0, EMPTY_HD95, 2)
+
+
+def test_hd95_pooled_as_brats_against_the_larger_directed_one():
+    from tumorseg.metrics import distance_scores
+
+    # a reference square and a prediction with a far outlier of 8 voxels: pooled over both
+    # directions its distances are under 5 % of all (8 of 208), in the prediction's own not (8 of 108)
+    reference = np.zeros((1, 30, 30), bool)
+    reference[0, 5:15, 5:15] = True
+    prediction = reference.copy()
+    prediction[0, 26:28, 25:29] = True
+    scores = distance_scores(prediction, reference, (1.0, 1.0, 1.0))
+    assert scores["hd95"] == 0.0 < scores["hd95max"]
+    assert scores["nsd"] < 1 and distance_scores(reference, reference, (1.0, 1.0, 1.0))["nsd"] == 1

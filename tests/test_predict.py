@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tumorseg
+from conftest import tampered, tumorseg
 from tumorseg.cli import main
 from tumorseg.data.store import Store
 from tumorseg.data.synth import synthesize
@@ -134,17 +134,17 @@ def test_checkpoints_that_do_not_fit(trained_run, tmp_path):
 
     state = torch.load(trained_run / "best.pt", weights_only=True)
     state["model_config"]["channels"] = [8, 16]
-    torch.save(state, tmp_path / "other.pt")
+    torch.save(tampered(state), tmp_path / "other.pt")
     with pytest.raises(TumorsegError, match="weights do not fit"):
         Segmenter(tmp_path / "other.pt")
     state = torch.load(trained_run / "best.pt", weights_only=True)
     state["model"][7] = torch.zeros(1)  # a key of another type: named, not a TypeError
-    torch.save(state, tmp_path / "extra.pt")
+    torch.save(tampered(state), tmp_path / "extra.pt")
     with pytest.raises(TumorsegError, match=r"\(7: \[1\] in the file, none in the model\)"):
         Segmenter(tmp_path / "extra.pt")
     state = torch.load(trained_run / "best.pt", weights_only=True)
     state["model_config"]["modalities"] = ["t1", "t2"]
-    torch.save(state, tmp_path / "two.pt")
+    torch.save(tampered(state), tmp_path / "two.pt")
     with pytest.raises(TumorsegError, match="trained on modalities"):
         Segmenter(tmp_path / "two.pt")
     (tmp_path / "empty").mkdir()
@@ -199,7 +199,7 @@ def test_stale_or_missing_onnx_is_refused(trained_run, tmp_path):
     export_onnx(Segmenter(run), run / "best.onnx")
     state = torch.load(run / "best.pt", weights_only=True)
     state["epoch"] += 1  # as if training had saved a newer best since the export
-    torch.save(state, run / "best.pt")
+    torch.save(tampered(state), run / "best.pt")
     with pytest.raises(TumorsegError, match="exported from another checkpoint"):
         Segmenter(run, engine="onnx")
 

@@ -1,9 +1,9 @@
 """Property-based tests of the input invariant, for every kind of file tumorseg reads.
 
-For any generated NIfTI header, Kaggle slice file or YAML config, the command either succeeds
-with a correct result (exit 0) or fails with exactly one ``tumorseg: error:`` line naming the
-file (exit 1); it never raises, never changes an input, and its peak memory stays bounded
-(traced allocations, NumPy's included).
+For any generated NIfTI header, Kaggle slice file, YAML config, model file (pack) or fold split
+(cv), the command either succeeds with a correct result (exit 0) or fails with exactly one
+``tumorseg: error:`` line naming the file (exit 1); it never raises, never changes an input, and
+its peak memory stays bounded (traced allocations, NumPy's included).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import json
 import shutil
 import tracemalloc
 from pathlib import Path
@@ -19,6 +20,7 @@ import h5py
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -203,3 +205,59 @@ def test_any_yaml_config(tmp_path, mapping, raw):
     assert_invariant(code, err, peak, "")  # the store never exists: it must fail, naming what is wrong
     assert code == 1 and ("c.yaml" in err or "missing.h5: store does not exist" in err), err
     assert not (work / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def packed(trained_run, tmp_path_factory) -> Path:
+    model = tmp_path_factory.mktemp("packed") / "model.pt"
+    assert main(["pack", str(trained_run), "--out", str(model)]) == 0
+    return model
+
+
+@EXAMPLES
+@given(
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), max_size=4),
+    cut=st.none() | st.floats(0, 1),
+    tail=st.binary(max_size=64),
+)
+def test_any_model_file_given_to_pack(packed, tmp_path, flips, cut, tail):
+    """A model file with any bytes changed, cut short or grown is packed whole and right, or named."""
+    from tumorseg.checkpoint import load_network
+
+    work = fresh(tmp_path / "work")
+    data = bytearray(packed.read_bytes())
+    for where, mask in flips:
+        data[int(where * len(data))] ^= mask
+    data = data[: int(cut * len(data))] if cut is not None else data
+    (work / "model.pt").write_bytes(bytes(data) + tail)
+    code, err, peak = invoke(["pack", work / "model.pt", "--out", work / "out.pt"])
+    assert_invariant(code, err, peak, "model.pt")
+    if code == 0:  # whatever changed, the weights that come out are the ones packed
+        original, repacked = load_network(packed)["model"], load_network(work / "out.pt")["model"]
+        assert original.keys() == repacked.keys()
+        assert all(torch.equal(original[name], repacked[name]) for name in original)
+    else:
+        assert not (work / "out.pt").exists()
+
+
+SPLIT_VALUES = st.none() | st.integers() | st.text(max_size=6) | st.lists(st.text(max_size=6), max_size=4)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          derandomize=True)  # fmt: skip
+@given(
+    split=st.dictionaries(
+        st.sampled_from(["train", "val", "test", "provenance", "x"]), SPLIT_VALUES, max_size=5
+    )
+)
+def test_any_split_in_a_fold_given_to_cv(trained_run, cohort, tmp_path, split):
+    """A fold run whose split.json holds anything is cross-validated with the other, or named."""
+    work = fresh(tmp_path / "work")
+    for fold in ("fold-0", "fold-1"):
+        shutil.copytree(
+            trained_run, work / "cv" / fold, ignore=shutil.ignore_patterns("*.onnx", "evaluation-*")
+        )
+    (work / "cv" / "fold-1" / "split.json").write_text(json.dumps(split))
+    code, err, peak = invoke(["cv", work / "cv", "--data", cohort])
+    assert_invariant(code, err, peak, "")
+    assert code == 1 and "fold-" in err, err  # two folds validating the same patients never pass

@@ -17,16 +17,22 @@ Format 2 keeps what a network *is* apart from how it was trained (as nanoGPT kee
     train_config, optimizer, scheduler, scaler, rng, history, best_metric, epochs_since_best
                    (last.pt) everything needed to resume
 
+A checkpoint carries the SHA-256 of its weights (``weights_sha256``), checked when the network is
+read, and each zip entry its CRC, checked before ``torch.load``: a file changed after it was
+written, by a bit or by someone who rewrote the zip, is refused rather than run.
+
 Format 1 (tumorseg 0.1) kept one flat training config and the modalities beside it; it is
 read by turning it into format 2 in memory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,6 +41,7 @@ import torch
 from tumorseg import __version__
 from tumorseg.errors import TumorsegError, first_line, short
 from tumorseg.interrupts import deferred
+from tumorseg.rundir import RunDir
 
 #: The most a checkpoint may hold once read: far above tumorseg's own (the shipped model 4 MB,
 #: a last.pt with its optimizer state three times its weights).
@@ -50,6 +57,9 @@ def save_checkpoint(state: dict, path: Path) -> None:
     """Write ``state`` beside ``path`` and rename it over ``path``: the old file stays valid on failure."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "tumorseg_version": __version__, **state}
+    weights = state.get("model")
+    if isinstance(weights, dict) and all(map(holds_its_values, weights.values())):
+        payload["weights_sha256"] = weights_digest(weights)
     try:
         with deferred(), open(tmp, "wb") as handle:  # torch.save turns an interrupt into a write error
             torch.save(payload, handle)
@@ -79,6 +89,14 @@ def check_declared_size(handle: BinaryIO, path: Path) -> None:
             f"{path}: declares {declared / 2**20:,.0f} MiB once read; tumorseg reads checkpoints "
             f"of up to {MAX_CHECKPOINT_BYTES / 2**20:,.0f} MiB"
         )
+    handle.seek(0)
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            damaged = archive.testzip()  # torch.load reads entries without checking their CRC
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as err:
+        raise TumorsegError(f"{path}: damaged checkpoint ({first_line(err)})") from err
+    if damaged is not None:
+        raise TumorsegError(f"{path}: damaged checkpoint: its entry {short(damaged)} fails its checksum")
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -110,15 +128,28 @@ def load_checkpoint(path: Path) -> dict:
         )
     if state.get("format_version", 0) < 2:
         state = upgrade_v1(state, path)
+    if "weights_sha256" in state:
+        check_weights(state, path)
     return state
 
 
 def load_network(path: Path) -> dict:
     """A checkpoint that holds a network: its weights, its config and a numeric epoch, checked."""
     state = load_checkpoint(path)
-    if not isinstance(state.get("model"), dict) or not isinstance(state.get("model_config"), dict):
+    if not isinstance(state.get("model_config"), dict):
         raise TumorsegError(f"{path}: checkpoint lacks model weights or config")
-    for name, weight in state["model"].items():  # a view (or a sparse tensor) can declare any size
+    check_weights(state, path)
+    if not isinstance(state.get("epoch", 0), int):
+        raise TumorsegError(f"{path}: checkpoint epoch is not a number")
+    return state
+
+
+def check_weights(state: dict, path: Path) -> None:
+    """The checkpoint's weights are tensors that hold their own values (a view or a sparse tensor can
+    declare any size) and, when it carries their digest, the weights it was written with."""
+    if not isinstance(state.get("model"), dict):
+        raise TumorsegError(f"{path}: checkpoint lacks model weights or config")
+    for name, weight in state["model"].items():
         if (
             not isinstance(weight, torch.Tensor)
             or weight.layout != torch.strided
@@ -127,9 +158,32 @@ def load_network(path: Path) -> dict:
             raise TumorsegError(
                 f"{path}: weight {short(str(name))} is not a tensor that holds its own values"
             )
-    if not isinstance(state.get("epoch", 0), int):
-        raise TumorsegError(f"{path}: checkpoint epoch is not a number")
-    return state
+    recorded = state.get("weights_sha256")
+    if recorded is not None and recorded != weights_digest(state["model"]):
+        raise TumorsegError(
+            f"{path}: its weights do not match the digest it carries "
+            "(the file was changed after it was written)"
+        )
+
+
+def holds_its_values(weight: object) -> bool:
+    """A dense tensor whose values all lie in its storage (a view or a sparse tensor can declare
+    any number of them)."""
+    return (
+        isinstance(weight, torch.Tensor)
+        and weight.layout == torch.strided
+        and weight.numel() * weight.element_size() <= weight.untyped_storage().nbytes()
+    )
+
+
+def weights_digest(weights: dict) -> str:
+    """SHA-256 of a state dict: each tensor's name, type, shape and bytes, in order of names."""
+    digest = hashlib.sha256()
+    for name in sorted(weights, key=str):
+        tensor = weights[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def upgrade_v1(state: dict, path: Path) -> dict:
@@ -145,3 +199,10 @@ def upgrade_v1(state: dict, path: Path) -> dict:
     upgraded["train_config"] = config
     upgraded["format_version"] = 2
     return upgraded
+
+
+def check_run_identity(path: Path) -> None:
+    """Refuse a checkpoint that lies in a run it does not belong to (``RunDir.check_owns``)."""
+    run = RunDir.of(path)
+    if run.identity is not None:
+        run.check_owns(path, load_checkpoint(path).get("run_id"))

@@ -1,9 +1,24 @@
 """The one exception type the command line turns into a clean message, and how messages quote input."""
 
+import math
 import reprlib
 
-_QUOTE = reprlib.Repr()
-_QUOTE.maxlevel, _QUOTE.maxstring, _QUOTE.maxother = 2, 60, 60
+
+class _Quote(reprlib.Repr):
+    """``reprlib``'s bounded repr, whose ints are bounded too: Python refuses to write an int of
+    more than 4,300 digits (a ValueError), and writing one of fewer takes time in its length."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        digits = math.floor(x.bit_length() * math.log10(2)) + 1
+        return (
+            super().repr_int(x, level)
+            if digits <= self.maxlong
+            else f"<an integer of about {digits:,} digits>"
+        )
+
+
+_QUOTE = _Quote()
+_QUOTE.maxlevel, _QUOTE.maxstring, _QUOTE.maxother, _QUOTE.maxlong = 2, 60, 60, 40
 _QUOTE.maxtuple = _QUOTE.maxlist = _QUOTE.maxdict = _QUOTE.maxset = 4
 LIMIT = 100
 

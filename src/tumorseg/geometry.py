@@ -33,7 +33,8 @@ def widened(box: Box, shape: Sequence[int], margin: int, multiple: int = 1) -> B
     """``box`` ``margin`` voxels wider on every side and on to a multiple of ``multiple`` along each
     axis (``widened_span``), within ``shape``."""
     return tuple(
-        widened_span(piece.start, piece.stop, size, margin, multiple) for piece, size in zip(box, shape, strict=True)
+        widened_span(piece.start, piece.stop, size, margin, multiple)
+        for piece, size in zip(box, shape, strict=True)
     )
 
 

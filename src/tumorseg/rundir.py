@@ -1,7 +1,8 @@
 """The run directory: the one place that knows the names of a run's files.
 
 config.yaml       the resolved training configuration (with the model's own section)
-run.json          the store it trained on, and when (written first: it marks the folder as a run)
+run.json          the run's id, the store it trained on, and when (written first: it marks the
+                  folder as a run); the id is in split.json and every checkpoint too
 environment.json  versions of Python, torch, MONAI, CUDA, the device, the git commit
 split.json        the patient-level split
 history.csv       one row per finished epoch; loss_accuracy.png, dice_iou.png drawn from it
@@ -82,6 +83,38 @@ class RunDir:
         """The run's writer lock: a second ``train`` on the same directory is refused."""
         self.root.mkdir(parents=True, exist_ok=True)
         return exclusive_lock(self.root / ".lock", f"{self.root}: another tumorseg train is writing this run")
+
+    @property
+    def identity(self) -> str | None:
+        """The run's id, which run.json records and its split and checkpoints carry; None for a run
+        of tumorseg 0.1, which recorded none."""
+        try:
+            value = load_json(self.record).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
+
+    def check_owns(self, path: Path, recorded: object, required: bool = True) -> None:
+        """Refuse a file in this run that carries another run's id (or, when ``required``, none where
+        the run has one): it was copied in from another run, and would continue or measure that run
+        inside this one."""
+        if self.identity is None or recorded == self.identity or (recorded is None and not required):
+            return
+        whose = f"run {recorded}" if isinstance(recorded, str) else "no run"
+        raise TumorsegError(
+            f"{path}: belongs to {whose}, not to the run in {self.root} (run {self.identity}); "
+            "it was copied in from another run"
+        )
+
+    def check_split(self) -> None:
+        """Refuse a split.json that another run wrote (``check_owns``); one written by hand, which
+        carries no id, is the user's to give."""
+        try:
+            provenance = load_json(self.split).get("provenance", {})
+        except (OSError, ValueError, AttributeError):
+            return  # reading the split itself says what is wrong with it
+        recorded = provenance.get("run_id") if isinstance(provenance, dict) else None
+        self.check_owns(self.split, recorded, required=False)
 
     def store(self) -> Path:
         """The store the run trained on, as run.json records it."""

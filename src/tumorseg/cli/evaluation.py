@@ -63,6 +63,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tumorseg.checkpoint import check_run_identity
     from tumorseg.evaluation.evaluate import evaluate_run
     from tumorseg.evaluation.folders import evaluate_folders
     from tumorseg.rundir import RunDir, variant_name
@@ -82,6 +83,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.models and not args.out:
             raise TumorsegError("evaluate: --models needs --out (the run's own folders are its own model's)")
         segmenter = segmenter_from_args(args, args.models or args.run)
+        if not args.models:  # the run's own model: it must be the run's, whose split it is scored on
+            check_run_identity(segmenter.path)
         variant = variant_name(
             args.tta, segmenter.absent, args.postprocessing is not None, step=args.coarse_step
         )

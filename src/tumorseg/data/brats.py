@@ -9,7 +9,9 @@ Naming conventions understood (``.nii`` or ``.nii.gz``):
 
 from __future__ import annotations
 
+import errno
 import re
+import stat
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +50,8 @@ _NAME = re.compile(
     re.IGNORECASE,
 )
 AFFINE_TOLERANCE = 1e-3  # mm; co-registered BraTS modalities share the affine exactly
+#: How many levels below a folder given case folders are looked for.
+MAX_CASE_DEPTH = 3
 #: The most a NIfTI file's header extensions may hold (dcm2niix writes a few kB, if any).
 MAX_EXTENSION_BYTES = 2**24
 
@@ -146,17 +150,17 @@ def open_nifti(path: Path) -> nib.Nifti1Image:
 
 
 def check_extensions(path: Path) -> None:
-    """Refuse header extensions larger than MAX_EXTENSION_BYTES before nibabel reads them whole:
-    each declares its own size, and a gzip of zeros declaring gigabytes is a few MB. They lie
-    between the header (flagged in the 4 bytes after it) and the voxels (``vox_offset``)."""
+    """Refuse header extensions that would make nibabel read more than MAX_EXTENSION_BYTES, before
+    it reads them: they lie between the header (flagged in the 4 bytes after it) and the voxels
+    (``vox_offset``), and each declares its own size, which nibabel reads as given (one under 8
+    bytes reads the whole rest of the stream, one past the voxel offset into the voxels); a gzip
+    of zeros declaring gigabytes is a few MB."""
     with ImageOpener(path) as handle:
         start = handle.read(nib.Nifti2Header.template_dtype.itemsize + 4)
     for kind in (nib.Nifti1Header, nib.Nifti2Header):
         size = kind.template_dtype.itemsize
-        if len(start) > size and size in (
-            int.from_bytes(start[:4], "little"),
-            int.from_bytes(start[:4], "big"),
-        ):
+        order = next((o for o in ("little", "big") if int.from_bytes(start[:4], o) == size), None)
+        if len(start) > size and order:
             break
     else:
         return  # not NIfTI: nibabel says what it is not
@@ -172,6 +176,24 @@ def check_extensions(path: Path) -> None:
             f"{path}: declares {offset - size - 4:,.0f} bytes of header extensions; "
             f"tumorseg reads up to {MAX_EXTENSION_BYTES:,}"
         )
+    check_extension_sizes(path, size + 4, int(offset), order)
+
+
+def check_extension_sizes(path: Path, first: int, end: int, order: str) -> None:
+    """Each extension between byte ``first`` and the voxels at ``end`` declares a size of at least 16
+    bytes that ends before the voxels, as the NIfTI standard has it; read as nibabel reads them."""
+    with ImageOpener(path) as handle:
+        handle.read(first)
+        region = handle.read(end - first)  # bounded: check_extensions checked end - first
+    at = 0
+    while len(region) - at >= 16:
+        declared = int.from_bytes(region[at : at + 4], order, signed=True)
+        if not 16 <= declared <= len(region) - at:
+            raise TumorsegError(
+                f"{path}: a header extension declares {declared:,} bytes, where 16 to "
+                f"{len(region) - at:,} fit before the voxels"
+            )
+        at += declared
 
 
 def volume_shape(image: nib.Nifti1Image, path: Path) -> tuple[int, ...]:
@@ -229,19 +251,41 @@ def read_case(files: CaseFiles) -> Case:
 
 
 def nifti_files(folder: Path) -> list[Path]:
-    """The NIfTI files of a folder, hidden ones (such as macOS's ``._name`` companions) left out."""
-    return sorted(p for p in folder.iterdir() if is_nifti(p) and not p.name.startswith(".") and p.is_file())
+    """The NIfTI files of a folder, hidden ones (such as macOS's ``._name`` companions) left out.
+    Something named like one that is no regular file is named, never taken for a missing sequence
+    (and a FIFO never opened: reading it would wait forever)."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        if not is_nifti(path) or path.name.startswith("."):
+            continue
+        try:
+            mode = path.stat().st_mode
+        except OSError as err:  # a broken link, a link loop
+            what = "a symbolic link loop" if err.errno == errno.ELOOP else "a link to nothing"
+            raise TumorsegError(f"{path}: is {what}, not a NIfTI file") from err
+        if stat.S_ISDIR(mode):
+            raise TumorsegError(f"{path}: is a folder, not a NIfTI file")
+        if not stat.S_ISREG(mode):
+            raise TumorsegError(f"{path}: is a FIFO, socket or device, not a NIfTI file")
+        found.append(path)
+    return found
 
 
-def find_case_folders(root: Path) -> list[Path]:
-    """``root`` itself when it is a case folder, else its sub-folders that hold NIfTI files."""
-    folders = sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and nifti_files(p)
-    )
+def sub_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir())
+
+
+def find_case_folders(root: Path, depth: int = MAX_CASE_DEPTH) -> list[Path]:
+    """``root`` itself when it is a case folder (it holds NIfTI files), else every case folder below
+    it, up to ``depth`` levels down: the official BraTS 2018 and 2019 training data keep theirs in
+    ``HGG/`` and ``LGG/``. A folder holding both NIfTI files and case folders is refused."""
     stray = nifti_files(root)
-    if stray and folders:
-        raise TumorsegError(
-            f"{root}: holds case folders and also NIfTI files ({', '.join(p.name for p in stray[:3])}); "
-            "move those into a case folder of their own"
-        )
-    return [root] if stray else folders
+    if stray:
+        beside = [p for p in sub_folders(root) if nifti_files(p)]
+        if beside:
+            raise TumorsegError(
+                f"{root}: holds case folders and also NIfTI files ({', '.join(p.name for p in stray[:3])}); "
+                "move those into a case folder of their own"
+            )
+        return [root]
+    return [case for sub in sub_folders(root) for case in find_case_folders(sub, depth - 1)] if depth else []

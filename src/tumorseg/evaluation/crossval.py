@@ -16,6 +16,7 @@ saw it. That is how an ensemble is measured on patients none of its members saw.
 from __future__ import annotations
 
 import csv
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,16 +24,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from tumorseg.checkpoint import check_run_identity
 from tumorseg.data.splits import load_split
 from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.evaluate import Predictor, evaluate_run, statistics
 from tumorseg.files import load_json, write_csv, write_json
-from tumorseg.metrics import METRICS
+from tumorseg.metrics import LEGEND, metric_cell, metric_label
 from tumorseg.postprocessing.choice import Choice, OutOfFoldMap, choose_postprocessing
 from tumorseg.rundir import RunDir
 
 TABLE_STRUCTURES = ("WT", "TC", "ET")
+TABLE_METRICS = ("dice", "hd95", "nsd", "lesion_dice", "lesion_hd95")
 
 
 @dataclass
@@ -53,6 +56,10 @@ def fold_runs(root: Path) -> list[RunDir]:
     seen: dict[str, Path] = {}
     patients = None
     for run in runs:
+        run.check_split()
+        for checkpoint in (run.best, run.last):
+            if checkpoint.is_file():
+                check_run_identity(checkpoint)
         split = load_split(run.split)
         everyone = set(split["train"]) | set(split["val"])
         if patients is not None and everyone != patients:
@@ -154,19 +161,14 @@ def evaluated_by(folder: Path, predictor: Predictor, group: list[RunDir]) -> boo
 def format_table(summary: dict, patients: int, folds: int) -> str:
     """Mean ± std over patients, and (in brackets) the std of the fold means, per BraTS region."""
     lines = [f"{patients} patients, {folds} folds: mean ± std over patients [std over folds]"]
-    lines.append(f"{'metric':<10}" + "".join(f"{name:>24}" for name in TABLE_STRUCTURES))
-    for metric in METRICS[:3]:
-        cells = []
-        for name in TABLE_STRUCTURES:
-            stats = summary[f"{metric}_{name}"]
-            digits = 2 if metric == "hd95" else 3
-            cells.append(
-                f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f} [{stats['fold_std']:.{digits}f}]"
-            )
-        lines.append(
-            f"{metric + (' mm' if metric == 'hd95' else ''):<10}" + "".join(f"{c:>24}" for c in cells)
-        )
-    return "\n".join(lines)
+    lines.append(f"{'metric':<16}" + "".join(f"{name:>24}" for name in TABLE_STRUCTURES))
+    for metric in TABLE_METRICS:
+        cells = [
+            metric_cell(summary[f"{metric}_{name}"], metric, " [{fold_std:.{d}f}]")
+            for name in TABLE_STRUCTURES
+        ]
+        lines.append(f"{metric_label(metric):<16}" + "".join(f"{c:>24}" for c in cells))
+    return "\n".join([*lines, textwrap.fill(LEGEND, 110)])
 
 
 @dataclass

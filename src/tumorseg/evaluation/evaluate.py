@@ -16,6 +16,7 @@ Writes into the output folder:
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,10 +33,13 @@ from tumorseg.evaluation.viewer import stored_case_data
 from tumorseg.files import write_csv, write_json, write_text
 from tumorseg.labels import CLASS_NAMES, REGION_NAMES, Target
 from tumorseg.metrics import (
+    LEGEND,
     METRICS,
     STRUCTURES,
     classification_report,
     confusion_matrix,
+    metric_cell,
+    metric_label,
     patient_metrics,
 )
 from tumorseg.outputs import claim_outputs
@@ -100,18 +104,11 @@ def statistics(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 def format_table(summary: dict) -> str:
     names = list(STRUCTURES)
-    lines = [f"{'metric':<12}" + "".join(f"{name:>17}" for name in names)]
+    lines = [f"{'metric':<16}" + "".join(f"{name:>17}" for name in names)]
     for metric in METRICS:
-        cells = []
-        for name in names:
-            stats = summary[f"{metric}_{name}"]
-            cells.append(
-                f"{stats['mean']:>9.3f} ± {stats['std']:<5.3f}"
-                if metric != "hd95"
-                else f"{stats['mean']:>8.2f} ± {stats['std']:<6.2f}"
-            )
-        lines.append(f"{metric + (' mm' if metric == 'hd95' else ''):<12}" + "".join(cells))
-    return "\n".join(lines)
+        cells = "".join(f"{metric_cell(summary[f'{metric}_{name}'], metric):>17}" for name in names)
+        lines.append(f"{metric_label(metric):<16}" + cells)
+    return "\n".join([*lines, textwrap.fill(LEGEND, 110)])
 
 
 def format_report(report: dict) -> str:
@@ -230,6 +227,7 @@ def evaluate_run(
     unless another is given, into ``RUN/evaluation-SPLIT[VARIANT]`` unless ``out`` says otherwise."""
     if not run.split.exists():
         raise TumorsegError(f"{run.root}: no split.json beside the model; evaluate needs the run's split")
+    run.check_split()
     case_ids = load_split(run.split)[split]
     if not case_ids:
         raise TumorsegError(f"{run.split}: the {split} part is empty")

@@ -13,7 +13,7 @@ from tumorseg.evaluation.viewer import STYLE as VIEWER_STYLE
 from tumorseg.evaluation.viewer import viewer_block
 from tumorseg.files import load_json, write_text
 from tumorseg.labels import CLASS_NAMES
-from tumorseg.metrics import METRICS, STRUCTURES
+from tumorseg.metrics import LEGEND, METRICS, STRUCTURES, metric_cell, metric_label
 from tumorseg.outputs import claim_outputs
 from tumorseg.rundir import RunDir
 
@@ -57,11 +57,9 @@ def metrics_table(summary: dict) -> str:
     for metric in METRICS:
         cells = []
         for name in STRUCTURES:
-            stats = summary[f"{metric}_{name}"]
-            d = 2 if metric == "hd95" else 3
-            cells.append(f"{stats['mean']:.{d}f} ± {stats['std']:.{d}f} (median {stats['median']:.{d}f})")
-        rows.append([metric + (" (mm)" if metric == "hd95" else ""), *cells])
-    return table(rows, ["metric", *STRUCTURES])
+            cells.append(metric_cell(summary[f"{metric}_{name}"], metric, " (median {median:.{d}f})"))
+        rows.append([metric_label(metric, "{} (mm)"), *cells])
+    return table(rows, ["metric", *STRUCTURES]) + f"<p>{html.escape(LEGEND)}</p>"
 
 
 def csv_table(path: Path, counts: tuple[str, ...] = ()) -> str:

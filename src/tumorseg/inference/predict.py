@@ -37,6 +37,7 @@ from tumorseg.files import load_json, write_json
 from tumorseg.geometry import voxel_ml
 from tumorseg.inference.onnx import onnx_path
 from tumorseg.inference.segmenter import Segmenter
+from tumorseg.inference.writing import beside, companions, nifti_writer, write_together
 from tumorseg.labels import region_volumes, to_brats, to_internal
 from tumorseg.locks import exclusive_lock
 from tumorseg.outputs import claim_outputs
@@ -102,25 +103,6 @@ def segment(
     return Prediction(case.case_id, classes, full, volumes, uncertain, case.absent, resampled_from)
 
 
-def write_nifti(data: np.ndarray, reference: nib.Nifti1Image, path: Path) -> None:
-    """Save ``data`` with the reference's affine and header, atomically."""
-    header = reference.header.copy()
-    header.set_data_dtype(data.dtype)
-    image = type(reference)(data, reference.affine, header)
-    if data.ndim == 4:
-        image.header.set_intent("vector")
-    image.header.set_slope_inter(1, 0)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
-    try:
-        nib.save(image, tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise TumorsegError(f"{path}: could not write ({err.strerror or err})") from err
-    finally:
-        tmp.unlink(missing_ok=True)  # gone after the rename; removed here on any failure or interrupt
-
-
 def predict_case(
     files: CaseFiles,
     segmenter: Segmenter,
@@ -129,18 +111,27 @@ def predict_case(
     labels: str = "brats",
     probabilities: bool = False,
     uncertainty: bool = False,
+    volumes: bool = False,
     read_ahead: Future[tuple[Case, nib.Nifti1Image]] | None = None,
 ) -> Prediction:
     """Read a case's modalities (unless ``read_ahead`` is reading them: ``read_inputs``), segment them,
-    write the label map (and probabilities, and the uncertainty map)."""
+    and write the label map with what is asked beside it (probabilities, the uncertainty map, the
+    volumes), all or none (``writing.write_together``)."""
     segmenter.for_sequences(files.absent).check_absent(files.absent, str(files.folder))
     case, reference = read_inputs(files) if read_ahead is None else read_ahead.result()
     prediction = segment(case, segmenter, keep_probabilities=probabilities, uncertainty=uncertainty)
-    write_nifti(to_brats(prediction.classes, labels), reference, out)
+    files = [(out, nifti_writer(to_brats(prediction.classes, labels), reference))]
     if probabilities:
-        write_nifti(prediction.probabilities, reference, beside(out, "_probabilities.nii.gz"))
+        files.append(
+            (beside(out, "_probabilities.nii.gz"), nifti_writer(prediction.probabilities, reference))
+        )
     if uncertainty:
-        write_nifti(prediction.uncertainty.astype(np.float32), reference, beside(out, "_uncertainty.nii.gz"))
+        uncertain = prediction.uncertainty.astype(np.float32)
+        files.append((beside(out, "_uncertainty.nii.gz"), nifti_writer(uncertain, reference)))
+    if volumes:  # a single case's: with its label map, or not at all
+        record = {case.case_id: prediction.record()}
+        files.append((beside(out, "_volumes.json"), lambda path: write_json(path, record)))
+    write_together(files)
     return prediction
 
 
@@ -148,22 +139,6 @@ def read_inputs(files: CaseFiles) -> tuple[Case, nib.Nifti1Image]:
     """A case's modalities, and the image whose grid and header its outputs take."""
     case = read_case(CaseFiles(files.case_id, files.folder, files.modalities, None, files.convention))
     return case, nib.load(files.paths[0])
-
-
-def beside(out: Path, suffix: str) -> Path:
-    """A file next to the NIfTI ``out``: seg.nii.gz + "_volumes.json" -> seg_volumes.json."""
-    return out.with_name(out.name.removesuffix(".gz").removesuffix(".nii") + suffix)
-
-
-def companions(out: Path, probabilities: bool, uncertainty: bool, volumes: bool) -> list[Path]:
-    """The files written beside the label map ``out``: the probabilities and the uncertainty map
-    when asked for, and a single case's volumes."""
-    wanted = {
-        "_probabilities.nii.gz": probabilities,
-        "_uncertainty.nii.gz": uncertainty,
-        "_volumes.json": volumes,
-    }
-    return [beside(out, suffix) for suffix, asked in wanted.items() if asked]
 
 
 def files_from_paths(flair: Path | None, t1: Path | None, t1ce: Path | None, t2: Path | None) -> CaseFiles:
@@ -258,15 +233,17 @@ def segment_all(
         read_ahead, first = first, None  # the first case only
         target = out / f"{files.case_id}.nii.gz" if batch else out
         try:
-            if batch and not overwrite and (done := leftover(target, files)) is not None:
+            asked = companions(target, options["probabilities"], options["uncertainty"], volumes=not batch)
+            done = leftover(target, files, asked) if batch and not overwrite else None
+            if done is not None:
                 result.skipped.append(target)
                 recorded = record_skipped(files.case_id, *done, volumes_file, recorded, options["labels"])
                 continue
-            written = companions(target, options["probabilities"], options["uncertainty"], volumes=not batch)
-            inputs = [*files.paths, *model_files]
-            claim_outputs([target], inputs, overwrite or batch)  # a batch redoes its own broken leftovers
-            claim_outputs(written, inputs, overwrite)
-            prediction = predict_case(files, segmenter, target, read_ahead=read_ahead, **options)
+            # a batch redoes its own leftovers: a case's files are whole or absent (write_together)
+            claim_outputs([target, *asked], [*files.paths, *model_files], overwrite or batch)
+            prediction = predict_case(
+                files, segmenter, target, read_ahead=read_ahead, volumes=not batch, **options
+            )
         except TumorsegError as err:
             if not batch:
                 raise
@@ -274,9 +251,9 @@ def segment_all(
             continue
         result.written.append(target)
         record = result.volumes[files.case_id] = prediction.record()
-        # after each case, so that a killed batch keeps the volumes of the cases it finished
-        recorded = {**recorded, files.case_id: record}
-        write_json(volumes_file, recorded if batch else {files.case_id: record})
+        if batch:  # after each case, so that a killed batch keeps the volumes of the cases it finished
+            recorded = {**recorded, files.case_id: record}
+            write_json(volumes_file, recorded)
 
 
 def find_inputs(inputs: Path | CaseFiles) -> tuple[list[Path | CaseFiles], bool]:
@@ -336,10 +313,11 @@ def case_files(folders: list[Path]) -> tuple[list[CaseFiles], list[tuple[str, st
     return found, failed
 
 
-def leftover(target: Path, files: CaseFiles) -> tuple[np.ndarray, np.ndarray] | None:
+def leftover(target: Path, files: CaseFiles, asked: list[Path]) -> tuple[np.ndarray, np.ndarray] | None:
     """The label map an earlier run left for this case and its affine, read whole and checked as
-    any input; None (redo it) for a zero-byte, truncated or broken file, or one of another grid."""
-    if not target.exists():
+    any input; None (redo it) for a zero-byte, truncated or broken file, one of another grid, or
+    when a companion now ``asked`` for is missing."""
+    if not target.exists() or not all(path.exists() for path in asked):
         return None
     try:
         image = open_nifti(target)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from tumorseg import settings
-from tumorseg.data.case import MODALITIES
+from tumorseg.data.case import MAX_SIDE, MODALITIES
 from tumorseg.errors import TumorsegError
 from tumorseg.labels import TARGETS, Target
 from tumorseg.settings import option
@@ -24,6 +24,11 @@ ARCHITECTURES = ("attention_unet", "monai_attention_unet")
 #: inputs are padded to multiples of the stride and slid over patch by patch, so a model file
 #: declaring more would make predict allocate in proportion (16 stages pad a slice to 32768^2).
 MAX_STAGES, MAX_PATCH_VOXELS = 8, 2**22
+#: The widest stage a config may describe (nnU-Net's widest is 320, the shipped networks' 256): a
+#: number, not a size in memory, which a model file's weights are checked against when it is read.
+MAX_WIDTH = 16_384
+#: The coarsest voxel a model may learn from, in mm.
+MAX_SPACING = 100.0
 
 
 @dataclass
@@ -75,12 +80,26 @@ class ModelConfig:
                     "channels",
                     f"2 to {MAX_STAGES} positive ints",
                 ),
+                (
+                    all(c <= MAX_WIDTH for c in self.channels),
+                    "channels",
+                    f"widths of at most {MAX_WIDTH:,}",
+                ),
                 (self.norm in ("batch", "instance"), "norm", "batch or instance"),
                 (self.target in TARGETS, "target", " or ".join(TARGETS)),
                 (self.dims in (2, 3), "dims", "2 or 3"),
                 (0 <= self.modality_dropout < 1, "modality_dropout", "in [0, 1)"),
                 (isinstance(self.context, int) and 0 <= self.context <= 8, "context", "an int in 0..8"),
-                (len(self.spacing) == 3 and all(s > 0 for s in self.spacing), "spacing", "three sizes > 0"),
+                (
+                    len(self.spacing) == 3 and all(0 < s <= MAX_SPACING for s in self.spacing),
+                    "spacing",
+                    f"three sizes in (0, {MAX_SPACING:g}] mm",
+                ),
+                (
+                    len(self.patch) == 3 and all(0 < p <= MAX_SIDE for p in self.patch),
+                    "patch",
+                    f"three sizes in 1..{MAX_SIDE}",
+                ),
             ],
             self,
             where,

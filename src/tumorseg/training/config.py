@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from tumorseg import settings
+from tumorseg.data.case import MAX_SIDE
 from tumorseg.errors import TumorsegError, first_line, short
 from tumorseg.files import write_text
 from tumorseg.models import ModelConfig
@@ -21,6 +22,12 @@ from tumorseg.settings import option
 
 #: Flags named otherwise than their ModelConfig key.
 MODEL_FLAGS = {"name": "model"}
+
+
+#: Upper bounds of the settings that size what training allocates or spawns: each setting that is
+#: a number has a range, so that no config can ask for more than a machine has (tests check that
+#: every one refuses a value of 40 digits).
+MAX_EPOCHS, MAX_BATCH, MAX_SAMPLES, MAX_WORKERS, MAX_FOLDS = 100_000, 4096, 10_000_000, 64, 100
 
 
 @dataclass
@@ -87,30 +94,38 @@ class TrainConfig:
         settings.check(
             [
                 (len(self.size) == 2 and all(s >= 16 for s in self.size), "size", "two ints >= 16"),
+                (all(s <= MAX_SIDE for s in self.size), "size", f"two ints <= {MAX_SIDE}"),
                 (0 <= self.tumor_fraction < 1, "tumor_fraction", "in [0, 1)"),
                 (0 <= self.augment_rotation <= 180, "augment_rotation", "in [0, 180]"),
                 (0 <= self.augment_scaling < 1, "augment_scaling", "in [0, 1)"),
                 (0 <= self.augment_intensity < 1, "augment_intensity", "in [0, 1)"),
                 (0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)"),
                 (0 <= self.test_fraction < 1, "test_fraction", "in [0, 1)"),
-                (self.folds == 0 or self.folds >= 2, "folds", "0 or >= 2"),
+                (self.folds == 0 or 2 <= self.folds <= MAX_FOLDS, "folds", f"0 or 2..{MAX_FOLDS}"),
                 (self.folds == 0 or 0 <= self.fold < self.folds, "fold", "in 0..folds-1"),
-                (self.samples_per_epoch >= 0, "samples_per_epoch", ">= 0"),
-                (self.workers == "auto" or self.workers.isdigit(), "workers", "auto or an int >= 0"),
-                (self.epochs >= 1, "epochs", ">= 1"),
-                (self.batch_size >= 1, "batch_size", ">= 1"),
+                (0 <= self.samples_per_epoch <= MAX_SAMPLES, "samples_per_epoch", f"in 0..{MAX_SAMPLES:,}"),
+                (
+                    self.workers == "auto" or self.workers.isdigit() and int(self.workers) <= MAX_WORKERS,
+                    "workers",
+                    f"auto or an int in 0..{MAX_WORKERS}",
+                ),
+                (1 <= self.epochs <= MAX_EPOCHS, "epochs", f"in 1..{MAX_EPOCHS:,}"),
+                (1 <= self.batch_size <= MAX_BATCH, "batch_size", f"in 1..{MAX_BATCH}"),
                 (self.lr > 0, "lr", "> 0"),
+                (self.lr <= 1000, "lr", "<= 1000"),
                 (self.weight_decay >= 0, "weight_decay", ">= 0"),
-                (self.warmup_epochs >= 0, "warmup_epochs", ">= 0"),
+                (self.weight_decay <= 10, "weight_decay", "<= 10"),
+                (0 <= self.warmup_epochs <= MAX_EPOCHS, "warmup_epochs", f"in 0..{MAX_EPOCHS:,}"),
                 (self.schedule in ("cosine", "poly"), "schedule", "cosine or poly"),
                 (self.grad_clip >= 0, "grad_clip", ">= 0"),
-                (self.patience >= 0, "patience", ">= 0"),
+                (self.grad_clip <= 1e6, "grad_clip", "<= 1e6 (0: off)"),
+                (0 <= self.patience <= MAX_EPOCHS, "patience", f"in 0..{MAX_EPOCHS:,}"),
                 (
                     self.device in ("auto", "cpu") or self.device.startswith("cuda"),
                     "device",
                     "auto, cpu or cuda[:N]",
                 ),
-                (self.val_batch_size >= 1, "val_batch_size", ">= 1"),
+                (1 <= self.val_batch_size <= MAX_BATCH, "val_batch_size", f"in 1..{MAX_BATCH}"),
                 (0 <= self.seed < 2**63, "seed", "in 0..2**63-1"),
             ],
             self,
@@ -210,6 +225,8 @@ def read_config(path: Path) -> dict:
         raise TumorsegError(f"{path}: config file does not exist") from err
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise TumorsegError(f"{path}: not valid YAML ({first_line(err)})") from err
+    except ValueError as err:  # Python reads no integer of over 4,300 digits
+        raise TumorsegError(f"{path}: not valid YAML (holds an integer too long to read)") from err
     except (OSError, RecursionError) as err:
         raise TumorsegError(f"{path}: cannot read the config file ({first_line(err)})") from err
     if values is None:

@@ -293,6 +293,7 @@ def end_epoch(trainer: Trainer, row: dict, run: RunDir) -> bool:
         "model": trainer.model.state_dict(),
         "epoch": trainer.epoch,
         "labels": label_convention(),
+        "run_id": run.identity,
     }
     save_checkpoint(
         {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 
 import torch
@@ -47,7 +48,10 @@ def resolve_run(
                 f"{run.root}: cannot change {', '.join(changed)} when resuming "
                 f"(only {', '.join(sorted(RESUMABLE_KEYS))})"
             )
-        return wanted, store_path or run.store(), load_checkpoint(run.last)
+        checkpoint = load_checkpoint(run.last)
+        run.check_owns(run.last, checkpoint.get("run_id"))
+        run.check_split()
+        return wanted, store_path or run.store(), checkpoint
     if store_path is None:
         raise TumorsegError("train: --data STORE is required (or --resume RUN)")
     config = from_mapping(overrides, "command line", config) if overrides else config or TrainConfig()
@@ -110,8 +114,13 @@ def record_run(
     run.root.mkdir(parents=True, exist_ok=True)
     if fresh:  # first: the record marks the directory as a run (RunDir.started_only)
         write_json(
-            run.record, {"store": str(store_path.resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            run.record,
+            {
+                "run_id": uuid.uuid4().hex,  # every file of the run carries it (RunDir.check_owns)
+                "store": str(store_path.resolve()),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
         )
     save_config(config, run.config)
-    save_split(run.split, split, seed=config.seed, folds=config.folds, fold=config.fold)
+    save_split(run.split, split, seed=config.seed, folds=config.folds, fold=config.fold, run_id=run.identity)
     write_json(run.environment, environment(device, world))

@@ -1,0 +1,96 @@
+"""The one table of what every command reads and writes, checked by ``main`` before any command
+runs: no output (companions included) may be one of the command's inputs, by any path or link,
+whatever ``--overwrite`` says.
+
+A model is more than its file: a command that reads a model reads the run it lies in too (its
+checkpoints, config, split, history), so none of those can be an output either (``pack RUN --out
+RUN/best.pt`` would have replaced the very run it packed). Whether an existing output may be
+replaced (``--overwrite``) each command decides as it writes (``outputs.claim_outputs``), since
+some extend what exists (``prepare``'s store, a batch ``predict``'s folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tumorseg.errors import TumorsegError
+from tumorseg.outputs import claim_outputs
+from tumorseg.rundir import RunDir, model_checkpoints
+
+
+@dataclass(frozen=True)
+class Files:
+    inputs: tuple[Path, ...] = ()
+    outputs: tuple[Path, ...] = ()
+
+
+def present(*paths: Path | None) -> tuple[Path, ...]:
+    return tuple(Path(path) for path in paths if path is not None)
+
+
+def model_inputs(sources: Iterable[Path | None]) -> tuple[Path, ...]:
+    """Each source of a model as given, its model files and the files of the runs they lie in."""
+    found: list[Path] = []
+    for source in present(*sources):
+        found.append(source)
+        try:
+            checkpoints = model_checkpoints(source)
+        except (TumorsegError, OSError):
+            continue  # the command itself says what is wrong with it
+        for checkpoint in checkpoints:
+            run = RunDir.of(checkpoint)
+            found += [checkpoint, *(run.inputs if run.holds_run() or run.split.is_file() else [])]
+    return tuple(found)
+
+
+def predict_files(args: argparse.Namespace) -> Files:
+    from tumorseg.inference.writing import companions  # here: it imports nibabel, which --help need not
+
+    out = Path(args.out)
+    outputs = (out, *companions(out, probabilities=True, uncertainty=True, volumes=True))
+    explicit = present(args.flair, args.t1, args.t1ce, args.t2)
+    return Files(model_inputs(args.model or []) + present(args.input) + explicit, outputs)
+
+
+def evaluate_files(args: argparse.Namespace) -> Files:
+    models = model_inputs([*(args.models or []), args.run])
+    folders = present(args.predictions, args.references, args.data)
+    return Files(models + folders, present(args.out))
+
+
+def report_files(args: argparse.Namespace) -> Files:
+    run = RunDir.of(args.run)
+    return Files((*run.inputs, *present(args.evaluation)), present(args.out) or (run.report,))
+
+
+def export_files(args: argparse.Namespace) -> Files:
+    # an earlier export lies among the run's files, and --overwrite may replace it with a new one
+    inputs = [path for path in model_inputs([args.model]) if path.suffix != ".onnx"]
+    return Files((*inputs, *present(args.int8)), present(args.out))
+
+
+#: Per command (as ``tumorseg COMMAND`` names it): what it reads and what it writes.
+COMMAND_FILES: dict[str, Callable[[argparse.Namespace], Files]] = {
+    "synth": lambda args: Files((), (args.out,)),
+    "prepare": lambda args: Files(tuple(args.sources), (args.out,)),
+    "inspect": lambda args: Files((args.store,)),
+    "split": lambda args: Files((args.store,), (args.out,)),
+    "train": lambda args: Files(present(args.data, args.config), present(args.out)),
+    "evaluate": evaluate_files,
+    "cv": lambda args: Files(model_inputs(args.folds_dirs) + present(args.data, args.postprocessing)),
+    "report": report_files,
+    "predict": predict_files,
+    "export": export_files,
+    "pack": lambda args: Files(model_inputs([args.model]) + present(args.postprocessing), (args.out,)),
+    "view": lambda args: Files(present(args.case, args.seg, args.reference, args.uncertainty), (args.out,)),
+    "demo": lambda args: Files((), (args.out,)),
+}
+
+
+def check_files(command: str, args: argparse.Namespace) -> None:
+    """Refuse a command whose outputs include one of its inputs, before it runs."""
+    files = COMMAND_FILES[command](args)
+    claim_outputs(files.outputs, files.inputs, overwrite=True)
