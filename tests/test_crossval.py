@@ -131,3 +131,26 @@ def test_a_coarse_search_is_scored_apart_from_every_slice(folds, capsys):
     assert "slices searched every 2" in summary["model"]
     assert (folds / "crossval-coarse-step-2" / "metrics.csv").is_file()
     assert (folds / "crossval" / "summary.json").read_text() == every_slice  # not overwritten
+
+
+def test_cv_says_its_folds_are_grouped_by_site_only_when_no_fold_saw_its_sites(tmp_path, capsys):
+    from tumorseg.data.prepare import prepare_store
+    from tumorseg.data.synth import synthesize
+
+    cases = tmp_path / "cases"
+    synthesize(cases, 4, shape=(32, 32, 12), seed=11, progress=False)
+    names = ["Brats18_CBICA_AAA_1", "Brats18_CBICA_AAB_1", "Brats18_TCIA01_001_1", "Brats18_2013_1_1"]
+    for number, name in enumerate(names, start=1):
+        folder = cases / f"Phantom_{number:03d}"
+        for path in folder.iterdir():
+            path.rename(folder / path.name.replace(folder.name, name))
+        folder.rename(cases / name)
+    prepare_store([cases], tmp_path / "store.h5", progress=False)
+    for grouping in ("site", ""):
+        root = tmp_path / f"cv-{grouping or 'shuffled'}"
+        for fold in (0, 1):
+            config = TrainConfig.of(**TINY_TRAINING, folds=2, fold=fold, test_fraction=0, group_by=grouping)
+            train(tmp_path / "store.h5", root / f"fold-{fold}", config, progress=False)
+        assert main(["cv", str(root)]) == 0
+        printed = capsys.readouterr().out
+        assert ("grouped by site" in printed) == (grouping == "site"), printed

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tumorseg.data.splits import load_split, save_split, split_cases
+from tumorseg.data.splits import load_split, save_split, site_of, split_cases
 from tumorseg.errors import TumorsegError
 
 IDS = [f"case_{i:02d}" for i in range(20)]
@@ -51,3 +51,22 @@ def test_bad_split_files(tmp_path, content, message):
     (tmp_path / "s.json").write_text(content)
     with pytest.raises(TumorsegError, match=message):
         load_split(tmp_path / "s.json")
+
+
+SITED = [
+    f"Brats18_{site}_{i:03d}_1"
+    for site, n in (("CBICA", 7), ("2013", 3), ("TCIA01", 2), ("TCIA02", 2))
+    for i in range(n)
+]
+
+
+def test_folds_grouped_by_site_hold_whole_sites_and_every_patient_once():
+    folds = [split_cases(SITED, test_fraction=0, folds=3, fold=k, group_by="site") for k in range(3)]
+    for split in folds:  # no fold model sees a site it is scored on
+        assert split["val"] and not {site_of(c) for c in split["val"]} & {site_of(c) for c in split["train"]}
+    assert sorted(c for split in folds for c in split["val"]) == sorted(SITED)
+    assert [len(split["val"]) for split in folds] == [7, 3, 4]  # the largest site alone, the rest balanced
+    assert folds == [split_cases(SITED, test_fraction=0, folds=3, fold=k, group_by="site") for k in range(3)]
+    with pytest.raises(TumorsegError, match="4 groups .sites. are too few for 5 grouped folds"):
+        split_cases(SITED, test_fraction=0, folds=5, fold=0, group_by="site")
+    assert site_of("Brats18_TCIA10_637_1") == "TCIA10" and site_of("BraTS2021_00000") == "BraTS2021_00000"

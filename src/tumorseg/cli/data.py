@@ -144,6 +144,12 @@ def add_split(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation with K folds")
     p.add_argument("--fold", type=int, default=0, help="which fold is validation (0..K-1)")
+    p.add_argument(
+        "--group-by",
+        choices=("site",),
+        default="",
+        help="site: keep each site's patients (read from BraTS 2017-2019 case ids) in one fold",
+    )
     p.set_defaults(func=cmd_split)
 
 
@@ -162,8 +168,10 @@ def cmd_split(args: argparse.Namespace) -> int:
         seed=args.seed,
         folds=args.folds,
         fold=args.fold,
+        group_by=args.group_by,
     )
-    save_split(args.out, split, store=str(args.store), seed=args.seed, folds=args.folds, fold=args.fold)
+    provenance = {"seed": args.seed, "folds": args.folds, "fold": args.fold, "group_by": args.group_by}
+    save_split(args.out, split, store=str(args.store), **provenance)
     sizes = ", ".join(f"{part} {len(ids)}" for part, ids in split.items())
     print(f"{args.out}: {sizes} patients")
     return 0

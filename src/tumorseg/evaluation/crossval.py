@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tumorseg.checkpoint import check_run_identity
-from tumorseg.data.splits import load_split
+from tumorseg.data.splits import load_split, site_of
 from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.evaluate import Predictor, evaluate_run, statistics
@@ -142,7 +142,9 @@ def cross_validate(
     out.mkdir(exist_ok=True)
     write_csv(out / "metrics.csv", rows, list(rows[0]))
     write_json(out / "summary.json", {"folds": len(groups), "patients": len(rows), "metrics": summary})
-    return CrossValidation(out, len(groups), summary, format_table(summary, len(rows), len(groups)))
+    return CrossValidation(
+        out, len(groups), summary, format_table(summary, len(rows), len(groups), grouping(groups))
+    )
 
 
 def evaluated_by(folder: Path, predictor: Predictor, group: list[RunDir]) -> bool:
@@ -158,9 +160,22 @@ def evaluated_by(folder: Path, predictor: Predictor, group: list[RunDir]) -> boo
     return newer and summary.get("model") == getattr(predictor, "description", None)
 
 
-def format_table(summary: dict, patients: int, folds: int) -> str:
+def grouping(groups: list[list[RunDir]]) -> str:
+    """How the folds split the patients: by site only when every fold says so (``group_by``) and no
+    fold's validation sites appear among its training patients, as an estimate for new sites needs."""
+    for group in groups:
+        provenance = load_json(group[0].split).get("provenance", {})
+        split = load_split(group[0].split)
+        unseen = not {site_of(c) for c in split["val"]} & {site_of(c) for c in split["train"]}
+        if not (isinstance(provenance, dict) and provenance.get("group_by") == "site" and unseen):
+            return "patients shuffled across sites"
+    return "grouped by site: each patient scored by a model that never saw its site"
+
+
+def format_table(summary: dict, patients: int, folds: int, grouped: str = "") -> str:
     """Mean ± std over patients, and (in brackets) the std of the fold means, per BraTS region."""
-    lines = [f"{patients} patients, {folds} folds: mean ± std over patients [std over folds]"]
+    folds_are = f" ({grouped})" if grouped else ""
+    lines = [f"{patients} patients, {folds} folds{folds_are}: mean ± std over patients [std over folds]"]
     lines.append(f"{'metric':<16}" + "".join(f"{name:>24}" for name in TABLE_STRUCTURES))
     for metric in TABLE_METRICS:
         cells = [

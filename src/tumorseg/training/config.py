@@ -15,6 +15,7 @@ import yaml
 
 from tumorseg import settings
 from tumorseg.data.case import MAX_SIDE
+from tumorseg.data.splits import GROUPINGS
 from tumorseg.errors import TumorsegError, first_line, short
 from tumorseg.files import write_text
 from tumorseg.models import ModelConfig
@@ -53,6 +54,11 @@ class TrainConfig:
     test_fraction: float = option(0.2, "fraction of patients held out for testing")
     folds: int = option(0, "k-fold cross-validation with K folds (0: off)")
     fold: int = option(0, "which fold validates (0..K-1)")
+    group_by: str = option(
+        "",
+        "keep each site's patients in one fold (site), so that each fold model is "
+        "scored on patients from sites it never saw; empty: patients shuffled alone",
+    )
     split: str = option("", "a split JSON (from `tumorseg split`) instead of a seeded split")
     samples_per_epoch: int = option(
         0, "training slices (3D: patches) drawn per epoch (0: one per slice, or per patient)"
@@ -103,6 +109,7 @@ class TrainConfig:
                 (0 <= self.test_fraction < 1, "test_fraction", "in [0, 1)"),
                 (self.folds == 0 or 2 <= self.folds <= MAX_FOLDS, "folds", f"0 or 2..{MAX_FOLDS}"),
                 (self.folds == 0 or 0 <= self.fold < self.folds, "fold", "in 0..folds-1"),
+                (self.group_by in GROUPINGS, "group_by", "empty or site"),
                 (0 <= self.samples_per_epoch <= MAX_SAMPLES, "samples_per_epoch", f"in 0..{MAX_SAMPLES:,}"),
                 (
                     self.workers == "auto" or self.workers.isdigit() and int(self.workers) <= MAX_WORKERS,

@@ -96,6 +96,7 @@ def make_split(config: TrainConfig, store: Store, run: RunDir, resume: bool) -> 
             seed=config.seed,
             folds=config.folds,
             fold=config.fold,
+            group_by=config.group_by,
         )
     if not split["val"]:
         raise TumorsegError("the split has no validation patients; set val_fraction > 0")
@@ -122,5 +123,13 @@ def record_run(
             },
         )
     save_config(config, run.config)
-    save_split(run.split, split, seed=config.seed, folds=config.folds, fold=config.fold, run_id=run.identity)
+    save_split(
+        run.split,
+        split,
+        seed=config.seed,
+        folds=config.folds,
+        fold=config.fold,
+        group_by=config.group_by,
+        run_id=run.identity,
+    )
     write_json(run.environment, environment(device, world))
