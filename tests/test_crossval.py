@@ -154,3 +154,4 @@ def test_cv_says_its_folds_are_grouped_by_site_only_when_no_fold_saw_its_sites(t
         assert main(["cv", str(root)]) == 0
         printed = capsys.readouterr().out
         assert ("grouped by site" in printed) == (grouping == "site"), printed
+        assert ("per site: CBICA (2)" in printed) == (grouping == "site"), printed

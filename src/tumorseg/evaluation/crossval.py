@@ -141,10 +141,29 @@ def cross_validate(
         stats["fold_std"] = float(np.std(stats["fold_means"]))
     out.mkdir(exist_ok=True)
     write_csv(out / "metrics.csv", rows, list(rows[0]))
-    write_json(out / "summary.json", {"folds": len(groups), "patients": len(rows), "metrics": summary})
-    return CrossValidation(
-        out, len(groups), summary, format_table(summary, len(rows), len(groups), grouping(groups))
-    )
+    folds_are, sites = grouping(groups), site_means(rows, numeric)
+    record = {"folds": len(groups), "patients": len(rows), "grouping": folds_are, "sites": sites}
+    write_json(out / "summary.json", {**record, "metrics": summary})
+    table = format_table(summary, len(rows), len(groups), folds_are)
+    if folds_are.startswith("grouped"):
+        table += "\nmean Dice WT / TC / ET per site: " + "; ".join(
+            f"{site} ({means['patients']}) "
+            + " / ".join(f"{means[f'dice_{r}']:.3f}" for r in TABLE_STRUCTURES)
+            for site, means in sites.items()
+        )
+    return CrossValidation(out, len(groups), summary, table)
+
+
+def site_means(rows: list[dict], numeric: list[dict]) -> dict[str, dict[str, float]]:
+    """Each site's patients (the site read from the case id) and their mean Dice per region, the
+    largest site first: how far the estimate depends on where the patients come from."""
+    sites = [site_of(row["case_id"]) for row in rows]
+    means = {}
+    for site in sorted(set(sites), key=lambda name: (-sites.count(name), name)):
+        values = [value for value, where in zip(numeric, sites, strict=True) if where == site]
+        dice = {f"dice_{r}": float(np.mean([v[f"dice_{r}"] for v in values])) for r in TABLE_STRUCTURES}
+        means[site] = {"patients": len(values), **dice}
+    return means
 
 
 def evaluated_by(folder: Path, predictor: Predictor, group: list[RunDir]) -> bool:
