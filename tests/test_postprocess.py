@@ -197,3 +197,16 @@ def test_a_packed_model_is_half_the_size_and_segments_the_same(segmenting_run, c
     packed = Segmenter(tmp_path / "half.pt").probabilities(volume)
     assert np.abs(packed - original).max() < 0.02
     assert main(["pack", str(segmenting_run), "--out", str(tmp_path / "half.pt")]) == 1  # exists
+
+
+def test_the_nested_choice_says_its_gain_patient_by_patient_with_its_standard_error():
+    islands = blobs()
+    clean = islands.copy()
+    clean[18, 18, 18] = clean[15:17, 15:17, 15:17] = 0
+    patients = [OutOfFoldMap(islands, SURE, clean, 0.001, fold % 2) for fold in range(4)]
+    choice = choose_postprocessing(patients)
+    gain, error = choice.nested_gain[""]
+    removed = region_dice(PostProcessing(min_island_ml=0.1).apply(islands, 0.001), clean).mean()
+    assert gain == pytest.approx(removed - region_dice(islands, clean).mean()) and gain > 0
+    assert error == pytest.approx(0.0, abs=1e-12)  # every patient gains the same
+    assert "against none, patient by patient: +" in choice.table()
