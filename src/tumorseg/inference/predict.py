@@ -37,7 +37,7 @@ from tumorseg.files import load_json, write_json
 from tumorseg.geometry import voxel_ml
 from tumorseg.inference.onnx import onnx_path
 from tumorseg.inference.segmenter import Segmenter
-from tumorseg.inference.writing import beside, companions, nifti_writer, write_together
+from tumorseg.inference.writing import companion, companions, nifti_writer, write_together
 from tumorseg.labels import region_volumes, to_brats, to_internal
 from tumorseg.locks import exclusive_lock
 from tumorseg.outputs import claim_outputs
@@ -122,15 +122,13 @@ def predict_case(
     prediction = segment(case, segmenter, keep_probabilities=probabilities, uncertainty=uncertainty)
     files = [(out, nifti_writer(to_brats(prediction.classes, labels), reference))]
     if probabilities:
-        files.append(
-            (beside(out, "_probabilities.nii.gz"), nifti_writer(prediction.probabilities, reference))
-        )
+        files.append((companion(out, "probabilities"), nifti_writer(prediction.probabilities, reference)))
     if uncertainty:
         uncertain = prediction.uncertainty.astype(np.float32)
-        files.append((beside(out, "_uncertainty.nii.gz"), nifti_writer(uncertain, reference)))
+        files.append((companion(out, "uncertainty"), nifti_writer(uncertain, reference)))
     if volumes:  # a single case's: with its label map, or not at all
         record = {case.case_id: prediction.record()}
-        files.append((beside(out, "_volumes.json"), lambda path: write_json(path, record)))
+        files.append((companion(out, "volumes"), lambda path: write_json(path, record)))
     write_together(files)
     return prediction
 
@@ -223,7 +221,7 @@ def segment_all(
     """Segment each case into ``out`` (a file, or a batch's folder), recording it in ``result``;
     ``first``: the first case's inputs, being read (``read_inputs``)."""
     model_files = [segmenter.path, onnx_path(segmenter.path)]
-    volumes_file = out / "volumes.json" if batch else beside(out, "_volumes.json")
+    volumes_file = out / "volumes.json"  # a batch's; a single case writes its own beside its label map
     if batch:
         for stale in out.glob(".*.tmp-*"):  # left by a run that was killed mid-write
             stale.unlink()

@@ -37,7 +37,12 @@ def companions(out: Path, probabilities: bool, uncertainty: bool, volumes: bool)
     """The files written beside the label map ``out``: the probabilities and the uncertainty map
     when asked for, and a single case's volumes."""
     wanted = {"probabilities": probabilities, "uncertainty": uncertainty, "volumes": volumes}
-    return [beside(out, COMPANION_SUFFIXES[name]) for name, asked in wanted.items() if asked]
+    return [companion(out, name) for name, asked in wanted.items() if asked]
+
+
+def companion(out: Path, name: str) -> Path:
+    """Where the companion ``name`` (one of ``COMPANION_SUFFIXES``) of the label map ``out`` lies."""
+    return beside(out, COMPANION_SUFFIXES[name])
 
 
 def nifti_writer(data: np.ndarray, reference: nib.Nifti1Image) -> Writer:
