@@ -302,8 +302,13 @@ def test_predict_on_mismatched_grids_and_existing_output(trained_run, good, tmp_
         *run(["predict", "--model", trained_run, folder, "--out", out], capsys), "seg.nii.gz", "--overwrite"
     )
     nifti(folder, "t2", np.ones((20, 24, 10), np.int16))
-    code, err = run(["predict", "--model", trained_run, folder, "--out", out, "--overwrite"], capsys)
+    code, err = run(["predict", "--model", trained_run, folder, "--out", out, "--overwrite",
+                     "--preprocess", "brats"], capsys)  # fmt: skip
     assert_clean_failure(code, err, "t2.nii.gz", "shape")
+    assert out.read_bytes() == b"earlier result"
+    # by default, sequences on their own grids are a raw scan: this one holds no head
+    code, err = run(["predict", "--model", trained_run, folder, "--out", out, "--overwrite"], capsys)
+    assert_clean_failure(code, err, "t2.nii.gz", "skull stripping found no brain")
     assert out.read_bytes() == b"earlier result"
     assert_clean_failure(
         *run(["predict", "--model", trained_run, folder, "--out", tmp_path / "x" / "y.nii.gz"], capsys),

@@ -140,7 +140,7 @@ def test_validation_dice_of_best_pt_is_what_evaluate_reports(segmenting_run, coh
 def test_report_rough_edges(evaluated, trained_run, tmp_path):
     """Counts print as counts, wide tables scroll, the model evaluated is named, and the
     environment names the device used."""
-    page = build_report(trained_run, evaluated, tmp_path / "r.html").read_text()
+    page = build_report(trained_run, evaluated, tmp_path / "r.html").read_text(encoding="utf-8")
     assert "0.0000</td>" not in page.split("Confusion matrix")[1].split("<img")[0]
     assert page.count('<div class="scroll">') == 3
     assert "Model evaluated: " in page and "best.pt (epoch " in page

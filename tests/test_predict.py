@@ -157,7 +157,7 @@ def test_cli_predict_with_four_files(trained_run, new_patients, tmp_path):
     files = [f"--{m}={case / f'Phantom_002_{m}.nii.gz'}" for m in ("flair", "t1", "t1ce", "t2")]
     run = tumorseg("predict", "--model", trained_run, *files, "--out", tmp_path / "s.nii.gz")
     assert run.returncode == 0, run.stderr
-    assert "Phantom_002_flair" in run.stdout and "WT mL" in run.stdout
+    assert "Phantom_002 " in run.stdout and "WT mL" in run.stdout  # the case, named by its files
     refused = tumorseg("predict", "--model", trained_run, *files, "--out", tmp_path / "s.nii.gz")
     assert refused.returncode == 1 and "--overwrite" in refused.stderr and "Traceback" not in refused.stderr
 

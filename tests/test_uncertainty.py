@@ -54,5 +54,5 @@ def test_evaluate_checks_the_uncertainty(segmenting_run, cohort, tmp_path):
     assert rates[-1] > rates[0]  # the most uncertain voxels are wrong more often than the surest
     assert sum(check["voxels"]) > 0 and (out / "uncertainty.png").stat().st_size > 0
     assert len(check["patients"]) == 3 and check["pearson_r"] is None or -1 <= check["pearson_r"] <= 1
-    page = build_report(segmenting_run, out, tmp_path / "report.html").read_text()
+    page = build_report(segmenting_run, out, tmp_path / "report.html").read_text(encoding="utf-8")
     assert "<h2>Uncertainty</h2>" in page

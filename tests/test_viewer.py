@@ -94,7 +94,7 @@ def test_an_uncertainty_map_is_shown_and_a_misfit_one_named(page, tmp_path, caps
         )
         == 0
     )
-    text = (tmp_path / "v.html").read_text()
+    text = (tmp_path / "v.html").read_text(encoding="utf-8")
     assert (
         '"uncertainty"' in text and "reference (outline)" in text
     )  # the case's own label file is the reference

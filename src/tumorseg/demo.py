@@ -43,7 +43,9 @@ def run_demo(out: Path, seed: int = 0, overwrite: bool = False) -> None:
             f"{out}: not empty and not made by the demo; choose another --out or pass --overwrite"
         )
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by tumorseg demo; its outputs are replaced when the demo runs again\n")
+    (out / MARKER).write_text(
+        "made by tumorseg demo; its outputs are replaced when the demo runs again\n", encoding="utf-8"
+    )
     for name in OUTPUTS:
         path = out / name
         if path.is_dir():

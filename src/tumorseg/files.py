@@ -17,7 +17,7 @@ from pathlib import Path
 def write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", newline="") as handle:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -28,7 +28,7 @@ def write_text(path: Path, text: str) -> None:
 
 def load_json(path: Path) -> object:
     """The JSON value in ``path``; a malformed file is a ValueError (``parse_json``)."""
-    return parse_json(Path(path).read_text())
+    return parse_json(Path(path).read_text(encoding="utf-8"))
 
 
 def parse_json(text: str) -> object:

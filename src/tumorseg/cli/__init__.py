@@ -16,7 +16,7 @@ from tumorseg import __version__
 from tumorseg.cli.data import add_inspect, add_prepare, add_split, add_synth
 from tumorseg.cli.evaluation import add_cv, add_evaluate, add_report, add_view
 from tumorseg.cli.files import check_files
-from tumorseg.cli.inference import add_export, add_pack, add_predict
+from tumorseg.cli.inference import add_convert, add_export, add_pack, add_predict
 from tumorseg.cli.training import add_demo, add_train
 from tumorseg.errors import TumorsegError
 from tumorseg.interrupts import Terminated, handled
@@ -49,7 +49,7 @@ def build_parser(command: str | None = "train") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = functools.partial(add_train, with_config_flags=command == "train")
     for add in (add_synth, add_prepare, add_inspect, add_split, train, add_evaluate, add_cv, add_report,
-                add_predict, add_export, add_pack, add_view, add_demo):  # fmt: skip
+                add_predict, add_convert, add_export, add_pack, add_view, add_demo):  # fmt: skip
         add(sub)
     return parser
 

@@ -25,9 +25,17 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
             "in mL are printed and saved as JSON. No ground truth is needed. A model trained with\n"
             "--modality-dropout also segments cases that lack sequences (a case folder missing files, or\n"
             "some of --flair --t1 --t1ce --t2 left out); the JSON records which were missing.\n\n"
-            "The sequences are expected as BraTS preprocesses them: co-registered, and skull-stripped\n"
-            "with a background of 0 (a sequence of which fewer than 5 % of voxels are 0 is refused).\n"
-            "Another voxel size is resampled to the model's and the labels back to the input's grid."
+            "BraTS-preprocessed sequences (co-registered, skull-stripped, background 0) are segmented\n"
+            "as they are; another voxel size is resampled to the model's and the labels back.\n\n"
+            "Raw scans (a DICOM study, DICOM series folders or NIfTI files on their own grids, skull on)\n"
+            "go through the BraTS preprocessing first, on the CPU: skull stripping (deepbet), rigid\n"
+            "co-registration of every sequence to the T1ce, rigid registration to the SRI24 atlas and\n"
+            "1 mm resampling. The label map is written on the T1ce's own grid, with OUT_atlas.nii.gz\n"
+            "(the labels in BraTS space, 240 x 240 x 155) and OUT_brain.nii.gz (the brain mask) beside\n"
+            "it; volumes are counted on the native grid. --preprocess auto (the default) decides per\n"
+            "case and prints why a case is raw: DICOM, sequences on different grids, or a first\n"
+            "sequence with a background that is not 0. Otherwise, as with --preprocess brats, a\n"
+            "sequence of which fewer than 5 % of voxels are 0 is refused."
         ),
         epilog="examples:\n"
         "  tumorseg predict BraTS20_Training_001 --out seg.nii.gz     # the models that ship with tumorseg\n"
@@ -36,9 +44,14 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         "      --t2 t2.nii.gz --out seg.nii.gz\n"
         "  tumorseg predict --model runs/first cases/ --out predictions/ --tta     # every case folder\n"
         "  tumorseg predict --model runs/cv CASE --out seg.nii.gz     # the fold models of a cv\n"
-        "  tumorseg predict --model runs/a --model runs/b CASE --out seg.nii.gz     # any models, averaged",
+        "  tumorseg predict --model runs/a --model runs/b CASE --out seg.nii.gz     # any models, averaged\n"
+        "  tumorseg predict STUDY_DICOM_FOLDER --out seg.nii.gz     # a raw study, series found by name\n"
+        "  tumorseg predict --flair fl.nii.gz --t1 t1.nii.gz --t1ce t1c_dicom/ --t2 t2.nii.gz \\\n"
+        "      --out seg.nii.gz     # files or series folders, each on its own grid",
     )
-    p.add_argument("input", type=Path, nargs="?", help="a case folder, or a folder of case folders")
+    p.add_argument(
+        "input", type=Path, nargs="?", help="a case folder, a folder of case folders, or a DICOM study folder"
+    )
     p.add_argument(
         "--model",
         type=Path,
@@ -50,7 +63,18 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="output .nii.gz (one case) or folder (several)")
     for modality in ("flair", "t1", "t1ce", "t2"):
-        p.add_argument(f"--{modality}", type=Path, help=f"the {modality.upper()} file, instead of INPUT")
+        p.add_argument(
+            f"--{modality}",
+            type=Path,
+            help=f"the {modality.upper()} NIfTI file or DICOM series folder, instead of INPUT",
+        )
+    p.add_argument(
+        "--preprocess",
+        choices=("auto", "raw", "brats"),
+        default="auto",
+        help="raw: run the BraTS preprocessing on every case; brats: on none; auto (default): on the "
+        "cases that need it (DICOM, sequences on different grids, or a background that is not 0)",
+    )
     p.add_argument(
         "--labels", choices=("brats", "2023"), default="brats", help="2023: enhancing tumor is 3, not 4"
     )
@@ -95,6 +119,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         labels="brats2023" if args.labels == "2023" else "brats",
         probabilities=args.probabilities,
         uncertainty=args.uncertainty,
+        preprocess=args.preprocess,
     )
     if result.volumes:
         print(f"{'case':<28} {'WT mL':>8} {'TC mL':>8} {'ET mL':>8}")
@@ -113,6 +138,49 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for case, problem in result.failed:
         print(f"failed {case}: {problem}", file=sys.stderr)
     return 1 if result.failed else 0
+
+
+def add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="write a DICOM study's series as NIfTI, named by sequence",
+        description="Find the series of a DICOM study (a folder, searched four levels deep), name each "
+        "from its header (series description, sequence name, contrast agent) and write the FLAIR, T1, "
+        "T1ce and T2 series as OUT/flair.nii.gz, t1.nii.gz, t1ce.nii.gz, t2.nii.gz, on their own grids "
+        "in patient coordinates. Prints the table of the series found and what each was taken for.",
+        epilog="example:\n  tumorseg convert study/ --out nifti/\n"
+        "  tumorseg predict --flair nifti/flair.nii.gz --t1ce nifti/t1ce.nii.gz --out seg.nii.gz",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("study", type=Path, help="a folder holding one patient's DICOM series")
+    p.add_argument("--out", type=Path, required=True, help="the folder to write into")
+    p.add_argument("--overwrite", action="store_true", help="replace files that exist")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    import SimpleITK as sitk
+
+    from tumorseg.inference.writing import write_together
+    from tumorseg.outputs import claim_outputs
+    from tumorseg.raw import dicom
+
+    if not args.study.is_dir():
+        raise TumorsegError(f"{args.study}: not a folder")
+    series = dicom.find_series(args.study)
+    chosen = dicom.choose(series, args.study)
+    print(dicom.table(series, chosen))
+    targets = {sequence: args.out / f"{sequence}.nii.gz" for sequence in chosen}
+    if args.out.exists() and not args.out.is_dir():
+        raise TumorsegError(f"{args.out}: is a file; give a folder")
+    args.out.mkdir(parents=True, exist_ok=True)
+    claim_outputs(list(targets.values()), [args.study], args.overwrite)
+    volumes = {sequence: dicom.read_series(item) for sequence, item in chosen.items()}
+    write_together(
+        [(path, lambda p, image=volumes[s]: sitk.WriteImage(image, str(p))) for s, path in targets.items()]
+    )
+    print(f"wrote {', '.join(path.name for path in targets.values())} in {args.out}")
+    return 0
 
 
 def volume_notes(volumes: dict) -> str:

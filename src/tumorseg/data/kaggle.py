@@ -67,7 +67,7 @@ def check_meta(folder: Path, volumes: dict[int, dict[int, Path]]) -> None:
     if not meta.exists():
         return
     try:
-        with meta.open(newline="") as handle:
+        with meta.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
         listed = {(int(r["volume"]), int(r["slice"])) for r in rows}
     except (KeyError, ValueError, csv.Error, UnicodeDecodeError) as err:
@@ -169,7 +169,7 @@ def write_volume(folder: Path, volume: int, image: np.ndarray, label: np.ndarray
 
 
 def write_meta(folder: Path, rows: list[dict]) -> None:
-    with (folder / META_FILE).open("w", newline="") as handle:
+    with (folder / META_FILE).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["slice_path", "target", "volume", "slice"])
         writer.writeheader()
         writer.writerows(rows)

@@ -170,7 +170,8 @@ def check_background(case: Case) -> None:
         if zero < MIN_BACKGROUND:
             raise TumorsegError(
                 f"{case.source(modality)}: {zero:.1%} of its voxels are 0; tumorseg expects "
-                "skull-stripped images whose background is 0 (BraTS preprocessing)"
+                "skull-stripped images whose background is 0 (BraTS preprocessing), which "
+                "predict --preprocess raw runs"
             )
 
 

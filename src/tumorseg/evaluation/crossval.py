@@ -128,7 +128,7 @@ def cross_validate(
                 progress=progress,
                 variant=variant,
             )
-        with open(metrics, newline="") as handle:
+        with open(metrics, newline="", encoding="utf-8") as handle:
             rows += [{"fold": index, **row} for row in csv.DictReader(handle)]
     numeric = [{k: float(v) for k, v in row.items() if k not in ("fold", "case_id")} for row in rows]
     summary = statistics(numeric)

@@ -79,7 +79,7 @@ def plot_overlays(samples: list[dict], path: Path) -> Path:
 
 def plot_boxplots(metrics_csv: Path, path: Path, regions: tuple[str, ...] = ("WT", "TC", "ET")) -> Path:
     """Per-patient Dice and IoU per region, as read from metrics.csv."""
-    with open(metrics_csv, newline="") as handle:
+    with open(metrics_csv, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     fig = Figure(figsize=(9, 3.6))
     axes = fig.subplots(1, 2)

@@ -64,7 +64,7 @@ def metrics_table(summary: dict) -> str:
 
 def csv_table(path: Path, counts: tuple[str, ...] = ()) -> str:
     """A CSV file as a table: columns named in ``counts`` as whole numbers, the rest to 4 decimals."""
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     header = rows[0]
     formatted = [
@@ -107,8 +107,8 @@ def build_report(
             f'<p class="missing">No evaluation in {html.escape(str(evaluation))}: run tumorseg evaluate.</p>'
         )
     parts.append("<h2>Configuration</h2>")
-    parts.append(f"<pre>{html.escape(run.config.read_text())}</pre>")
-    viewer = f"<script>{VIEWER_SCRIPT.read_text()}</script><style>{VIEWER_STYLE}</style>"
+    parts.append(f"<pre>{html.escape(run.config.read_text(encoding='utf-8'))}</pre>")
+    viewer = f"<script>{VIEWER_SCRIPT.read_text(encoding='utf-8')}</script><style>{VIEWER_STYLE}</style>"
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>tumorseg report: {html.escape(run.root.name)}</title><style>{STYLE}</style>{viewer}</head>"

@@ -153,7 +153,7 @@ def viewer_page(blocks: list[str], title: str) -> str:
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{STYLE}</style>"
-        f"<script>{SCRIPT.read_text()}</script></head><body>{''.join(blocks)}</body></html>\n"
+        f"<script>{SCRIPT.read_text(encoding='utf-8')}</script></head><body>{''.join(blocks)}</body></html>\n"
     )
 
 

@@ -35,12 +35,17 @@ from tumorseg.data.preprocess import check_background, preprocess
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.files import load_json, write_json
 from tumorseg.geometry import voxel_ml
+from tumorseg.inference.native import Study, predict_raw, why_raw
 from tumorseg.inference.onnx import onnx_path
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.inference.writing import companion, companions, nifti_writer, write_together
 from tumorseg.labels import region_volumes, to_brats, to_internal
 from tumorseg.locks import exclusive_lock
 from tumorseg.outputs import claim_outputs
+from tumorseg.raw.dicom import holds_dicom
+
+#: The steps a raw case goes through, as printed before it is segmented.
+RAW_STEPS = "skull stripping, rigid co-registration, SRI24 atlas registration, 1 mm resampling"
 
 
 @dataclass
@@ -113,11 +118,22 @@ def predict_case(
     uncertainty: bool = False,
     volumes: bool = False,
     read_ahead: Future[tuple[Case, nib.Nifti1Image]] | None = None,
+    raw: bool = False,
 ) -> Prediction:
     """Read a case's modalities (unless ``read_ahead`` is reading them: ``read_inputs``), segment them,
     and write the label map with what is asked beside it (probabilities, the uncertainty map, the
-    volumes), all or none (``writing.write_together``)."""
+    volumes), all or none (``writing.write_together``). A ``raw`` case goes through the BraTS
+    preprocessing first (``native.predict_raw``)."""
     segmenter.for_sequences(files.absent).check_absent(files.absent, str(files.folder))
+    if raw:
+        if probabilities or uncertainty:
+            raise TumorsegError(
+                f"{files.folder}: --probabilities and --uncertainty are written for "
+                "BraTS-preprocessed cases only"
+            )
+        done = predict_raw(files, lambda case: segment(case, segmenter).classes, out, labels=labels,
+                           volumes=volumes)  # fmt: skip
+        return Prediction(files.case_id, done.classes, None, done.volumes_ml, absent=done.absent)
     case, reference = read_inputs(files) if read_ahead is None else read_ahead.result()
     prediction = segment(case, segmenter, keep_probabilities=probabilities, uncertainty=uncertainty)
     files = [(out, nifti_writer(to_brats(prediction.classes, labels), reference))]
@@ -147,10 +163,11 @@ def files_from_paths(flair: Path | None, t1: Path | None, t1ce: Path | None, t2:
     if not paths:
         raise TumorsegError("predict: give at least one of --flair --t1 --t1ce --t2")
     for path in paths.values():
-        if not path.is_file():
-            raise TumorsegError(f"{path}: file does not exist")
-    first = next(iter(paths.values()))
-    return CaseFiles(first.name.removesuffix(".gz").removesuffix(".nii"), first.parent, paths, None, "brats")
+        if not path.is_file() and not (path.is_dir() and holds_dicom(path)):
+            raise TumorsegError(f"{path}: is neither a NIfTI file nor a folder of DICOM files")
+    first_modality, first = next(iter(paths.items()))
+    case_id = first.name.removesuffix(".gz").removesuffix(".nii").removesuffix(f"_{first_modality}")
+    return CaseFiles(case_id or first.name, first.parent, paths, None, "brats")
 
 
 @dataclass
@@ -171,36 +188,43 @@ def predict(
     probabilities: bool = False,
     uncertainty: bool = False,
     progress: bool | None = None,
+    preprocess: str = "auto",
 ) -> BatchResult:
     """Segment one case (a case folder or four files) into the file ``out``, or every case folder
     under ``inputs`` into the folder ``out`` (``<case>.nii.gz`` each, plus ``volumes.json``).
 
     A batch goes on past a failing case, and a re-run skips the cases whose label map is there
-    and whole (unless ``overwrite``)."""
+    and whole (unless ``overwrite``). ``preprocess``: "raw" runs the BraTS preprocessing on every
+    case, "brats" on none, "auto" on the cases that need it (``native.why_raw``)."""
     cases, batch = find_inputs(inputs)
     if batch:
         cases, failed = case_files(cases)
     else:
         cases, failed = (
             [
-                c if isinstance(c, CaseFiles) else find_case_files(c, require_label=False, require_all=False)
+                c
+                if isinstance(c, CaseFiles | Study)
+                else find_case_files(c, require_label=False, require_all=False)
                 for c in cases
             ],
             [],
         )
     created = check_output(out, batch, overwrite)
     if not batch:  # what it writes beside the label map, refused too before any model is loaded
-        claim_outputs(companions(out, probabilities, uncertainty, volumes=True), cases[0].paths, overwrite)
+        raw = raw_reason(cases[0], preprocess) is not None
+        asked = companions(out, probabilities, uncertainty, volumes=True, raw=raw)
+        claim_outputs(asked, cases[0].paths, overwrite)
     busy = f"{out}: another tumorseg predict is writing into this folder"
     try:
         with exclusive_lock(out / ".lock", busy) if batch else contextlib.nullcontext():
             result = BatchResult([], [], failed, {})
             with ThreadPoolExecutor(1, thread_name_prefix="tumorseg-read") as reader:
                 # the first case is read while the model loads, which leaves a core idle (docs/results.md)
-                first = reader.submit(read_inputs, cases[0]) if cases else None
+                ahead = cases and isinstance(cases[0], CaseFiles) and preprocess != "raw"
+                first = reader.submit(read_inputs, cases[0]) if ahead else None
                 segment_all(cases, out, batch, make_segmenter(), result, overwrite, progress, first,
                             labels=labels, probabilities=probabilities,
-                            uncertainty=uncertainty)  # fmt: skip
+                            uncertainty=uncertainty, preprocess=preprocess)  # fmt: skip
             return result
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
@@ -231,7 +255,12 @@ def segment_all(
         read_ahead, first = first, None  # the first case only
         target = out / f"{files.case_id}.nii.gz" if batch else out
         try:
-            asked = companions(target, options["probabilities"], options["uncertainty"], volumes=not batch)
+            segmenter.for_sequences(files.absent).check_absent(files.absent, str(files.folder))
+            reason = raw_reason(files, options["preprocess"])
+            if reason:
+                print(f"{files.case_id}: raw ({reason}): {RAW_STEPS}")
+            asked = companions(target, options["probabilities"], options["uncertainty"], volumes=not batch,
+                               raw=reason is not None)  # fmt: skip
             done = leftover(target, files, asked) if batch and not overwrite else None
             if done is not None:
                 result.skipped.append(target)
@@ -240,8 +269,10 @@ def segment_all(
             # a batch redoes its own leftovers: a case's files are whole or absent (write_together)
             claim_outputs([target, *asked], [*files.paths, *model_files], overwrite or batch)
             prediction = predict_case(
-                files, segmenter, target, read_ahead=read_ahead, volumes=not batch, **options
-            )
+                files, segmenter, target, read_ahead=read_ahead, volumes=not batch, raw=reason is not None,
+                labels=options["labels"], probabilities=options["probabilities"],
+                uncertainty=options["uncertainty"],
+            )  # fmt: skip
         except TumorsegError as err:
             if not batch:
                 raise
@@ -254,8 +285,18 @@ def segment_all(
             write_json(volumes_file, recorded)
 
 
-def find_inputs(inputs: Path | CaseFiles) -> tuple[list[Path | CaseFiles], bool]:
-    """The cases to segment, and whether they are a batch (a folder of case folders)."""
+def raw_reason(files: CaseFiles | Study, preprocess: str) -> str | None:
+    """Why a case goes through the raw pipeline, or None when it does not (``predict``'s preprocess)."""
+    if preprocess == "brats":
+        if isinstance(files, Study) or any(path.is_dir() for path in files.paths):
+            raise TumorsegError(f"{files.folder}: DICOM input is raw; use --preprocess raw or auto")
+        return None
+    return "--preprocess raw" if preprocess == "raw" else why_raw(files)
+
+
+def find_inputs(inputs: Path | CaseFiles) -> tuple[list[Path | CaseFiles | Study], bool]:
+    """The cases to segment, and whether they are a batch (a folder of case folders). A folder that
+    holds no NIfTI case but DICOM files is one study."""
     if isinstance(inputs, CaseFiles):
         return [inputs], False
     inputs = Path(inputs)
@@ -266,8 +307,10 @@ def find_inputs(inputs: Path | CaseFiles) -> tuple[list[Path | CaseFiles], bool]
             f"{inputs}: give a case folder, a folder of case folders, or --flair/--t1/--t1ce/--t2"
         )
     folders = find_case_folders(inputs)
+    if not folders and holds_dicom(inputs):
+        return [Study(inputs.resolve().name, inputs)], False
     if not folders:
-        raise TumorsegError(f"{inputs}: no BraTS case folders found")
+        raise TumorsegError(f"{inputs}: no BraTS case folders found (nor DICOM files)")
     return folders, folders != [inputs]
 
 

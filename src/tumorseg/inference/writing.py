@@ -23,6 +23,8 @@ COMPANION_SUFFIXES = {
     "probabilities": "_probabilities.nii.gz",
     "uncertainty": "_uncertainty.nii.gz",
     "volumes": "_volumes.json",
+    "atlas": "_atlas.nii.gz",  # a raw case's labels in BraTS space
+    "brain": "_brain.nii.gz",  # a raw case's brain mask on its native grid
 }
 #: Writes a file's content to the path given.
 Writer = Callable[[Path], None]
@@ -33,10 +35,18 @@ def beside(out: Path, suffix: str) -> Path:
     return out.with_name(out.name.removesuffix(".gz").removesuffix(".nii") + suffix)
 
 
-def companions(out: Path, probabilities: bool, uncertainty: bool, volumes: bool) -> list[Path]:
+def companions(
+    out: Path, probabilities: bool, uncertainty: bool, volumes: bool, raw: bool = False
+) -> list[Path]:
     """The files written beside the label map ``out``: the probabilities and the uncertainty map
-    when asked for, and a single case's volumes."""
-    wanted = {"probabilities": probabilities, "uncertainty": uncertainty, "volumes": volumes}
+    when asked for, a single case's volumes, and a raw case's atlas-space labels and brain mask."""
+    wanted = {
+        "probabilities": probabilities,
+        "uncertainty": uncertainty,
+        "volumes": volumes,
+        "atlas": raw,
+        "brain": raw,
+    }
     return [companion(out, name) for name, asked in wanted.items() if asked]
 
 

@@ -227,7 +227,7 @@ def read_config(path: Path) -> dict:
     try:
         if Path(path).stat().st_size > MAX_CONFIG_BYTES:
             raise TumorsegError(f"{path}: larger than a config file can be ({MAX_CONFIG_BYTES // 1024} kB)")
-        values = yaml.load(Path(path).read_text(), Loader=PlainLoader)  # noqa: S506 (a SafeLoader)
+        values = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=PlainLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError as err:
         raise TumorsegError(f"{path}: config file does not exist") from err
     except (yaml.YAMLError, UnicodeDecodeError) as err:

@@ -34,7 +34,7 @@ def write_history(path: Path, rows: list[dict]) -> None:
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         return [
             {k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
             for row in csv.DictReader(handle)

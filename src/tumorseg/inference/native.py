@@ -1,0 +1,133 @@
+"""Segmenting a raw study: its sequences brought to BraTS space (``tumorseg.raw.pipeline``),
+segmented there as any BraTS case, and the labels taken back to the reference sequence's grid.
+
+Beside the label map ``OUT`` go ``OUT_atlas.nii.gz`` (the labels in BraTS space, 240 x 240 x 155)
+and ``OUT_brain.nii.gz`` (the brain mask on the native grid), written as one transaction with it.
+Volumes are counted on the native grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from tumorseg.data.brats import CaseFiles, open_nifti, read_voxels, volume_shape
+from tumorseg.data.case import Case, brats_affine
+from tumorseg.data.preprocess import MIN_BACKGROUND
+from tumorseg.errors import TumorsegError
+from tumorseg.files import write_json
+from tumorseg.geometry import voxel_ml
+from tumorseg.inference.writing import companion, nifti_writer, write_together
+from tumorseg.labels import region_volumes, to_brats
+from tumorseg.raw import dicom
+from tumorseg.raw.images import BRATS_SHAPE, array
+from tumorseg.raw.pipeline import prepare, read_sequence
+
+#: How a case is brought to the models: as BraTS preprocessed it, raw, or decided per case.
+PREPROCESS_MODES = ("auto", "raw", "brats")
+
+
+@dataclass
+class Study:
+    """A DICOM study given as one folder: its series are found and named when it is read."""
+
+    case_id: str
+    folder: Path
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.folder]
+
+    @property
+    def absent(self) -> tuple[str, ...]:
+        return ()
+
+
+def why_raw(files: CaseFiles | Study) -> str | None:
+    """Why a case needs the raw pipeline (None: it looks BraTS-preprocessed), from its headers and
+    its first sequence's background."""
+    if isinstance(files, Study):
+        return "a DICOM study"
+    if any(path.is_dir() for path in files.paths):
+        return "DICOM series"
+    try:
+        headers = [open_nifti(path) for path in files.paths]
+        shapes = {volume_shape(image, path) for image, path in zip(headers, files.paths, strict=True)}
+    except TumorsegError:
+        return None  # not decided here: reading the case names the file, after the model loads
+    if len(shapes) > 1 or any(not np.allclose(h.affine, headers[0].affine, atol=1e-3) for h in headers):
+        return "its sequences lie on different grids"
+    try:
+        voxels = read_voxels(headers[0], volume_shape(headers[0], files.paths[0]), files.paths[0])
+    except TumorsegError:
+        return None
+    if np.count_nonzero(voxels == 0) / voxels.size < MIN_BACKGROUND:
+        return "its background is not 0 (not skull-stripped)"
+    return None
+
+
+def read_sequences(files: CaseFiles | Study, report: Callable[[str], None]) -> tuple[dict, dict[str, str]]:
+    """The sequences of a raw case as SimpleITK images (NIfTI files, DICOM series folders, or a
+    study), and where each came from, for messages."""
+    if isinstance(files, Study):
+        sequences, table, sources = dicom.study(files.folder)
+        report(table)
+        return sequences, sources
+    sequences = {}
+    for modality, path in files.modalities.items():
+        if path.is_dir():
+            series = dicom.find_series(path)
+            if len(series) != 1:
+                raise TumorsegError(f"{path}: holds {len(series)} series; name the folder of one")
+            sequences[modality] = dicom.read_series(series[0])
+        else:
+            volume_shape(open_nifti(path), path)  # its declared size checked before SimpleITK reads it
+            sequences[modality] = read_sequence(str(path))
+    return sequences, {modality: str(path) for modality, path in files.modalities.items()}
+
+
+@dataclass
+class NativeResult:
+    classes: np.ndarray  # internal classes on the reference sequence's grid
+    volumes_ml: dict[str, float]  # counted on that grid
+    absent: tuple[str, ...]
+
+
+def predict_raw(
+    files: CaseFiles | Study,
+    segment: Callable[[Case], np.ndarray],
+    out: Path,
+    *,
+    labels: str,
+    volumes: bool,
+    report: Callable[[str], None] = print,
+) -> NativeResult:
+    """Segment a raw case with ``segment`` (a BraTS-space case -> its classes) and write the native
+    label map ``out`` with its atlas-space labels and brain mask beside it (and its volumes JSON)."""
+    where = str(files.folder)
+    sequences, sources = read_sequences(files, report)
+    case, space = prepare(sequences, files.case_id, where, lambda step: report(f"  {step}"), sources)
+    in_atlas = segment(case)
+    native = space.to_native(in_atlas)
+    grid = nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), space.affine)
+    atlas = nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), brats_affine(BRATS_SHAPE))
+    result = NativeResult(native, region_volumes(native, voxel_ml(space.affine)), case.absent)
+    written = [
+        (out, nifti_writer(to_brats(native, labels), grid)),
+        (companion(out, "atlas"), nifti_writer(to_brats(in_atlas, labels), atlas)),
+        (companion(out, "brain"), nifti_writer(array(space.brain).astype(np.uint8), grid)),
+    ]
+    if volumes:
+        record = {
+            files.case_id: {
+                **result.volumes_ml,
+                **({"missing": list(result.absent)} if result.absent else {}),
+            }
+        }
+        written.append((companion(out, "volumes"), lambda path: write_json(path, record)))
+    write_together(written)
+    return result

@@ -1,0 +1,188 @@
+"""A DICOM study's series: found, named by sequence from their headers, and read as volumes.
+
+GDCM (inside SimpleITK) groups the files of a folder by series and orders each series' slices by
+their position along the slice normal; the image's direction and origin come from the headers
+(Image Orientation and Position (Patient)), so a head scanned prone lands where the same head
+scanned supine does, in patient coordinates.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from tumorseg.data.case import MODALITIES, check_grid
+from tumorseg.errors import TumorsegError
+
+#: The deepest folder searched below a study's root (study / patient / date / series).
+MAX_DEPTH = 4
+#: A series with fewer slices than this is a localizer or a single image, never a sequence.
+MIN_SLICES = 10
+#: Header fields read for each series (DICOM tags as GDCM names them).
+TAGS = {
+    "description": "0008|103e",
+    "sequence": "0018|0024",
+    "contrast": "0018|0010",
+    "patient": "0010|0020",
+    "modality": "0008|0060",
+    "image_type": "0008|0008",
+    "position": "0018|5100",
+}
+#: Words of a series description or sequence name that name a sequence, tried in this order: a
+#: FLAIR is a T2-weighted inversion recovery, and Siemens names it "tir" or "tirm".
+_FLAIR = re.compile(r"flair|\btirm?\b|\*tir|dark.?fluid")
+_T2 = re.compile(r"t2|\*tse|\*fse")
+_T1 = re.compile(r"t1|mprage|\bspgr\b|\bbravo\b|\*fl3d|\*fl2d|\btfe\b")
+_CONTRAST = re.compile(r"\+ ?c\b|\bgd\b|gad|contrast|\bpost\b|\bce\b|t1ce|t1c\b|\+gd|kontrast")
+_NOT_A_SEQUENCE = re.compile(r"localizer|scout|survey|\bloc\b|mip|dwi|adc|trace|perf|swi|dti")
+
+
+@dataclass
+class Series:
+    """One series of a study, as its first file's header describes it."""
+
+    uid: str
+    folder: Path
+    files: list[str]
+    header: dict[str, str]
+
+    @property
+    def description(self) -> str:
+        return self.header["description"] or self.header["sequence"] or self.uid
+
+    def sequence(self) -> str | None:
+        """Which of FLAIR, T1, T1ce, T2 this series is (None: none of them, or it cannot tell)."""
+        text = f"{self.header['description']} {self.header['sequence']}".lower()
+        if (
+            self.header["modality"] not in ("", "MR")
+            or len(self.files) < MIN_SLICES
+            or "LOCALIZER" in self.header["image_type"].upper()
+            or _NOT_A_SEQUENCE.search(text)
+        ):
+            return None
+        if _FLAIR.search(text):
+            return "flair"
+        if _T2.search(text):
+            return "t2"
+        if _T1.search(text):
+            return "t1ce" if self.header["contrast"] or _CONTRAST.search(text) else "t1"
+        return None
+
+
+def is_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM file (the 'DICM' mark after its 128-byte preamble)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def holds_dicom(folder: Path) -> bool:
+    """Whether a DICOM file lies in ``folder`` or below it (to MAX_DEPTH)."""
+    return any(any(is_dicom(Path(root) / name) for name in names) for root, names in _walk(folder))
+
+
+def _walk(folder: Path):  # noqa: ANN202 (pairs of a folder and its file names)
+    top = len(Path(folder).parts)
+    for root, dirs, names in os.walk(folder):
+        if len(Path(root).parts) - top >= MAX_DEPTH:
+            dirs.clear()
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield root, sorted(n for n in names if not n.startswith("."))
+
+
+def find_series(folder: Path) -> list[Series]:
+    """Every series under ``folder``; a study of several patients is refused."""
+    found = []
+    for root, names in _walk(folder):
+        if not names:
+            continue
+        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(root):
+            files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(root, uid))
+            found.append(Series(uid, Path(root), files, read_header(files[0])))
+    if not found:
+        raise TumorsegError(f"{folder}: no DICOM series found")
+    patients = sorted({s.header["patient"] for s in found})
+    if len(patients) > 1:
+        raise TumorsegError(
+            f"{folder}: holds series of {len(patients)} patients ({', '.join(patients)}); "
+            "give one patient's study"
+        )
+    return found
+
+
+def read_header(path: str) -> dict[str, str]:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise TumorsegError(f"{path}: not a readable DICOM image") from err
+    return {
+        name: reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
+        for name, tag in TAGS.items()
+    }
+
+
+def choose(series: list[Series], where: Path) -> dict[str, Series]:
+    """The series of each sequence; two candidates for one sequence are refused, naming both."""
+    chosen: dict[str, Series] = {}
+    for item in series:
+        sequence = item.sequence()
+        if sequence is None:
+            continue
+        if sequence in chosen:
+            raise TumorsegError(
+                f"{where}: two series look like {sequence.upper()} ({chosen[sequence].description!r} in "
+                f"{chosen[sequence].folder}, {item.description!r} in {item.folder}); name one with "
+                f"--{sequence} FOLDER"
+            )
+        chosen[sequence] = item
+    if not chosen:
+        names = "; ".join(f"{s.description!r} ({len(s.files)} images)" for s in series)
+        raise TumorsegError(f"{where}: no series recognized as FLAIR, T1, T1ce or T2 among: {names}")
+    return {m: chosen[m] for m in MODALITIES if m in chosen}
+
+
+def table(series: list[Series], chosen: dict[str, Series]) -> str:
+    """What was found and what was taken, one line a series."""
+    taken = {item.uid: sequence for sequence, item in chosen.items()}
+    lines = [f"{'sequence':<9} {'images':>6}  series"]
+    for item in series:
+        lines.append(f"{taken.get(item.uid, '-'):<9} {len(item.files):>6}  {item.description}")
+    return "\n".join(lines)
+
+
+def read_series(item: Series) -> sitk.Image:
+    """A series' slices as one 3D float volume in patient coordinates."""
+    check_grid(_declared_shape(item), f"{item.folder} ({item.description})")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(item.files)
+    try:
+        image = reader.Execute()
+    except RuntimeError as err:
+        raise TumorsegError(f"{item.folder}: series {item.description!r} could not be read ({err})") from err
+    return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def _declared_shape(item: Series) -> tuple[int, int, int]:
+    """Rows x columns x slices, from the first header, before any pixel is decoded."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(item.files[0])
+    reader.ReadImageInformation()
+    size = reader.GetSize()
+    return (int(size[0]), int(size[1]), len(item.files))
+
+
+def study(folder: Path) -> tuple[dict[str, sitk.Image], str, dict[str, str]]:
+    """The sequences of a DICOM study, the table of what was chosen, and where each lies (its
+    folder and description, for messages)."""
+    series = find_series(folder)
+    chosen = choose(series, folder)
+    volumes = {sequence: read_series(item) for sequence, item in chosen.items()}
+    return volumes, table(series, chosen), {s: f"{i.folder} ({i.description})" for s, i in chosen.items()}

@@ -1,0 +1,329 @@
+"""Raw scans: DICOM series found and named, the geometry of SimpleITK and nibabel tied together, the
+raw pipeline's steps on phantoms moved and resampled as scanners do, and one real raw patient."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import REPO, assert_clean_failure, run
+from tumorseg.data.case import MODALITIES, brats_affine
+from tumorseg.data.synth import phantom
+from tumorseg.errors import TumorsegError
+from tumorseg.labels import region_masks, to_internal
+from tumorseg.raw import dicom, images, pipeline
+from tumorseg.raw.registration import ALIGNED, register
+
+RAW = Path(os.environ.get("TUMORSEG_RAW_DATA", REPO.parent / "shared/data/raw-mri"))
+needs_raw = pytest.mark.skipif(not RAW.is_dir(), reason="raw MRI not found (set TUMORSEG_RAW_DATA)")
+
+
+# --- geometry -------------------------------------------------------------------------------------
+
+
+def test_simpleitk_and_nibabel_place_an_oblique_volume_alike(tmp_path):
+    rotation = sitk.Euler3DTransform((0, 0, 0), 0.2, -0.1, 0.3).GetMatrix()
+    affine = np.eye(4)
+    affine[:3, :3] = np.asarray(rotation).reshape(3, 3) * [0.9, 0.9, 5.5]
+    affine[:3, 3] = [90.7, -71.4, -98.4]
+    voxels = np.random.default_rng(0).integers(0, 1000, (20, 16, 6)).astype(np.int16)
+    nib.save(nib.Nifti1Image(voxels, affine), tmp_path / "v.nii.gz")
+    image = sitk.ReadImage(str(tmp_path / "v.nii.gz"))
+    assert np.allclose(images.affine(image), affine, atol=1e-4)
+    assert np.array_equal(images.array(image), voxels)
+    assert images.array(images.from_array(voxels, image)).shape == voxels.shape
+
+
+def test_the_shipped_atlas_lies_on_the_brats_grid():
+    atlas = images.atlas()
+    assert atlas.GetSize() == images.BRATS_SHAPE
+    assert np.allclose(images.affine(atlas), brats_affine(images.BRATS_SHAPE))
+    brain_ml = np.count_nonzero(images.array(atlas) > 0) / 1000
+    assert 1300 < brain_ml < 1600  # an adult brain, not a head or an empty grid
+    assert (images.ATLAS.parent / "COPYRIGHT.md").is_file()
+
+
+# --- DICOM ----------------------------------------------------------------------------------------
+
+
+def write_series(folder: Path, volume: sitk.Image, description: str, *, patient: str = "P1",
+                 contrast: str = "", series: str | None = None) -> None:  # fmt: skip
+    """``volume`` as a DICOM MR series, one file a slice, with the tags a scanner writes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    series = series or f"1.2.826.0.1.3680043.2.1125.{abs(hash((folder, description))) % 10**12}"
+    direction = volume.GetDirection()
+    volume = sitk.Cast(volume, sitk.sitkInt16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(volume.GetDepth()):
+        piece = volume[:, :, k]
+        tags = {
+            "0008|0060": "MR",
+            "0010|0020": patient,
+            "0008|103e": description,
+            "0018|0010": contrast,
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
+            "0020|000e": series,
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{v:.6f}" for v in volume.TransformIndexToPhysicalPoint((0, 0, k))),
+            "0020|0037": "\\".join(f"{v:.6f}" for v in (*direction[0::3], *direction[1::3])),
+            "0018|0050": f"{volume.GetSpacing()[2]:.4f}",
+            "0008|0018": f"{series}.{k + 1}",
+        }
+        for tag, value in tags.items():
+            piece.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{k:04d}.dcm"))
+        writer.Execute(piece)
+
+
+def oblique_volume(shape=(24, 20, 12), spacing=(1.1, 1.1, 4.0)) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.random.default_rng(1).integers(0, 900, shape[::-1]).astype(np.int16))
+    image.SetSpacing(spacing)
+    image.SetDirection(sitk.Euler3DTransform((0, 0, 0), 0.15, 0.0, -0.2).GetMatrix())
+    image.SetOrigin((-20.0, 35.0, 12.5))
+    return image
+
+
+def test_a_dicom_series_reads_back_with_its_geometry_and_voxels(tmp_path):
+    volume = oblique_volume()
+    write_series(tmp_path / "s", volume, "t1_mprage_sag")
+    [found] = dicom.find_series(tmp_path)
+    read = dicom.read_series(found)
+    assert found.sequence() == "t1" and len(found.files) == volume.GetDepth()
+    assert np.allclose(read.GetOrigin(), volume.GetOrigin(), atol=1e-3)
+    assert np.allclose(read.GetSpacing(), volume.GetSpacing(), atol=1e-3)
+    assert np.allclose(read.GetDirection(), volume.GetDirection(), atol=1e-4)
+    assert np.array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(volume))
+
+
+@pytest.mark.parametrize(
+    ("description", "contrast", "slices", "expected"),
+    [
+        ("AX FLAIR", "", 30, "flair"),
+        ("t2_tirm_tra_dark-fluid", "", 30, "flair"),
+        ("t2_tse_tra", "", 30, "t2"),
+        ("T1 AX POST GD", "", 30, "t1ce"),
+        ("t1_fl2d_sag", "Gadovist", 30, "t1ce"),
+        ("t1_mprage_sag", "", 30, "t1"),
+        ("t1_fl2d_sag", "", 35, "t1"),
+        ("localizer", "", 30, None),
+        ("t1 3-plane", "", 3, None),  # too few images: a localizer whatever its name
+        ("ep2d_diff DWI", "", 30, None),
+        ("Series 7", "", 30, None),
+    ],
+)
+def test_series_are_named_from_their_headers(description, contrast, slices, expected):
+    header = dict.fromkeys(dicom.TAGS, "") | {
+        "description": description,
+        "contrast": contrast,
+        "modality": "MR",
+    }
+    assert dicom.Series("1", Path("."), ["f"] * slices, header).sequence() == expected
+
+
+def test_a_study_with_two_t1ce_candidates_names_both(tmp_path):
+    write_series(tmp_path / "a", oblique_volume(), "T1 POST GD")
+    write_series(tmp_path / "b", oblique_volume(), "t1_mprage +C")
+    with pytest.raises(TumorsegError, match=r"two series look like T1CE .*T1 POST GD.*t1_mprage \+C.*--t1ce"):
+        dicom.choose(dicom.find_series(tmp_path), tmp_path)
+
+
+def test_a_study_with_nothing_recognized_lists_what_it_holds(tmp_path):
+    write_series(tmp_path / "a", oblique_volume(), "Series 7")
+    with pytest.raises(TumorsegError, match=r"no series recognized .*'Series 7' \(12 images\)"):
+        dicom.choose(dicom.find_series(tmp_path), tmp_path)
+
+
+def test_a_study_of_two_patients_is_refused(tmp_path):
+    write_series(tmp_path / "a", oblique_volume(), "AX FLAIR", patient="P1")
+    write_series(tmp_path / "b", oblique_volume(), "t2_tse", patient="P2")
+    with pytest.raises(TumorsegError, match="2 patients"):
+        dicom.find_series(tmp_path)
+
+
+def test_convert_writes_each_sequence_as_nifti_on_its_own_grid(tmp_path, capsys):
+    study = tmp_path / "study"
+    write_series(study / "1", oblique_volume(), "AX FLAIR")
+    write_series(study / "2", oblique_volume(spacing=(0.9, 0.9, 5.0)), "T1 POST GD")
+    write_series(study / "3", oblique_volume(shape=(8, 8, 3)), "localizer")
+    code, _ = run(["convert", study, "--out", tmp_path / "nifti"], capsys)
+    assert code == 0
+    written = sorted(p.name for p in (tmp_path / "nifti").iterdir())
+    assert written == ["flair.nii.gz", "t1ce.nii.gz"]
+    assert np.allclose(nib.load(tmp_path / "nifti" / "t1ce.nii.gz").header.get_zooms(), (0.9, 0.9, 5.0))
+    before = (tmp_path / "nifti" / "flair.nii.gz").read_bytes()
+    code, err = run(["convert", study, "--out", tmp_path / "nifti"], capsys)
+    assert_clean_failure(code, err, "flair.nii.gz", "--overwrite")
+    assert (tmp_path / "nifti" / "flair.nii.gz").read_bytes() == before
+
+
+@needs_raw
+def test_a_head_scanned_prone_lands_where_the_supine_one_does():
+    """The same head, head-first supine and prone: in patient coordinates the two differ by how
+    the head lay (a few degrees), never by the half turn a position read wrong would make."""
+    supine, prone = (
+        dicom.read_series(dicom.find_series(RAW / "dicom-decubitus" / p)[0]) for p in ("HFS", "HFP")
+    )
+    moved = register(supine, prone)
+    angles = np.rad2deg(np.abs([moved.GetAngleX(), moved.GetAngleY(), moved.GetAngleZ()]))
+    assert angles.max() < 15, angles
+
+
+# --- the pipeline on phantoms ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def raw_phantom():
+    """A phantom in BraTS space (3 mm voxels, centred), and its four sequences as a scanner gives
+    them: each moved by its own rigid transform and sampled on a 2 x 2 x 5 mm grid."""
+    image, label = phantom(np.random.default_rng(3), shape=(64, 64, 40))
+    centre = np.array([119.5, -119.5, 77.0])
+    truth = []
+    for channel in (*image, label):
+        volume = sitk.GetImageFromArray(np.ascontiguousarray(channel.transpose(2, 1, 0)).astype(np.float32))
+        volume.SetSpacing((3.0, 3.0, 3.0))
+        volume.SetOrigin(tuple(centre - 1.5 * (np.array(channel.shape) - 1)))
+        truth.append(volume)
+    native, moves = {}, {}
+    for index, modality in enumerate(MODALITIES):
+        move = sitk.Euler3DTransform(
+            tuple(centre), *np.deg2rad([2 * index, -3, 4 + index]), (3.0 * index, -4, 2)
+        )
+        grid = sitk.Image(104, 104, 30, sitk.sitkFloat32)
+        grid.SetSpacing((2.0, 2.0, 5.0))
+        grid.SetOrigin(tuple(centre - [103.0, 103.0, 72.5]))  # the whole head, as a scanner frames it
+        native[modality] = sitk.Resample(truth[index], grid, move, sitk.sitkLinear, 0.0)
+        moves[modality] = move
+    grid = images.brats_grid()
+    in_brats = [
+        sitk.Resample(t, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32) for t in truth
+    ]
+    return native, moves, in_brats, truth[-1]
+
+
+@pytest.fixture
+def phantom_steps(monkeypatch, raw_phantom):
+    """The phantoms' own T1 as the atlas, and their brain (0 outside it) as the skull stripper's."""
+    monkeypatch.setattr(images, "atlas", lambda: raw_phantom[2][MODALITIES.index("t1")])
+    monkeypatch.setattr(pipeline, "brain_mask", lambda image, where: sitk.Cast(image > 0, sitk.sitkUInt8))
+
+
+def test_the_pipeline_undoes_each_sequences_move_and_takes_labels_back(raw_phantom, phantom_steps):
+    native, moves, in_brats, label = raw_phantom
+    steps = []
+    case, space = pipeline.prepare(native, "p", "p", report=steps.append)
+    assert steps[0] == "skull stripping t1ce" and steps[-1] == "resampling to the BraTS grid"
+    assert space.reference == "t1ce" and min(space.overlap.values()) >= ALIGNED
+    assert case.image.shape == (4, *images.BRATS_SHAPE) and np.allclose(
+        case.affine, brats_affine(images.BRATS_SHAPE)
+    )
+    # where each transform takes the brain's points, against where the moves put them (mm)
+    brain = np.argwhere(images.array(in_brats[MODALITIES.index("t1")]) > 0)[::97]
+    points = [images.brats_grid().TransformIndexToPhysicalPoint([int(v) for v in i]) for i in brain]
+    native_points = [space.to_atlas.TransformPoint(q) for q in points]
+    error = [
+        np.linalg.norm(np.subtract(moves["t1ce"].TransformPoint(p), q))
+        for p, q in zip(native_points, points, strict=True)
+    ]
+    assert np.mean(error) < 1.0, np.mean(error)
+    for modality, found in space.coregistered.items():
+        error = [
+            np.linalg.norm(
+                np.subtract(
+                    moves[modality].TransformPoint(found.TransformPoint(p)), moves["t1ce"].TransformPoint(p)
+                )
+            )
+            for p in native_points
+        ]
+        assert np.mean(error) < 1.0, (modality, np.mean(error))
+    again, _ = pipeline.prepare(native, "p", "p")  # the same, to the last bit
+    assert np.array_equal(again.image, case.image)
+    inside = images.array(in_brats[MODALITIES.index("t1")]) > 0
+    for index, modality in enumerate(MODALITIES):  # the voxels follow the transforms
+        assert np.corrcoef(case.image[index][inside], images.array(in_brats[index])[inside])[0, 1] > 0.85, (
+            modality
+        )
+    labels = np.rint(images.array(in_brats[-1])).astype(np.uint8)
+    back = space.to_native(to_internal(labels))
+    expected = sitk.Resample(label, native["t1ce"], moves["t1ce"], sitk.sitkNearestNeighbor, 0.0)
+    expected = to_internal(np.rint(images.array(expected)).astype(np.uint8))
+    assert back.shape == images.array(native["t1ce"]).shape
+    ours, theirs = region_masks(back)[0], region_masks(expected)[0]
+    assert 2 * np.count_nonzero(ours & theirs) / (np.count_nonzero(ours) + np.count_nonzero(theirs)) > 0.85
+
+
+def test_a_sequence_of_another_head_fails_registration_with_one_line(raw_phantom, phantom_steps):
+    native = dict(raw_phantom[0])
+    noise = np.random.default_rng(0).uniform(1, 1000, images.array(native["t2"]).shape).astype(np.float32)
+    native["t2"] = images.from_array(noise, native["t2"])
+    with pytest.raises(TumorsegError, match=r"p: t2: registration to t1ce failed \(the brains overlap"):
+        pipeline.prepare(native, "p", "p")
+
+
+# --- deciding what is raw, and the real thing ------------------------------------------------------
+
+
+def test_auto_tells_raw_cases_from_preprocessed_ones(phantoms, tmp_path):
+    from tumorseg.data.brats import find_case_files
+    from tumorseg.inference.native import Study, why_raw
+
+    case = find_case_files(next(p for p in sorted(phantoms.iterdir()) if p.is_dir()), require_label=False)
+    assert why_raw(case) is None
+    assert why_raw(Study("s", tmp_path)) == "a DICOM study"
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for modality, path in case.modalities.items():
+        image = nib.load(path)
+        affine = image.affine.copy()
+        if modality == "t2":
+            affine[0, 3] += 7  # on its own slab
+        data = np.asarray(image.dataobj)
+        if modality == "flair":
+            data = data + 100  # skull on: nothing is 0
+        nib.save(nib.Nifti1Image(data, affine), moved / path.name)
+    found = find_case_files(moved, require_label=False)
+    assert why_raw(found) == "its sequences lie on different grids"
+    nib.save(nib.load(case.modalities["t2"]), moved / case.modalities["t2"].name)
+    assert "not skull-stripped" in why_raw(find_case_files(moved, require_label=False))
+
+
+def test_dicom_input_with_preprocess_brats_is_refused(tmp_path, capsys):
+    write_series(tmp_path / "study", oblique_volume(), "AX FLAIR")
+    code, err = run(
+        ["predict", tmp_path / "study", "--out", tmp_path / "s.nii.gz", "--preprocess", "brats"], capsys
+    )
+    assert_clean_failure(code, err, "study", "DICOM input is raw; use --preprocess raw or auto")
+
+
+@needs_raw
+def test_a_real_raw_patient_is_segmented_on_its_own_grid(tmp_path, capsys):
+    """TCGA-FG-6692: four sequences on their own slabs and angles, skull on. The label map lies on
+    the T1ce's grid; the atlas-space copy and the brain mask beside it; the whole tumor agrees with
+    the BraTS Toolkit's fusion of five challenge models (taken to the T1ce through its ANTs
+    transforms) as docs/results.md reports."""
+    patient = RAW / "TCGA-FG-6692"
+    files = [f"--{m}={patient / f'TCGA-FG-6692_{m}.nii.gz'}" for m in MODALITIES]
+    out = tmp_path / "seg.nii.gz"
+    code, err = run(["predict", *files, "--out", out], capsys)
+    assert code == 0, err
+    t1ce = nib.load(patient / "TCGA-FG-6692_t1ce.nii.gz")
+    seg = nib.load(out)
+    assert seg.shape == t1ce.shape and np.allclose(seg.affine, t1ce.affine, atol=1e-3)
+    assert nib.load(tmp_path / "seg_atlas.nii.gz").shape == images.BRATS_SHAPE
+    assert nib.load(tmp_path / "seg_brain.nii.gz").shape == t1ce.shape
+    reference = patient / "reference"
+    ants = {name: sitk.ReadTransform(str(reference / f"ants_{name}_0GenericAffine.mat"))
+            for name in ("t1c_to_t1", "native_t1_to_brats")}  # fmt: skip
+    to_brats = sitk.CompositeTransform(
+        [ants["native_t1_to_brats"].GetInverse(), ants["t1c_to_t1"].GetInverse()]
+    )
+    fusion = sitk.ReadImage(str(reference / "brats_space_seg_fusion_simple.nii.gz"))
+    grid = sitk.ReadImage(str(patient / "TCGA-FG-6692_t1ce.nii.gz"))
+    fusion = to_internal(images.array(sitk.Resample(fusion, grid, to_brats, sitk.sitkNearestNeighbor, 0)))
+    ours, theirs = region_masks(to_internal(np.asarray(seg.dataobj)))[0], region_masks(fusion)[0]
+    assert 2 * np.count_nonzero(ours & theirs) / (np.count_nonzero(ours) + np.count_nonzero(theirs)) > 0.8
