@@ -12,23 +12,21 @@ Prints, per patient:
 
 Raw cases come from $TUMORSEG_RAW_DATA or ../shared/data/raw-mri.
 
-    python benchmarks/raw_references.py
+    cd benchmarks && python raw_references.py
 """
 
 from __future__ import annotations
 
 import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from predict_command import COMMAND, timed  # this folder's benchmarks; scripts run from here
 from tumorseg.labels import to_internal
 from tumorseg.metrics import region_dice
 from tumorseg.raw import images
@@ -50,13 +48,12 @@ def mask_dice(a: sitk.Image, b: sitk.Image) -> float:
 
 
 def run_predict(patient: Path, out: Path) -> tuple[float, float]:
-    """The whole command as a user runs it: seconds and peak memory (GB)."""
+    """The whole command as a user runs it, in a fresh process: seconds and peak memory (GB)."""
     files = [f"--{m}={patient / f'{patient.name}_{m}.nii.gz'}" for m in ("flair", "t1", "t1ce", "t2")]
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "tumorseg", "predict", *files, "--out", str(out)], check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
-    seconds = time.perf_counter() - start
-    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
+    seconds, megabytes = timed(
+        [sys.executable, "-c", COMMAND.format(imports=""), "predict", *files, "--out", str(out)]
+    )
+    return seconds, megabytes / 1024
 
 
 def main() -> None:

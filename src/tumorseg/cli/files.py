@@ -52,7 +52,10 @@ def predict_files(args: argparse.Namespace) -> Files:
     out = Path(args.out)
     outputs = (out, *companions(out, probabilities=True, uncertainty=True, volumes=True, raw=True))
     explicit = present(args.flair, args.t1, args.t1ce, args.t2)
-    return Files(model_inputs(args.model or []) + present(args.input) + explicit, outputs)
+    return Files(
+        model_inputs(args.model or []) + present(args.input) + explicit,
+        outputs + present(args.keep_preprocessed),
+    )
 
 
 def evaluate_files(args: argparse.Namespace) -> Files:

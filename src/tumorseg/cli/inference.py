@@ -79,6 +79,13 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         "--labels", choices=("brats", "2023"), default="brats", help="2023: enhancing tumor is 3, not 4"
     )
     add_model_options(p, predicting=True)
+    p.add_argument(
+        "--keep-preprocessed",
+        type=Path,
+        metavar="DIR",
+        help="write each raw case's sequences in BraTS space as the case folder DIR/CASE, for "
+        "`tumorseg view DIR/CASE --seg OUT_atlas.nii.gz`",
+    )
     p.add_argument("--probabilities", action="store_true", help="also write <out>_probabilities.nii.gz")
     p.add_argument(
         "--uncertainty",
@@ -120,6 +127,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         probabilities=args.probabilities,
         uncertainty=args.uncertainty,
         preprocess=args.preprocess,
+        keep_preprocessed=args.keep_preprocessed,
     )
     if result.volumes:
         print(f"{'case':<28} {'WT mL':>8} {'TC mL':>8} {'ET mL':>8}")

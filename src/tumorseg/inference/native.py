@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from tumorseg.data.brats import CaseFiles, open_nifti, read_voxels, volume_shape
-from tumorseg.data.case import Case, brats_affine
+from tumorseg.data.case import MODALITIES, Case, brats_affine
 from tumorseg.data.preprocess import MIN_BACKGROUND
 from tumorseg.errors import TumorsegError
 from tumorseg.files import write_json
@@ -45,6 +45,19 @@ class Study:
     @property
     def absent(self) -> tuple[str, ...]:
         return ()
+
+
+def preprocessed_writers(case: Case, folder: Path, grid: nib.Nifti1Image) -> list:
+    """Writers of a BraTS-space case's sequences as a BraTS case folder (``CASE_flair.nii.gz``...)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        (
+            folder / f"{case.case_id}_{modality}.nii.gz",
+            nifti_writer(case.image[index].astype(np.float32), grid),
+        )
+        for index, modality in enumerate(MODALITIES)
+        if modality not in case.absent
+    ]
 
 
 def why_raw(files: CaseFiles | Study) -> str | None:
@@ -104,10 +117,12 @@ def predict_raw(
     *,
     labels: str,
     volumes: bool,
+    keep: Path | None = None,
     report: Callable[[str], None] = print,
 ) -> NativeResult:
     """Segment a raw case with ``segment`` (a BraTS-space case -> its classes) and write the native
-    label map ``out`` with its atlas-space labels and brain mask beside it (and its volumes JSON)."""
+    label map ``out`` with its atlas-space labels and brain mask beside it (and its volumes JSON);
+    with ``keep``, its BraTS-space sequences too, as the case folder ``keep/CASE`` (for ``view``)."""
     where = str(files.folder)
     sequences, sources = read_sequences(files, report)
     case, space = prepare(sequences, files.case_id, where, lambda step: report(f"  {step}"), sources)
@@ -121,6 +136,8 @@ def predict_raw(
         (companion(out, "atlas"), nifti_writer(to_brats(in_atlas, labels), atlas)),
         (companion(out, "brain"), nifti_writer(array(space.brain).astype(np.uint8), grid)),
     ]
+    if keep is not None:
+        written += preprocessed_writers(case, keep / files.case_id, atlas)
     if volumes:
         record = {
             files.case_id: {

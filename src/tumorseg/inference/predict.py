@@ -42,7 +42,7 @@ from tumorseg.inference.writing import companion, companions, nifti_writer, writ
 from tumorseg.labels import region_volumes, to_brats, to_internal
 from tumorseg.locks import exclusive_lock
 from tumorseg.outputs import claim_outputs
-from tumorseg.raw.dicom import holds_dicom
+from tumorseg.raw.dicom import holds_dicom, study_folders
 
 #: The steps a raw case goes through, as printed before it is segmented.
 RAW_STEPS = "skull stripping, rigid co-registration, SRI24 atlas registration, 1 mm resampling"
@@ -119,6 +119,7 @@ def predict_case(
     volumes: bool = False,
     read_ahead: Future[tuple[Case, nib.Nifti1Image]] | None = None,
     raw: bool = False,
+    keep_preprocessed: Path | None = None,
 ) -> Prediction:
     """Read a case's modalities (unless ``read_ahead`` is reading them: ``read_inputs``), segment them,
     and write the label map with what is asked beside it (probabilities, the uncertainty map, the
@@ -132,7 +133,7 @@ def predict_case(
                 "BraTS-preprocessed cases only"
             )
         done = predict_raw(files, lambda case: segment(case, segmenter).classes, out, labels=labels,
-                           volumes=volumes)  # fmt: skip
+                           volumes=volumes, keep=keep_preprocessed)  # fmt: skip
         return Prediction(files.case_id, done.classes, None, done.volumes_ml, absent=done.absent)
     case, reference = read_inputs(files) if read_ahead is None else read_ahead.result()
     prediction = segment(case, segmenter, keep_probabilities=probabilities, uncertainty=uncertainty)
@@ -189,6 +190,7 @@ def predict(
     uncertainty: bool = False,
     progress: bool | None = None,
     preprocess: str = "auto",
+    keep_preprocessed: Path | None = None,
 ) -> BatchResult:
     """Segment one case (a case folder or four files) into the file ``out``, or every case folder
     under ``inputs`` into the folder ``out`` (``<case>.nii.gz`` each, plus ``volumes.json``).
@@ -197,8 +199,10 @@ def predict(
     and whole (unless ``overwrite``). ``preprocess``: "raw" runs the BraTS preprocessing on every
     case, "brats" on none, "auto" on the cases that need it (``native.why_raw``)."""
     cases, batch = find_inputs(inputs)
-    if batch:
+    if batch and not isinstance(cases[0], Study):
         cases, failed = case_files(cases)
+    elif batch:
+        failed = []
     else:
         cases, failed = (
             [
@@ -224,7 +228,8 @@ def predict(
                 first = reader.submit(read_inputs, cases[0]) if ahead else None
                 segment_all(cases, out, batch, make_segmenter(), result, overwrite, progress, first,
                             labels=labels, probabilities=probabilities,
-                            uncertainty=uncertainty, preprocess=preprocess)  # fmt: skip
+                            uncertainty=uncertainty, preprocess=preprocess,
+                            keep_preprocessed=keep_preprocessed)  # fmt: skip
             return result
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
@@ -261,7 +266,7 @@ def segment_all(
                 print(f"{files.case_id}: raw ({reason}): {RAW_STEPS}")
             asked = companions(target, options["probabilities"], options["uncertainty"], volumes=not batch,
                                raw=reason is not None)  # fmt: skip
-            done = leftover(target, files, asked) if batch and not overwrite else None
+            done = leftover(target, files, asked, reason is not None) if batch and not overwrite else None
             if done is not None:
                 result.skipped.append(target)
                 recorded = record_skipped(files.case_id, *done, volumes_file, recorded, options["labels"])
@@ -271,7 +276,7 @@ def segment_all(
             prediction = predict_case(
                 files, segmenter, target, read_ahead=read_ahead, volumes=not batch, raw=reason is not None,
                 labels=options["labels"], probabilities=options["probabilities"],
-                uncertainty=options["uncertainty"],
+                uncertainty=options["uncertainty"], keep_preprocessed=options["keep_preprocessed"],
             )  # fmt: skip
         except TumorsegError as err:
             if not batch:
@@ -296,7 +301,7 @@ def raw_reason(files: CaseFiles | Study, preprocess: str) -> str | None:
 
 def find_inputs(inputs: Path | CaseFiles) -> tuple[list[Path | CaseFiles | Study], bool]:
     """The cases to segment, and whether they are a batch (a folder of case folders). A folder that
-    holds no NIfTI case but DICOM files is one study."""
+    holds no NIfTI case but DICOM files is one study, or a batch of them (``dicom.study_folders``)."""
     if isinstance(inputs, CaseFiles):
         return [inputs], False
     inputs = Path(inputs)
@@ -308,7 +313,8 @@ def find_inputs(inputs: Path | CaseFiles) -> tuple[list[Path | CaseFiles | Study
         )
     folders = find_case_folders(inputs)
     if not folders and holds_dicom(inputs):
-        return [Study(inputs.resolve().name, inputs)], False
+        studies = study_folders(inputs)
+        return [Study(folder.resolve().name, folder) for folder in studies], studies != [inputs]
     if not folders:
         raise TumorsegError(f"{inputs}: no BraTS case folders found (nor DICOM files)")
     return folders, folders != [inputs]
@@ -354,15 +360,18 @@ def case_files(folders: list[Path]) -> tuple[list[CaseFiles], list[tuple[str, st
     return found, failed
 
 
-def leftover(target: Path, files: CaseFiles, asked: list[Path]) -> tuple[np.ndarray, np.ndarray] | None:
+def leftover(
+    target: Path, files: CaseFiles | Study, asked: list[Path], raw: bool = False
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The label map an earlier run left for this case and its affine, read whole and checked as
-    any input; None (redo it) for a zero-byte, truncated or broken file, one of another grid, or
-    when a companion now ``asked`` for is missing."""
+    any input; None (redo it) for a zero-byte, truncated or broken file, one of another grid (for a
+    preprocessed case: a raw one's lies on its reference sequence's), or when a companion now
+    ``asked`` for is missing."""
     if not target.exists() or not all(path.exists() for path in asked):
         return None
     try:
         image = open_nifti(target)
-        if image.shape != open_nifti(files.paths[0]).shape:
+        if not raw and image.shape != open_nifti(files.paths[0]).shape:
             return None
         return read_voxels(image, volume_shape(image, target), target), image.affine
     except Exception:  # noqa: BLE001 (any unreadable leftover is simply redone)

@@ -8,6 +8,7 @@ scanned supine does, in patient coordinates.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -98,6 +99,18 @@ def _walk(folder: Path):  # noqa: ANN202 (pairs of a folder and its file names)
 
 def find_series(folder: Path) -> list[Series]:
     """Every series under ``folder``; a study of several patients is refused."""
+    found = all_series(folder)
+    patients = sorted({s.header["patient"] for s in found})
+    if len(patients) > 1:
+        raise TumorsegError(
+            f"{folder}: holds series of {len(patients)} patients ({', '.join(patients)}); "
+            "give one patient's study"
+        )
+    return found
+
+
+def all_series(folder: Path) -> list[Series]:
+    """Every series under ``folder``, of any patient."""
     found = []
     for root, names in _walk(folder):
         if not names:
@@ -107,13 +120,15 @@ def find_series(folder: Path) -> list[Series]:
             found.append(Series(uid, Path(root), files, read_header(files[0])))
     if not found:
         raise TumorsegError(f"{folder}: no DICOM series found")
-    patients = sorted({s.header["patient"] for s in found})
-    if len(patients) > 1:
-        raise TumorsegError(
-            f"{folder}: holds series of {len(patients)} patients ({', '.join(patients)}); "
-            "give one patient's study"
-        )
     return found
+
+
+def study_folders(folder: Path) -> list[Path]:
+    """The studies under ``folder``: itself when its series are one patient's, else each of its
+    subfolders that holds DICOM files (a batch, one patient each)."""
+    if len({s.header["patient"] for s in all_series(folder)}) == 1:
+        return [folder]
+    return [sub for sub in sorted(folder.iterdir()) if sub.is_dir() and holds_dicom(sub)]
 
 
 def read_header(path: str) -> dict[str, str]:
@@ -186,3 +201,45 @@ def study(folder: Path) -> tuple[dict[str, sitk.Image], str, dict[str, str]]:
     chosen = choose(series, folder)
     volumes = {sequence: read_series(item) for sequence, item in chosen.items()}
     return volumes, table(series, chosen), {s: f"{i.folder} ({i.description})" for s, i in chosen.items()}
+
+
+#: The root of the UIDs tumorseg makes for series it writes (a UUID-derived root, ISO 2.25).
+UID_ROOT = "2.25."
+
+
+def make_uid(*parts: object) -> str:
+    """A DICOM UID made from ``parts``: the same parts give the same UID."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return UID_ROOT + str(int.from_bytes(digest[:16], "big"))
+
+
+def write_series(
+    volume: sitk.Image, folder: Path, description: str, *, patient: str = "anonymous", contrast: str = ""
+) -> None:
+    """``volume`` as an MR series of one file a slice in ``folder``, with the fields that place and
+    name it (position, orientation, description, patient, contrast agent): made-raw test studies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    series = make_uid(patient, description, "series")
+    direction = volume.GetDirection()
+    volume = sitk.Cast(sitk.Clamp(volume, lowerBound=-32768, upperBound=32767), sitk.sitkInt16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(volume.GetDepth()):
+        piece = volume[:, :, k]
+        tags = {
+            "0008|0060": "MR",
+            "0010|0020": patient,
+            "0008|103e": description,
+            "0018|0010": contrast,
+            "0020|000d": make_uid(patient, "study"),
+            "0020|000e": series,
+            "0008|0018": f"{series}.{k + 1}",
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{v:.6f}" for v in volume.TransformIndexToPhysicalPoint((0, 0, k))),
+            "0020|0037": "\\".join(f"{v:.6f}" for v in (*direction[0::3], *direction[1::3])),
+            "0018|0050": f"{volume.GetSpacing()[2]:.4f}",
+        }
+        for tag, value in tags.items():
+            piece.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{k + 1:04d}.dcm"))
+        writer.Execute(piece)

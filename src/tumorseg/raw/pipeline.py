@@ -99,7 +99,9 @@ def prepare(
     atlas = images.atlas()
     atlas_brain = sitk.Cast(atlas > 0, sitk.sitkUInt8)
     moving = sitk.Mask(sitk.Cast(t1, sitk.sitkFloat32), brain)
-    to_atlas = register(atlas, moving, fixed_mask=atlas_brain, by_moments=True)
+    # from the centres of mass: a scan's field of view may reach far below the brain (the made-raw
+    # fields, all centred, did 0.18 mm better from the image centres: s.e. 0.08, a cost taken)
+    to_atlas = register(atlas, moving, same_contrast=True, by_moments=True)
     overlaps["atlas"] = overlap(atlas_brain, brain, to_atlas)
     check_aligned(overlaps["atlas"], f"{sources[reference]}: registration to the SRI24 atlas")
     space = NativeSpace(reference, fixed, brain, to_atlas, coregistered, brains, overlaps)

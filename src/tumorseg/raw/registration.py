@@ -16,17 +16,19 @@ BINS = 32
 #: samples a level takes: beyond about 50,000 the solution moves by less than 0.1 mm.
 SAMPLING = 0.1
 MAX_SAMPLES = 50_000
-#: Two brains overlap at least this much (Dice) once aligned: the raw glioma cases' sequences
-#: overlap 0.93 to 0.98 and their brains the atlas 0.93 to 0.95, and none of them moved 20 mm and
-#: 20 degrees away overlaps more than 0.86 (docs/results.md, "Raw scans").
-ALIGNED = 0.9
+#: Two brains overlap at least this much (Dice of their skull-stripping masks) once aligned, or the
+#: registration failed grossly (another head, a slide off the brain). Aligned pairs scored 0.81 to
+#: 0.98 (the 0.81: a FLAIR whose mask deepbet cut short, registered within 0.6 mm of the truth),
+#: brains 20 mm and 20 degrees off 0.49 to 0.86, a sequence of noise 0.44 (docs/results.md, "Raw
+#: scans"): the check catches gross failures, not a few millimetres.
+ALIGNED = 0.75
 
 
 def register(
     fixed: sitk.Image,
     moving: sitk.Image,
     *,
-    fixed_mask: sitk.Image | None = None,
+    same_contrast: bool = False,
     by_moments: bool = False,
     seed: int = 0,
 ) -> sitk.Transform:
@@ -35,8 +37,14 @@ def register(
     It starts from the images' centres (their intensities' centres of mass ``by_moments``, for
     images that frame different fields of view, such as a brain and an atlas) and ends at about
     1 mm: the images are first averaged down to about 1 mm voxels (``about_1mm``), then the levels
-    shrink the fixed image 4, 2 and 1 times.
-    The whole heads are compared: restricted to the brain, a T2 of 5 mm slices slid 20 mm off."""
+    shrink the fixed image 4, 2 and 1 times. Images of one contrast (a T1 and the T1 atlas) are
+    compared by correlation, others by mutual information: on 28 shared patients made raw,
+    correlation put the brain 4.1 mm from the truth on average, mutual information 5.3 (paired
+    +1.18 mm, s.e. 0.33; ``experiments/atlas_registration.py``).
+
+    The whole images are compared, never a masked part: restricted to the brain, a T2 of 5 mm
+    slices slid 20 mm off, and on three made-raw patients the atlas registration came back 6 to
+    16 mm from the truth against 1.4 to 3.3 mm without the mask."""
     fixed, moving = about_1mm(fixed), about_1mm(moving)
     start = sitk.CenteredTransformInitializer(
         fixed,
@@ -47,14 +55,15 @@ def register(
         else sitk.CenteredTransformInitializerFilter.GEOMETRY,
     )
     method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(BINS)
+    if same_contrast:
+        method.SetMetricAsCorrelation()
+    else:
+        method.SetMetricAsMattesMutualInformation(BINS)
     method.SetMetricSamplingStrategy(method.RANDOM)
     shrink = [4, 2, 1]
     voxels = [np.prod([max(1, n // f) for n in fixed.GetSize()]) for f in shrink]
     share = [min(SAMPLING, MAX_SAMPLES / n) for n in voxels]
     method.SetMetricSamplingPercentagePerLevel(share, seed + 1)  # 0 would mean "seed from the clock"
-    if fixed_mask is not None:
-        method.SetMetricFixedMask(fixed_mask)
     method.SetInterpolator(sitk.sitkLinear)
     # a step that shrinks slowly to 1e-4: stopped at 1e-3, a phantom moved by 4 to 7 degrees came
     # back 1.6 mm off on average, 0.4 mm with these settings (tests/test_raw.py)
