@@ -238,6 +238,18 @@ def write_series(
             "0020|0032": "\\".join(f"{v:.6f}" for v in volume.TransformIndexToPhysicalPoint((0, 0, k))),
             "0020|0037": "\\".join(f"{v:.6f}" for v in (*direction[0::3], *direction[1::3])),
             "0018|0050": f"{volume.GetSpacing()[2]:.4f}",
+            "0018|0088": f"{volume.GetSpacing()[2]:.4f}",
+            "0020|0011": str(int(series.rsplit(".", 1)[-1]) % 1000 + 1),  # series number
+            "0020|0012": "1",  # acquisition number: one acquisition, which converters keep whole
+            "0008|0008": "DERIVED\\SECONDARY",
+            "0008|0070": "tumorseg",
+            "0018|5100": "HFS",
+            "0008|0020": "20000101",  # study, series and content dates and times: one for the series
+            "0008|0030": "000000",
+            "0008|0021": "20000101",
+            "0008|0031": "000000",
+            "0008|0023": "20000101",
+            "0008|0033": "000000",
         }
         for tag, value in tags.items():
             piece.SetMetaData(tag, value)
