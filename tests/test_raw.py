@@ -321,3 +321,28 @@ def test_a_folder_of_studies_is_a_batch_and_one_study_is_one_case(tmp_path):
     assert batch and [(c.case_id, c.folder.name) for c in cases] == [("P1", "P1"), ("P2", "P2")]
     cases, batch = find_inputs(tmp_path / "all" / "P1")
     assert not batch and cases == [Study("P1", tmp_path / "all" / "P1")]
+
+
+def test_kept_preprocessed_files_are_not_replaced_without_overwrite(raw_phantom, phantom_steps, tmp_path):
+    from tumorseg.data.brats import CaseFiles
+    from tumorseg.inference.native import predict_raw
+
+    native = raw_phantom[0]
+    paths = {}
+    for modality, image in native.items():
+        paths[modality] = tmp_path / f"p_{modality}.nii.gz"
+        sitk.WriteImage(image, str(paths[modality]))
+    files = CaseFiles("p", tmp_path, paths, None, "brats")
+    kept = tmp_path / "pre" / "p"
+    kept.mkdir(parents=True)
+    (kept / "p_t1ce.nii.gz").write_bytes(b"a user's file")
+    out = tmp_path / "seg.nii.gz"
+
+    def segment(case):
+        return np.zeros(case.image.shape[1:], np.uint8)
+
+    with pytest.raises(TumorsegError, match="p_t1ce.nii.gz: exists; pass --overwrite"):
+        predict_raw(files, segment, out, labels="brats", volumes=False, keep=tmp_path / "pre", report=print)
+    assert (kept / "p_t1ce.nii.gz").read_bytes() == b"a user's file" and not out.exists()
+    predict_raw(files, segment, out, labels="brats", volumes=False, keep=tmp_path / "pre", replace=True)
+    assert out.exists() and nib.load(kept / "p_t1ce.nii.gz").shape == images.BRATS_SHAPE

@@ -23,6 +23,7 @@ from tumorseg.files import write_json
 from tumorseg.geometry import voxel_ml
 from tumorseg.inference.writing import companion, nifti_writer, write_together
 from tumorseg.labels import region_volumes, to_brats
+from tumorseg.outputs import claim_outputs
 from tumorseg.raw import dicom
 from tumorseg.raw.images import BRATS_SHAPE, array
 from tumorseg.raw.pipeline import prepare, read_sequence
@@ -49,7 +50,6 @@ class Study:
 
 def preprocessed_writers(case: Case, folder: Path, grid: nib.Nifti1Image) -> list:
     """Writers of a BraTS-space case's sequences as a BraTS case folder (``CASE_flair.nii.gz``...)."""
-    folder.mkdir(parents=True, exist_ok=True)
     return [
         (
             folder / f"{case.case_id}_{modality}.nii.gz",
@@ -118,6 +118,7 @@ def predict_raw(
     labels: str,
     volumes: bool,
     keep: Path | None = None,
+    replace: bool = False,
     report: Callable[[str], None] = print,
 ) -> NativeResult:
     """Segment a raw case with ``segment`` (a BraTS-space case -> its classes) and write the native
@@ -137,7 +138,10 @@ def predict_raw(
         (companion(out, "brain"), nifti_writer(array(space.brain).astype(np.uint8), grid)),
     ]
     if keep is not None:
-        written += preprocessed_writers(case, keep / files.case_id, atlas)
+        kept = preprocessed_writers(case, keep / files.case_id, atlas)
+        claim_outputs([path for path, _ in kept], files.paths, replace)
+        (keep / files.case_id).mkdir(parents=True, exist_ok=True)
+        written += kept
     if volumes:
         record = {
             files.case_id: {

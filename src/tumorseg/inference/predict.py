@@ -120,11 +120,13 @@ def predict_case(
     read_ahead: Future[tuple[Case, nib.Nifti1Image]] | None = None,
     raw: bool = False,
     keep_preprocessed: Path | None = None,
+    replace: bool = False,
 ) -> Prediction:
     """Read a case's modalities (unless ``read_ahead`` is reading them: ``read_inputs``), segment them,
     and write the label map with what is asked beside it (probabilities, the uncertainty map, the
     volumes), all or none (``writing.write_together``). A ``raw`` case goes through the BraTS
-    preprocessing first (``native.predict_raw``)."""
+    preprocessing first (``native.predict_raw``); ``replace``: whether files it keeps there may
+    replace files of the same name (``--overwrite``, or a batch redoing its own)."""
     segmenter.for_sequences(files.absent).check_absent(files.absent, str(files.folder))
     if raw:
         if probabilities or uncertainty:
@@ -133,7 +135,7 @@ def predict_case(
                 "BraTS-preprocessed cases only"
             )
         done = predict_raw(files, lambda case: segment(case, segmenter).classes, out, labels=labels,
-                           volumes=volumes, keep=keep_preprocessed)  # fmt: skip
+                           volumes=volumes, keep=keep_preprocessed, replace=replace)  # fmt: skip
         return Prediction(files.case_id, done.classes, None, done.volumes_ml, absent=done.absent)
     case, reference = read_inputs(files) if read_ahead is None else read_ahead.result()
     prediction = segment(case, segmenter, keep_probabilities=probabilities, uncertainty=uncertainty)
@@ -277,6 +279,7 @@ def segment_all(
                 files, segmenter, target, read_ahead=read_ahead, volumes=not batch, raw=reason is not None,
                 labels=options["labels"], probabilities=options["probabilities"],
                 uncertainty=options["uncertainty"], keep_preprocessed=options["keep_preprocessed"],
+                replace=overwrite or batch,
             )  # fmt: skip
         except TumorsegError as err:
             if not batch:
