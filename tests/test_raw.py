@@ -346,3 +346,18 @@ def test_kept_preprocessed_files_are_not_replaced_without_overwrite(raw_phantom,
     assert (kept / "p_t1ce.nii.gz").read_bytes() == b"a user's file" and not out.exists()
     predict_raw(files, segment, out, labels="brats", volumes=False, keep=tmp_path / "pre", replace=True)
     assert out.exists() and nib.load(kept / "p_t1ce.nii.gz").shape == images.BRATS_SHAPE
+
+
+def test_a_series_whose_slices_differ_in_size_is_refused_with_one_line(tmp_path):
+    import shutil
+
+    dicom.write_series(oblique_volume(), tmp_path / "s", "AX FLAIR")
+    dicom.write_series(oblique_volume(shape=(40, 36, 3)), tmp_path / "other", "AX FLAIR")  # the same series
+    for index, path in enumerate(sorted((tmp_path / "other").iterdir())):
+        shutil.copy(path, tmp_path / "s" / f"9{index}.dcm")
+    shutil.rmtree(tmp_path / "other")
+    [series] = dicom.find_series(tmp_path)
+    with pytest.raises(TumorsegError) as caught:
+        dicom.read_series(series)
+    message = str(caught.value)
+    assert "\n" not in message and "could not be read: Size mismatch!" in message and "90.dcm" in message

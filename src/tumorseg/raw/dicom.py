@@ -131,6 +131,13 @@ def study_folders(folder: Path) -> list[Path]:
     return [sub for sub in sorted(folder.iterdir()) if sub.is_dir() and holds_dicom(sub)]
 
 
+def itk_message(err: RuntimeError) -> str:
+    """What ITK says went wrong, on one line: its last line, without the class and address before it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    last = lines[-1] if lines else "unknown error"
+    return re.sub(r"^ITK ERROR: \w+\(0x[0-9a-f]+\): ", "", last)
+
+
 def read_header(path: str) -> dict[str, str]:
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
@@ -181,7 +188,9 @@ def read_series(item: Series) -> sitk.Image:
     try:
         image = reader.Execute()
     except RuntimeError as err:
-        raise TumorsegError(f"{item.folder}: series {item.description!r} could not be read ({err})") from err
+        raise TumorsegError(
+            f"{item.folder}: series {item.description!r} could not be read: {itk_message(err)}"
+        ) from err
     return sitk.Cast(image, sitk.sitkFloat32)
 
 
