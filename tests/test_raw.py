@@ -325,7 +325,8 @@ def test_a_folder_of_studies_is_a_batch_and_one_study_is_one_case(tmp_path):
 
 def test_kept_preprocessed_files_are_not_replaced_without_overwrite(raw_phantom, phantom_steps, tmp_path):
     from tumorseg.data.brats import CaseFiles
-    from tumorseg.inference.native import predict_raw
+    from tumorseg.inference.native import segment_raw
+    from tumorseg.inference.writing import write_together
 
     native = raw_phantom[0]
     paths = {}
@@ -342,9 +343,9 @@ def test_kept_preprocessed_files_are_not_replaced_without_overwrite(raw_phantom,
         return np.zeros(case.image.shape[1:], np.uint8)
 
     with pytest.raises(TumorsegError, match="p_t1ce.nii.gz: exists; pass --overwrite"):
-        predict_raw(files, segment, out, labels="brats", volumes=False, keep=tmp_path / "pre", report=print)
+        segment_raw(files, segment, out, labels="brats", keep=tmp_path / "pre", report=print)
     assert (kept / "p_t1ce.nii.gz").read_bytes() == b"a user's file" and not out.exists()
-    predict_raw(files, segment, out, labels="brats", volumes=False, keep=tmp_path / "pre", replace=True)
+    write_together(segment_raw(files, segment, out, labels="brats", keep=tmp_path / "pre", replace=True)[1])
     assert out.exists() and nib.load(kept / "p_t1ce.nii.gz").shape == images.BRATS_SHAPE
 
 

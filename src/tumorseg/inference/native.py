@@ -2,8 +2,10 @@
 segmented there as any BraTS case, and the labels taken back to the reference sequence's grid.
 
 Beside the label map ``OUT`` go ``OUT_atlas.nii.gz`` (the labels in BraTS space, 240 x 240 x 155)
-and ``OUT_brain.nii.gz`` (the brain mask on the native grid), written as one transaction with it.
-Volumes are counted on the native grid.
+and ``OUT_brain.nii.gz`` (the brain mask on the native grid), which ``predict`` writes as one
+transaction with it. Volumes are counted on the native grid.
+
+``tumorseg.raw`` (SimpleITK) is imported only when a case is raw: a preprocessed case never needs it.
 """
 
 from __future__ import annotations
@@ -19,17 +21,9 @@ from tumorseg.data.brats import CaseFiles, open_nifti, read_voxels, volume_shape
 from tumorseg.data.case import MODALITIES, Case, brats_affine
 from tumorseg.data.preprocess import MIN_BACKGROUND
 from tumorseg.errors import TumorsegError
-from tumorseg.files import write_json
-from tumorseg.geometry import voxel_ml
-from tumorseg.inference.writing import companion, nifti_writer, write_together
-from tumorseg.labels import region_volumes, to_brats
+from tumorseg.inference.writing import Writer, companion, nifti_writer
+from tumorseg.labels import to_brats
 from tumorseg.outputs import claim_outputs
-from tumorseg.raw import dicom
-from tumorseg.raw.images import BRATS_SHAPE, array
-from tumorseg.raw.pipeline import prepare, read_sequence
-
-#: How a case is brought to the models: as BraTS preprocessed it, raw, or decided per case.
-PREPROCESS_MODES = ("auto", "raw", "brats")
 
 
 @dataclass
@@ -86,6 +80,9 @@ def why_raw(files: CaseFiles | Study) -> str | None:
 def read_sequences(files: CaseFiles | Study, report: Callable[[str], None]) -> tuple[dict, dict[str, str]]:
     """The sequences of a raw case as SimpleITK images (NIfTI files, DICOM series folders, or a
     study), and where each came from, for messages."""
+    from tumorseg.raw import dicom
+    from tumorseg.raw.pipeline import read_sequence
+
     if isinstance(files, Study):
         sequences, table, sources = dicom.study(files.folder)
         report(table)
@@ -106,32 +103,35 @@ def read_sequences(files: CaseFiles | Study, report: Callable[[str], None]) -> t
 @dataclass
 class NativeResult:
     classes: np.ndarray  # internal classes on the reference sequence's grid
-    volumes_ml: dict[str, float]  # counted on that grid
+    affine: np.ndarray  # that grid's
     absent: tuple[str, ...]
 
 
-def predict_raw(
+def segment_raw(
     files: CaseFiles | Study,
     segment: Callable[[Case], np.ndarray],
     out: Path,
     *,
     labels: str,
-    volumes: bool,
     keep: Path | None = None,
     replace: bool = False,
     report: Callable[[str], None] = print,
-) -> NativeResult:
-    """Segment a raw case with ``segment`` (a BraTS-space case -> its classes) and write the native
-    label map ``out`` with its atlas-space labels and brain mask beside it (and its volumes JSON);
-    with ``keep``, its BraTS-space sequences too, as the case folder ``keep/CASE`` (for ``view``)."""
-    where = str(files.folder)
+) -> tuple[NativeResult, list[tuple[Path, Writer]]]:
+    """Segment a raw case with ``segment`` (a BraTS-space case -> its classes): the result on the
+    native grid, and the writers of the label map ``out``, its atlas-space labels and brain mask
+    beside it, and with ``keep`` its BraTS-space sequences as the case folder ``keep/CASE`` (for
+    ``view``); existing files there are replaced only when ``replace``."""
+    from tumorseg.raw.images import BRATS_SHAPE, array
+    from tumorseg.raw.pipeline import prepare
+
     sequences, sources = read_sequences(files, report)
-    case, space = prepare(sequences, files.case_id, where, lambda step: report(f"  {step}"), sources)
+    case, space = prepare(
+        sequences, files.case_id, str(files.folder), lambda step: report(f"  {step}"), sources
+    )
     in_atlas = segment(case)
     native = space.to_native(in_atlas)
     grid = nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), space.affine)
     atlas = nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), brats_affine(BRATS_SHAPE))
-    result = NativeResult(native, region_volumes(native, voxel_ml(space.affine)), case.absent)
     written = [
         (out, nifti_writer(to_brats(native, labels), grid)),
         (companion(out, "atlas"), nifti_writer(to_brats(in_atlas, labels), atlas)),
@@ -142,13 +142,4 @@ def predict_raw(
         claim_outputs([path for path, _ in kept], files.paths, replace)
         (keep / files.case_id).mkdir(parents=True, exist_ok=True)
         written += kept
-    if volumes:
-        record = {
-            files.case_id: {
-                **result.volumes_ml,
-                **({"missing": list(result.absent)} if result.absent else {}),
-            }
-        }
-        written.append((companion(out, "volumes"), lambda path: write_json(path, record)))
-    write_together(written)
-    return result
+    return NativeResult(native, space.affine, case.absent), written

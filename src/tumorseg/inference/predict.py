@@ -35,14 +35,13 @@ from tumorseg.data.preprocess import check_background, preprocess
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.files import load_json, write_json
 from tumorseg.geometry import voxel_ml
-from tumorseg.inference.native import Study, predict_raw, why_raw
+from tumorseg.inference.native import Study, segment_raw, why_raw
 from tumorseg.inference.onnx import onnx_path
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.inference.writing import companion, companions, nifti_writer, write_together
 from tumorseg.labels import region_volumes, to_brats, to_internal
 from tumorseg.locks import exclusive_lock
 from tumorseg.outputs import claim_outputs
-from tumorseg.raw.dicom import holds_dicom, study_folders
 
 #: The steps a raw case goes through, as printed before it is segmented.
 RAW_STEPS = "skull stripping, rigid co-registration, SRI24 atlas registration, 1 mm resampling"
@@ -125,30 +124,34 @@ def predict_case(
     """Read a case's modalities (unless ``read_ahead`` is reading them: ``read_inputs``), segment them,
     and write the label map with what is asked beside it (probabilities, the uncertainty map, the
     volumes), all or none (``writing.write_together``). A ``raw`` case goes through the BraTS
-    preprocessing first (``native.predict_raw``); ``replace``: whether files it keeps there may
-    replace files of the same name (``--overwrite``, or a batch redoing its own)."""
-    segmenter.for_sequences(files.absent).check_absent(files.absent, str(files.folder))
+    preprocessing first (``native.segment_raw``); ``replace``: whether files it keeps there may
+    replace files of the same name (``--overwrite``, or a batch redoing its own). The caller has
+    checked that the model segments the sequences the case has (``segment_all``)."""
     if raw:
         if probabilities or uncertainty:
             raise TumorsegError(
                 f"{files.folder}: --probabilities and --uncertainty are written for "
                 "BraTS-preprocessed cases only"
             )
-        done = predict_raw(files, lambda case: segment(case, segmenter).classes, out, labels=labels,
-                           volumes=volumes, keep=keep_preprocessed, replace=replace)  # fmt: skip
-        return Prediction(files.case_id, done.classes, None, done.volumes_ml, absent=done.absent)
-    case, reference = read_inputs(files) if read_ahead is None else read_ahead.result()
-    prediction = segment(case, segmenter, keep_probabilities=probabilities, uncertainty=uncertainty)
-    files = [(out, nifti_writer(to_brats(prediction.classes, labels), reference))]
-    if probabilities:
-        files.append((companion(out, "probabilities"), nifti_writer(prediction.probabilities, reference)))
-    if uncertainty:
-        uncertain = prediction.uncertainty.astype(np.float32)
-        files.append((companion(out, "uncertainty"), nifti_writer(uncertain, reference)))
+        done, written = segment_raw(files, lambda case: segment(case, segmenter).classes, out, labels=labels,
+                                    keep=keep_preprocessed, replace=replace)  # fmt: skip
+        volumes_ml = tumor_volumes(done.classes, done.affine)
+        prediction = Prediction(files.case_id, done.classes, None, volumes_ml, absent=done.absent)
+    else:
+        case, reference = read_inputs(files) if read_ahead is None else read_ahead.result()
+        prediction = segment(case, segmenter, keep_probabilities=probabilities, uncertainty=uncertainty)
+        written = [(out, nifti_writer(to_brats(prediction.classes, labels), reference))]
+        if probabilities:
+            written.append(
+                (companion(out, "probabilities"), nifti_writer(prediction.probabilities, reference))
+            )
+        if uncertainty:
+            uncertain = prediction.uncertainty.astype(np.float32)
+            written.append((companion(out, "uncertainty"), nifti_writer(uncertain, reference)))
     if volumes:  # a single case's: with its label map, or not at all
-        record = {case.case_id: prediction.record()}
-        files.append((companion(out, "volumes"), lambda path: write_json(path, record)))
-    write_together(files)
+        record = {files.case_id: prediction.record()}
+        written.append((companion(out, "volumes"), lambda path: write_json(path, record)))
+    write_together(written)
     return prediction
 
 
@@ -166,7 +169,12 @@ def files_from_paths(flair: Path | None, t1: Path | None, t1ce: Path | None, t2:
     if not paths:
         raise TumorsegError("predict: give at least one of --flair --t1 --t1ce --t2")
     for path in paths.values():
-        if not path.is_file() and not (path.is_dir() and holds_dicom(path)):
+        if path.is_dir():
+            from tumorseg.raw.dicom import holds_dicom  # SimpleITK: for DICOM input only
+
+            if holds_dicom(path):
+                continue
+        if not path.is_file():
             raise TumorsegError(f"{path}: is neither a NIfTI file nor a folder of DICOM files")
     first_modality, first = next(iter(paths.items()))
     case_id = first.name.removesuffix(".gz").removesuffix(".nii").removesuffix(f"_{first_modality}")
@@ -216,9 +224,10 @@ def predict(
             [],
         )
     created = check_output(out, batch, overwrite)
+    reasons: dict[str, str | None] = {}  # why a case is raw, where decided already (read once)
     if not batch:  # what it writes beside the label map, refused too before any model is loaded
-        raw = raw_reason(cases[0], preprocess) is not None
-        asked = companions(out, probabilities, uncertainty, volumes=True, raw=raw)
+        reason = reasons[cases[0].case_id] = raw_reason(cases[0], preprocess)
+        asked = companions(out, probabilities, uncertainty, volumes=True, raw=reason is not None)
         claim_outputs(asked, cases[0].paths, overwrite)
     busy = f"{out}: another tumorseg predict is writing into this folder"
     try:
@@ -231,7 +240,7 @@ def predict(
                 segment_all(cases, out, batch, make_segmenter(), result, overwrite, progress, first,
                             labels=labels, probabilities=probabilities,
                             uncertainty=uncertainty, preprocess=preprocess,
-                            keep_preprocessed=keep_preprocessed)  # fmt: skip
+                            keep_preprocessed=keep_preprocessed, reasons=reasons)  # fmt: skip
             return result
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
@@ -263,7 +272,12 @@ def segment_all(
         target = out / f"{files.case_id}.nii.gz" if batch else out
         try:
             segmenter.for_sequences(files.absent).check_absent(files.absent, str(files.folder))
-            reason = raw_reason(files, options["preprocess"])
+            reasons = options["reasons"]
+            reason = (
+                reasons[files.case_id]
+                if files.case_id in reasons
+                else raw_reason(files, options["preprocess"])
+            )
             if reason:
                 print(f"{files.case_id}: raw ({reason}): {RAW_STEPS}")
             asked = companions(target, options["probabilities"], options["uncertainty"], volumes=not batch,
@@ -315,10 +329,12 @@ def find_inputs(inputs: Path | CaseFiles) -> tuple[list[Path | CaseFiles | Study
             f"{inputs}: give a case folder, a folder of case folders, or --flair/--t1/--t1ce/--t2"
         )
     folders = find_case_folders(inputs)
-    if not folders and holds_dicom(inputs):
-        studies = study_folders(inputs)
-        return [Study(folder.resolve().name, folder) for folder in studies], studies != [inputs]
     if not folders:
+        from tumorseg.raw.dicom import holds_dicom, study_folders  # SimpleITK: for DICOM input only
+
+        if holds_dicom(inputs):
+            studies = study_folders(inputs)
+            return [Study(folder.resolve().name, folder) for folder in studies], studies != [inputs]
         raise TumorsegError(f"{inputs}: no BraTS case folders found (nor DICOM files)")
     return folders, folders != [inputs]
 
