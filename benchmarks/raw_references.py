@@ -30,7 +30,6 @@ from predict_command import COMMAND, timed  # this folder's benchmarks; scripts 
 from tumorseg.labels import to_internal
 from tumorseg.metrics import region_dice
 from tumorseg.raw import images
-from tumorseg.raw.brain import brain_mask
 from tumorseg.raw.pipeline import prepare, read_sequence
 from tumorseg.raw.registration import displacement, overlap, resample
 
@@ -63,11 +62,10 @@ def main() -> None:
         reference = folder / "reference"
         sequences = {m: read_sequence(str(folder / f"{name}_{m}.nii.gz")) for m in refs}
         print(f"{name}:")
-        for modality, short in refs.items():
-            hdbet = sitk.ReadImage(str(reference / f"hdbet_brain_mask_native_{short}.nii.gz"))
-            ours = brain_mask(sequences[modality], name)
-            print(f"  brain mask {modality:<5} Dice vs HD-BET {mask_dice(ours, hdbet):.3f}")
         case, space = prepare(sequences, name, name)
+        for modality, short in refs.items():  # the masks the pipeline made of each sequence
+            hdbet = sitk.ReadImage(str(reference / f"hdbet_brain_mask_native_{short}.nii.gz"))
+            print(f"  brain mask {modality:<5} Dice vs HD-BET {mask_dice(space.brains[modality], hdbet):.3f}")
         ants = {p.name.split("_to_")[0].removeprefix("ants_"): sitk.ReadTransform(str(p))
                 for p in reference.glob("ants_*_0GenericAffine.mat")}  # fmt: skip
         t1ce_to_t1 = ants["t1c"].GetInverse()  # reference points -> T1 points

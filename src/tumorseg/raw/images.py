@@ -54,8 +54,3 @@ def from_array(voxels: np.ndarray, like: sitk.Image) -> sitk.Image:
     image = sitk.GetImageFromArray(np.ascontiguousarray(voxels.transpose(2, 1, 0)))
     image.CopyInformation(like)
     return image
-
-
-def spacing_text(image: sitk.Image) -> str:
-    """'0.90 x 0.90 x 5.50 mm'."""
-    return " x ".join(f"{s:.2f}" for s in image.GetSpacing()) + " mm"
