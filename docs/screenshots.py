@@ -1,5 +1,6 @@
-"""Regenerate docs/viewer.png and docs/report.png from a fresh `make demo`, as headless Chromium
-draws them: `make screenshots`."""
+"""Regenerate docs/viewer.png and docs/report.png from a fresh `make demo`, and docs/compare.png
+from two phantom visits (the README's comparison), as headless Chromium draws them:
+`make screenshots`."""
 
 from __future__ import annotations
 
@@ -47,6 +48,15 @@ def run() -> int:
     )
     shoot(browser, view, DOCS / "viewer.png", "1200,640")
     shoot(browser, DEMO / "run" / "report.html", DOCS / "report.png", "1200,6200")
+    visits = DEMO / "visits"
+    for name, scale in (("visit1", "1"), ("visit2", "1.5")):
+        main(["synth", str(visits / name), "--cases", "3", "--shape", "128x128x96", "--tumor-scale", scale,
+              "--overwrite"])  # fmt: skip
+    one, two = (visits / name / "Phantom_003" for name in ("visit1", "visit2"))
+    segs = [str(v / "Phantom_003_seg.nii.gz") for v in (one, two)]
+    change = visits / "change"
+    main(["compare", str(one), str(two), "--out", str(change), "--seg", *segs, "--overwrite"])
+    shoot(browser, change / "report.html", DOCS / "compare.png", "1200,1900")
     return 0
 
 

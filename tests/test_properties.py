@@ -261,3 +261,28 @@ def test_any_split_in_a_fold_given_to_cv(trained_run, cohort, tmp_path, split):
     code, err, peak = invoke(["cv", work / "cv", "--data", cohort])
     assert_invariant(code, err, peak, "")
     assert code == 1 and "fold-" in err, err  # two folds validating the same patients never pass
+
+
+@EXAMPLES
+@given(
+    shape=st.lists(st.integers(1, 3000), min_size=1, max_size=5).map(tuple) | st.just(SHAPE),
+    dtype=st.sampled_from(DTYPES),
+    affine=st.lists(AFFINE_VALUES, min_size=12, max_size=12) | st.none(),
+    whole=st.booleans(),
+)
+def test_any_label_map_given_to_compare(sources, tmp_path, shape, dtype, affine, whole):
+    work = fresh(tmp_path / "work")
+    case = sources / "cases" / CASE
+    reference = nib.load(case / f"{CASE}_flair.nii.gz").affine
+    matrix = reference if affine is None else np.vstack([np.reshape(affine, (3, 4)), [0, 0, 0, 1]])
+    seg = work / "followup_seg.nii.gz"
+    write_nifti(seg, shape, dtype, matrix, whole)
+    code, err, peak = invoke(
+        ["compare", case, case, "--out", work / "out", "--seg", case / f"{CASE}_seg.nii.gz", seg]
+    )
+    assert_invariant(code, err, peak, "followup_seg.nii.gz")
+    if code == 0:
+        record = json.loads((work / "out" / "comparison.json").read_text())
+        assert set(record["visits"]) == {"baseline", "followup"}
+    else:
+        assert not (work / "out").exists()

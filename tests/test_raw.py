@@ -362,3 +362,117 @@ def test_a_series_whose_slices_differ_in_size_is_refused_with_one_line(tmp_path)
         dicom.read_series(series)
     message = str(caught.value)
     assert "\n" not in message and "could not be read: Size mismatch!" in message and "90.dcm" in message
+
+
+# --- DICOM out ------------------------------------------------------------------------------------
+
+
+def read_seg(path: Path, series: dicom.Series) -> tuple[np.ndarray, object]:
+    """A SEG's labels on its source series' grid as (X, Y, Z) classes, and the SEG itself."""
+    import highdicom as hd
+    from pydicom import dcmread
+
+    seg = hd.seg.segread(path)
+    uids = [dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in series.files]
+    frames = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=[1, 2, 3], combine_segments=True, relabel=False
+    )
+    return frames.transpose(2, 1, 0), seg
+
+
+def test_a_dicom_seg_lies_on_its_source_series_and_names_its_segments(tmp_path):
+    from pydicom import dcmread
+
+    from tumorseg.raw.dicom_seg import seg_writer
+
+    volume = oblique_volume()
+    dicom.write_series(volume, tmp_path / "s", "T1 POST GD")
+    [series] = dicom.find_series(tmp_path / "s")
+    classes = np.zeros(volume.GetSize(), np.uint8)
+    classes[5:15, 4:12, 3:8] = 2
+    classes[8:12, 6:10, 4:7] = 3
+    classes[9, 7, 5] = 1
+    for name in ("a.dcm", "b.dcm"):
+        seg_writer(classes, series, {"WT": 1.0, "TC": 0.5, "ET": 0.2})(tmp_path / name)
+    first, second = (dcmread(tmp_path / name) for name in ("a.dcm", "b.dcm"))
+    for field in ("SOPInstanceUID", "SeriesInstanceUID", "PixelData"):  # the same result, the same SEG
+        assert first[field].value == second[field].value
+    back, seg = read_seg(tmp_path / "a.dcm", series)
+    assert np.array_equal(back, classes)
+    assert [s.SegmentLabel.split(" (")[0] for s in seg.SegmentSequence] == [
+        "necrotic and non-enhancing tumor core", "peritumoral edema", "enhancing tumor"
+    ]  # fmt: skip
+    assert seg.SegmentSequence[2].SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Neoplasm"
+    assert "ET 0.2 mL" in seg.ContentDescription
+    # every frame sits on the source image it references
+    positions = {d.SOPInstanceUID: d.ImagePositionPatient for d in map(dcmread, series.files)}
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        source = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        placed = frame.PlanePositionSequence[0].ImagePositionPatient
+        assert np.allclose([float(v) for v in placed], [float(v) for v in positions[source]], atol=1e-3)
+    assert seg.FrameOfReferenceUID == dcmread(series.files[0]).FrameOfReferenceUID
+
+
+@needs_raw
+def test_a_dicom_seg_over_a_real_scanners_series(tmp_path):
+    """The sagittal T1 of a real scanner (dicom-decubitus/HFS): a sphere's SEG reads back on it."""
+    from tumorseg.raw.dicom_seg import seg_writer
+
+    [series] = dicom.find_series(RAW / "dicom-decubitus" / "HFS")
+    image = dicom.read_series(series)
+    centre = np.array(image.GetSize()) / 2
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in image.GetSize()], indexing="ij"), axis=-1)
+    distance = np.linalg.norm((grid - centre) * np.array(image.GetSpacing()), axis=-1)
+    classes = np.where(distance < 20, 3, np.where(distance < 30, 2, 0)).astype(np.uint8)
+    seg_writer(classes, series, {"WT": 1.0, "TC": 0.5, "ET": 0.2})(tmp_path / "seg.dcm")
+    back, _ = read_seg(tmp_path / "seg.dcm", series)
+    assert np.array_equal(back, classes)
+
+
+def test_predict_on_a_dicom_study_writes_a_seg_of_its_label_map(raw_phantom, phantom_steps, tmp_path):
+    from tumorseg.inference.native import Study, segment_raw, writes_dicom
+    from tumorseg.inference.writing import companion, write_together
+
+    native = raw_phantom[0]
+    names = {"flair": "AX FLAIR", "t1": "AX T1 SE", "t1ce": "AX T1 POST GD", "t2": "AX T2 FSE"}
+    for modality, image in native.items():
+        dicom.write_series(image, tmp_path / "study" / modality, names[modality], patient="P")
+    study = Study("P", tmp_path / "study")
+    assert writes_dicom(study)
+
+    def segment(case):  # the brightest FLAIR as edema, the brightest T1ce in it as enhancing tumor
+        flair, t1ce = case.image[0], case.image[2]
+        classes = np.where(flair > np.percentile(flair[flair > 0], 90), 2, 0)
+        enhancing = (classes > 0) & (t1ce > np.percentile(t1ce[t1ce > 0], 90))
+        return np.where(enhancing, 3, classes).astype(np.uint8)
+
+    out = tmp_path / "seg.nii.gz"
+    _, written = segment_raw(study, segment, out, labels="brats", report=lambda _: None)
+    assert companion(out, "dicom") in [path for path, _ in written]
+    write_together(written)
+    [t1ce] = [s for s in dicom.find_series(tmp_path / "study") if s.sequence() == "t1ce"]
+    back, _ = read_seg(companion(out, "dicom"), t1ce)
+    labels = to_internal(np.asarray(nib.load(out).dataobj))
+    assert back.any() and np.array_equal(back, labels)
+
+
+def test_compare_two_dicom_studies_writes_each_visits_seg(
+    raw_phantom, phantom_steps, segmenting_run, tmp_path
+):
+    """Two DICOM studies of one (phantom) patient through compare: each goes through the raw pipeline,
+    is compared in BraTS space, and gets its DICOM SEG; the same images twice change nothing."""
+    from tumorseg.inference.segmenter import Segmenter
+    from tumorseg.monitoring.compare import compare
+
+    names = {"flair": "AX FLAIR", "t1": "AX T1 SE", "t1ce": "AX T1 POST GD", "t2": "AX T2 FSE"}
+    for visit in ("one", "two"):
+        for modality, image in raw_phantom[0].items():
+            dicom.write_series(image, tmp_path / visit / "P" / modality, names[modality], patient="P")
+    out = tmp_path / "out"
+    result = compare(tmp_path / "one" / "P", tmp_path / "two" / "P", out,
+                     lambda: Segmenter(segmenting_run / "best.pt"), report=lambda _: None)  # fmt: skip
+    assert result.baseline.raw == "a DICOM study" and result.baseline.image.shape[1:] == images.BRATS_SHAPE
+    assert result.alignment.aligned
+    for name in ("baseline", "followup"):
+        assert (out / f"{name}_seg.dcm").is_file() and (out / f"{name}_atlas.nii.gz").is_file()
+    assert all(row["change_ml"] == 0 for row in result.regions())

@@ -106,6 +106,22 @@ OVER_INPUTS = [
     ),  # fmt: skip
     ("evaluate-run", lambda r, c, t: ["evaluate", r, "--models", r, "--out", r, "--overwrite"], "run"),
     ("train-store", lambda r, c, t: ["train", "--data", r / "best.pt", "--out", r / "best.pt"], "best.pt"),
+    ("compare-visit", lambda r, c, t: ["compare", c, c, "--out", c, "--overwrite"], CASE),
+    (
+        "compare-seg",
+        lambda r, c, t: [
+            "compare",
+            c,
+            c,
+            "--out",
+            c.parent,
+            "--seg",
+            c / f"{CASE}_seg.nii.gz",
+            c.parent / "report.html",
+            "--overwrite",
+        ],
+        "report.html",
+    ),  # fmt: skip
 ]
 
 

@@ -17,6 +17,7 @@ from tumorseg.cli.data import add_inspect, add_prepare, add_split, add_synth
 from tumorseg.cli.evaluation import add_cv, add_evaluate, add_report, add_view
 from tumorseg.cli.files import check_files
 from tumorseg.cli.inference import add_convert, add_export, add_pack, add_predict
+from tumorseg.cli.monitoring import add_compare
 from tumorseg.cli.training import add_demo, add_train
 from tumorseg.errors import TumorsegError
 from tumorseg.interrupts import Terminated, handled
@@ -30,6 +31,7 @@ the pipeline:
   tumorseg evaluate runs/first                            # Dice, IoU, HD95 on the test patients
   tumorseg report runs/first                              # runs/first/report.html
   tumorseg predict --model runs/first CASE --out seg.nii.gz   # a new patient
+  tumorseg compare VISIT1 VISIT2 --out change/              # what changed between two visits
   tumorseg demo                                           # all of it, on phantoms
 
 Run `tumorseg COMMAND --help` for each command's options.
@@ -49,7 +51,7 @@ def build_parser(command: str | None = "train") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = functools.partial(add_train, with_config_flags=command == "train")
     for add in (add_synth, add_prepare, add_inspect, add_split, train, add_evaluate, add_cv, add_report,
-                add_predict, add_convert, add_export, add_pack, add_view, add_demo):  # fmt: skip
+                add_predict, add_compare, add_convert, add_export, add_pack, add_view, add_demo):  # fmt: skip
         add(sub)
     return parser
 

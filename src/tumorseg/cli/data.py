@@ -19,13 +19,26 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
         "synth",
         help="write synthetic phantom cases (BraTS folders or Kaggle slices)",
         description="Write phantom brains with nested tumor regions whose contrast differs per "
-        "modality as in real MRI. Deterministic for a given --seed.",
+        "modality as in real MRI. Deterministic for a given --seed. With --tumor-scale, the same "
+        "phantoms with their tumors grown or shrunk: a follow-up visit of known change.",
+        epilog="examples:\n"
+        "  tumorseg synth phantoms --cases 8\n"
+        "  tumorseg synth visit1 --cases 1 && tumorseg synth visit2 --cases 1 --tumor-scale 1.3\n"
+        "  tumorseg compare visit1/Phantom_001 visit2/Phantom_001 --out change/ \\\n"
+        "      --seg visit1/Phantom_001/Phantom_001_seg.nii.gz visit2/Phantom_001/Phantom_001_seg.nii.gz",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("out", type=Path, help="folder to write into")
     p.add_argument("--cases", type=int, default=8, help="number of phantoms (default 8)")
     p.add_argument("--shape", type=_shape, default=(96, 96, 64), help="volume shape XxYxZ (default 96x96x64)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace phantoms of the same names there")
+    p.add_argument(
+        "--tumor-scale",
+        type=_scale,
+        default=1.0,
+        help="multiply every tumor's radii by this (default 1): the same brains, tumors grown or shrunk",
+    )
     p.add_argument(
         "--layout",
         choices=("brats", "kaggle"),
@@ -35,11 +48,24 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_synth)
 
 
+def _scale(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 10:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 10, not {text}")
+    return value
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from tumorseg.data.synth import synthesize
 
     written = synthesize(
-        args.out, args.cases, shape=args.shape, seed=args.seed, layout=args.layout, overwrite=args.overwrite
+        args.out,
+        args.cases,
+        shape=args.shape,
+        seed=args.seed,
+        layout=args.layout,
+        overwrite=args.overwrite,
+        tumor_scale=args.tumor_scale,
     )
     what = "case folders" if args.layout == "brats" else "Kaggle slice files"
     print(f"wrote {args.cases} phantom {what} of shape {args.shape} under {args.out}")

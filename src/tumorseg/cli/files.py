@@ -50,7 +50,8 @@ def predict_files(args: argparse.Namespace) -> Files:
     from tumorseg.inference.writing import companions  # here: it imports nibabel, which --help need not
 
     out = Path(args.out)
-    outputs = (out, *companions(out, probabilities=True, uncertainty=True, volumes=True, raw=True))
+    every = {"probabilities": True, "uncertainty": True, "volumes": True, "raw": True, "dicom": True}
+    outputs = (out, *companions(out, **every))
     explicit = present(args.flair, args.t1, args.t1ce, args.t2)
     return Files(
         model_inputs(args.model or []) + present(args.input) + explicit,
@@ -88,6 +89,9 @@ COMMAND_FILES: dict[str, Callable[[argparse.Namespace], Files]] = {
     "predict": predict_files,
     "export": export_files,
     "pack": lambda args: Files(model_inputs([args.model]) + present(args.postprocessing), (args.out,)),
+    "compare": lambda args: Files(
+        model_inputs(args.model or []) + present(args.baseline, args.followup, *(args.seg or ())), (args.out,)
+    ),
     "convert": lambda args: Files((args.study,), (args.out,)),
     "view": lambda args: Files(present(args.case, args.seg, args.reference, args.uncertainty), (args.out,)),
     "demo": lambda args: Files((), (args.out,)),

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tumorseg.cli.options import add_model_options, segmenter_from_args
+from tumorseg.cli.options import add_input_options, add_model_options, label_convention, segmenter_from_args
 from tumorseg.errors import TumorsegError
 
 if TYPE_CHECKING:
@@ -68,16 +68,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
             type=Path,
             help=f"the {modality.upper()} NIfTI file or DICOM series folder, instead of INPUT",
         )
-    p.add_argument(
-        "--preprocess",
-        choices=("auto", "raw", "brats"),
-        default="auto",
-        help="raw: run the BraTS preprocessing on every case; brats: on none; auto (default): on the "
-        "cases that need it (DICOM, sequences on different grids, or a background that is not 0)",
-    )
-    p.add_argument(
-        "--labels", choices=("brats", "2023"), default="brats", help="2023: enhancing tumor is 3, not 4"
-    )
+    add_input_options(p, "every case")
     add_model_options(p, predicting=True)
     p.add_argument(
         "--keep-preprocessed",
@@ -123,7 +114,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.out,
         segmenter,
         overwrite=args.overwrite,
-        labels="brats2023" if args.labels == "2023" else "brats",
+        labels=label_convention(args),
         probabilities=args.probabilities,
         uncertainty=args.uncertainty,
         preprocess=args.preprocess,

@@ -50,6 +50,26 @@ def add_model_options(p: argparse.ArgumentParser, predicting: bool = False) -> N
         p.set_defaults(engine="torch", no_postprocessing=False)
 
 
+def add_input_options(p: argparse.ArgumentParser, cases: str) -> None:
+    """--preprocess and --labels, for the commands that segment new patients (``cases``: what the
+    preprocessing applies to, in words)."""
+    p.add_argument(
+        "--preprocess",
+        choices=("auto", "raw", "brats"),
+        default="auto",
+        help=f"raw: run the BraTS preprocessing on {cases}; brats: on none; auto (default): where it is "
+        "needed (DICOM, sequences on different grids, or a background that is not 0)",
+    )
+    p.add_argument(
+        "--labels", choices=("brats", "2023"), default="brats", help="2023: enhancing tumor is 3, not 4"
+    )
+
+
+def label_convention(args: argparse.Namespace) -> str:
+    """The label convention --labels names."""
+    return "brats2023" if args.labels == "2023" else "brats"
+
+
 def add_engine(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine",

@@ -50,9 +50,13 @@ def _blob(grid: np.ndarray, center: np.ndarray, radii: np.ndarray, wobble: np.nd
 
 
 def phantom(
-    rng: np.random.Generator, shape: tuple[int, int, int] = DEFAULT_SHAPE
+    rng: np.random.Generator, shape: tuple[int, int, int] = DEFAULT_SHAPE, tumor_scale: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One phantom: image (4, X, Y, Z) int16 in MODALITIES order, labels (X, Y, Z) BraTS 0/1/2/4."""
+    """One phantom: image (4, X, Y, Z) int16 in MODALITIES order, labels (X, Y, Z) BraTS 0/1/2/4.
+
+    ``tumor_scale`` multiplies the tumor's radii (and so its volume by about its cube, less what
+    leaves the brain) and changes nothing else: the same generator gives the same brain, noise
+    and tumor shape, as a visit after the tumor grew or shrank."""
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
     center = rng.normal(0, 0.03, 3)
     axes = rng.uniform(0.72, 0.88, 3)
@@ -69,7 +73,7 @@ def phantom(
         ventricles |= _blob(grid, offset, axes * np.array([0.07, 0.25, 0.12]), wobble(0.1))
 
     tumor_center = center + rng.uniform(-0.4, 0.4, 3) * axes
-    edema_radii = rng.uniform(0.16, 0.3) * rng.uniform(0.8, 1.2, 3)
+    edema_radii = rng.uniform(0.16, 0.3) * rng.uniform(0.8, 1.2, 3) * tumor_scale
     core_radii = edema_radii * rng.uniform(0.4, 0.65)
     necrosis_radii = core_radii * rng.uniform(0.35, 0.7)
     edema = _blob(grid, tumor_center, edema_radii, wobble(0.3)) & brain
@@ -125,12 +129,14 @@ def synthesize(
     seed: int = 0,
     layout: str = "brats",
     start: int = 1,
+    tumor_scale: float = 1.0,
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> list[Path]:
     """Write ``cases`` phantoms under ``out`` as BraTS case folders or Kaggle slice files.
 
-    Case i is drawn from its own seed (``seed``, i), so it is the same whatever the count.
+    Case i is drawn from its own seed (``seed``, i), so it is the same whatever the count; with
+    another ``tumor_scale`` it is the same brain with a grown or shrunk tumor (``phantom``).
     Returns the case folders (brats) or the one folder of slice files (kaggle).
     """
     if layout not in ("brats", "kaggle"):
@@ -148,7 +154,7 @@ def synthesize(
     for number in tqdm(
         numbers, desc="synth", unit="case", disable=None if progress is None else not progress
     ):
-        image, label = phantom(np.random.default_rng([seed, number]), shape)
+        image, label = phantom(np.random.default_rng([seed, number]), shape, tumor_scale)
         if layout == "brats":
             case_id = f"Phantom_{number:03d}"
             write_brats_case(out / case_id, case_id, image, label)

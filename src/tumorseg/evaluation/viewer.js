@@ -52,7 +52,7 @@ async function tumorsegViewer(root, data) {
         let rgb = [image[i], image[i], image[i]];
         for (const [overlay, labels] of Object.entries(overlays)) {
           if (!state.shown[overlay] || !labels[i]) continue;
-          const outline = overlay === "reference";
+          const outline = overlay === "reference" || (data.outlined || []).includes(overlay);
           if (outline && !isEdge(labels, x, y, z, name)) continue;
           const color = overlay === "uncertainty" ? [255, 255 - labels[i], 0] : TUMORSEG_COLORS[labels[i]];
           const alpha = outline ? 1 : overlay === "uncertainty" ? state.opacity * labels[i] / 255 : state.opacity;

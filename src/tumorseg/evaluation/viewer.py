@@ -113,16 +113,12 @@ def viewer_block(data: dict, element_id: str) -> str:
     buttons = "".join(f'<button data-image="{m}">{NAMES.get(m, m)}</button>' for m in data["images"])
     toggles = "".join(
         f'<label><input type="checkbox" data-overlay="{name}" checked> {name}'
-        f"{' (outline)' if name == 'reference' else ''}</label>"
+        f"{' (outline)' if name == 'reference' or name in data.get('outlined', ()) else ''}</label>"
         for name in data["overlays"]
     )
-    legend = "".join(
-        f'<span style="background: rgb{color}"></span>{name}'
-        for name, color in (
-            ("NCR/NET", (230, 25, 25)),
-            ("edema", (25, 204, 51)),
-            ("enhancing", (255, 217, 0)),
-        )
+    legend = "".join(  # the colors of viewer.js, named as the data name the values 1, 2, 3
+        f'<span style="background: rgb{color}"></span>{html.escape(name)}'
+        for name, color in zip(data["names"][1:], ((230, 25, 25), (25, 204, 51), (255, 217, 0)), strict=True)
     )
     planes = "".join(
         f'<div class="ts-plane"><canvas data-plane="{p}"></canvas>'

@@ -2,8 +2,9 @@
 segmented there as any BraTS case, and the labels taken back to the reference sequence's grid.
 
 Beside the label map ``OUT`` go ``OUT_atlas.nii.gz`` (the labels in BraTS space, 240 x 240 x 155)
-and ``OUT_brain.nii.gz`` (the brain mask on the native grid), which ``predict`` writes as one
-transaction with it. Volumes are counted on the native grid.
+and ``OUT_brain.nii.gz`` (the brain mask on the native grid), and when the labels lie on a DICOM
+series ``OUT_seg.dcm`` (a DICOM Segmentation over it, ``tumorseg.raw.dicom_seg``), which
+``predict`` writes as one transaction with it. Volumes are counted on the native grid.
 
 ``tumorseg.raw`` (SimpleITK) is imported only when a case is raw: a preprocessed case never needs it.
 """
@@ -21,8 +22,9 @@ from tumorseg.data.brats import CaseFiles, open_nifti, read_voxels, volume_shape
 from tumorseg.data.case import MODALITIES, Case, brats_affine
 from tumorseg.data.preprocess import MIN_BACKGROUND
 from tumorseg.errors import TumorsegError
+from tumorseg.geometry import voxel_ml
 from tumorseg.inference.writing import Writer, companion, nifti_writer
-from tumorseg.labels import to_brats
+from tumorseg.labels import region_volumes, to_brats
 from tumorseg.outputs import claim_outputs
 
 
@@ -77,27 +79,43 @@ def why_raw(files: CaseFiles | Study) -> str | None:
     return None
 
 
-def read_sequences(files: CaseFiles | Study, report: Callable[[str], None]) -> tuple[dict, dict[str, str]]:
+def read_sequences(
+    files: CaseFiles | Study, report: Callable[[str], None]
+) -> tuple[dict, dict[str, str], dict]:
     """The sequences of a raw case as SimpleITK images (NIfTI files, DICOM series folders, or a
-    study), and where each came from, for messages."""
+    study), where each came from (for messages), and the DICOM series of those read from DICOM."""
     from tumorseg.raw import dicom
     from tumorseg.raw.pipeline import read_sequence
 
     if isinstance(files, Study):
-        sequences, table, sources = dicom.study(files.folder)
+        sequences, table, chosen = dicom.study(files.folder)
         report(table)
-        return sequences, sources
-    sequences = {}
+        return sequences, {m: item.where for m, item in chosen.items()}, chosen
+    sequences, series = {}, {}
     for modality, path in files.modalities.items():
         if path.is_dir():
-            series = dicom.find_series(path)
-            if len(series) != 1:
-                raise TumorsegError(f"{path}: holds {len(series)} series; name the folder of one")
-            sequences[modality] = dicom.read_series(series[0])
+            found = dicom.find_series(path)
+            if len(found) != 1:
+                raise TumorsegError(f"{path}: holds {len(found)} series; name the folder of one")
+            series[modality] = found[0]
+            sequences[modality] = dicom.read_series(found[0])
         else:
             volume_shape(open_nifti(path), path)  # its declared size checked before SimpleITK reads it
             sequences[modality] = read_sequence(str(path))
-    return sequences, {modality: str(path) for modality, path in files.modalities.items()}
+    return sequences, {modality: str(path) for modality, path in files.modalities.items()}, series
+
+
+def writes_dicom(files: CaseFiles | Study) -> bool:
+    """Whether a raw case's labels lie on a DICOM series (its reference sequence came as DICOM), so
+    that a DICOM SEG is written beside them."""
+    if isinstance(files, Study):
+        return True
+    if not any(path.is_dir() for path in files.paths):
+        return False
+    from tumorseg.raw.pipeline import REFERENCE_ORDER
+
+    reference = next(m for m in REFERENCE_ORDER if m in files.modalities)
+    return files.modalities[reference].is_dir()
 
 
 @dataclass
@@ -124,7 +142,7 @@ def segment_raw(
     from tumorseg.raw.images import BRATS_SHAPE, array
     from tumorseg.raw.pipeline import prepare
 
-    sequences, sources = read_sequences(files, report)
+    sequences, sources, series = read_sequences(files, report)
     case, space = prepare(
         sequences, files.case_id, str(files.folder), lambda step: report(f"  {step}"), sources
     )
@@ -137,6 +155,11 @@ def segment_raw(
         (companion(out, "atlas"), nifti_writer(to_brats(in_atlas, labels), atlas)),
         (companion(out, "brain"), nifti_writer(array(space.brain).astype(np.uint8), grid)),
     ]
+    if space.reference in series:  # a DICOM SEG over the series the labels lie on
+        from tumorseg.raw.dicom_seg import seg_writer
+
+        volumes = region_volumes(native, voxel_ml(space.affine))
+        written.append((companion(out, "dicom"), seg_writer(native, series[space.reference], volumes)))
     if keep is not None:
         kept = preprocessed_writers(case, keep / files.case_id, atlas)
         claim_outputs([path for path, _ in kept], files.paths, replace)

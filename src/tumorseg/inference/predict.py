@@ -35,7 +35,7 @@ from tumorseg.data.preprocess import check_background, preprocess
 from tumorseg.errors import TumorsegError, first_line
 from tumorseg.files import load_json, write_json
 from tumorseg.geometry import voxel_ml
-from tumorseg.inference.native import Study, segment_raw, why_raw
+from tumorseg.inference.native import Study, segment_raw, why_raw, writes_dicom
 from tumorseg.inference.onnx import onnx_path
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.inference.writing import companion, companions, nifti_writer, write_together
@@ -227,7 +227,8 @@ def predict(
     reasons: dict[str, str | None] = {}  # why a case is raw, where decided already (read once)
     if not batch:  # what it writes beside the label map, refused too before any model is loaded
         reason = reasons[cases[0].case_id] = raw_reason(cases[0], preprocess)
-        asked = companions(out, probabilities, uncertainty, volumes=True, raw=reason is not None)
+        asked = companions(out, probabilities, uncertainty, volumes=True, raw=reason is not None,
+                           dicom=reason is not None and writes_dicom(cases[0]))  # fmt: skip
         claim_outputs(asked, cases[0].paths, overwrite)
     busy = f"{out}: another tumorseg predict is writing into this folder"
     try:
@@ -280,8 +281,14 @@ def segment_all(
             )
             if reason:
                 print(f"{files.case_id}: raw ({reason}): {RAW_STEPS}")
-            asked = companions(target, options["probabilities"], options["uncertainty"], volumes=not batch,
-                               raw=reason is not None)  # fmt: skip
+            asked = companions(
+                target,
+                options["probabilities"],
+                options["uncertainty"],
+                volumes=not batch,
+                raw=reason is not None,
+                dicom=reason is not None and writes_dicom(files),
+            )
             done = leftover(target, files, asked, reason is not None) if batch and not overwrite else None
             if done is not None:
                 result.skipped.append(target)

@@ -25,6 +25,7 @@ COMPANION_SUFFIXES = {
     "volumes": "_volumes.json",
     "atlas": "_atlas.nii.gz",  # a raw case's labels in BraTS space
     "brain": "_brain.nii.gz",  # a raw case's brain mask on its native grid
+    "dicom": "_seg.dcm",  # a DICOM Segmentation, when the labels lie on a DICOM series
 }
 #: Writes a file's content to the path given.
 Writer = Callable[[Path], None]
@@ -36,16 +37,18 @@ def beside(out: Path, suffix: str) -> Path:
 
 
 def companions(
-    out: Path, probabilities: bool, uncertainty: bool, volumes: bool, raw: bool = False
+    out: Path, probabilities: bool, uncertainty: bool, volumes: bool, raw: bool = False, dicom: bool = False
 ) -> list[Path]:
     """The files written beside the label map ``out``: the probabilities and the uncertainty map
-    when asked for, a single case's volumes, and a raw case's atlas-space labels and brain mask."""
+    when asked for, a single case's volumes, a raw case's atlas-space labels and brain mask, and
+    the DICOM SEG of labels that lie on a DICOM series."""
     wanted = {
         "probabilities": probabilities,
         "uncertainty": uncertainty,
         "volumes": volumes,
         "atlas": raw,
         "brain": raw,
+        "dicom": dicom,
     }
     return [companion(out, name) for name, asked in wanted.items() if asked]
 

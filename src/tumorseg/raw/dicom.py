@@ -55,6 +55,11 @@ class Series:
     def description(self) -> str:
         return self.header["description"] or self.header["sequence"] or self.uid
 
+    @property
+    def where(self) -> str:
+        """The series as messages name it: its folder and description."""
+        return f"{self.folder} ({self.description})"
+
     def sequence(self) -> str | None:
         """Which of FLAIR, T1, T1ce, T2 this series is (None: none of them, or it cannot tell)."""
         text = f"{self.header['description']} {self.header['sequence']}".lower()
@@ -203,13 +208,12 @@ def _declared_shape(item: Series) -> tuple[int, int, int]:
     return (int(size[0]), int(size[1]), len(item.files))
 
 
-def study(folder: Path) -> tuple[dict[str, sitk.Image], str, dict[str, str]]:
-    """The sequences of a DICOM study, the table of what was chosen, and where each lies (its
-    folder and description, for messages)."""
+def study(folder: Path) -> tuple[dict[str, sitk.Image], str, dict[str, Series]]:
+    """The sequences of a DICOM study, the table of what was chosen, and the series each came from."""
     series = find_series(folder)
     chosen = choose(series, folder)
     volumes = {sequence: read_series(item) for sequence, item in chosen.items()}
-    return volumes, table(series, chosen), {s: f"{i.folder} ({i.description})" for s, i in chosen.items()}
+    return volumes, table(series, chosen), chosen
 
 
 #: The root of the UIDs tumorseg makes for series it writes (a UUID-derived root, ISO 2.25).
@@ -242,6 +246,7 @@ def write_series(
             "0018|0010": contrast,
             "0020|000d": make_uid(patient, "study"),
             "0020|000e": series,
+            "0020|0052": make_uid(patient, "frame of reference"),  # one head, one patient space
             "0008|0018": f"{series}.{k + 1}",
             "0020|0013": str(k + 1),
             "0020|0032": "\\".join(f"{v:.6f}" for v in volume.TransformIndexToPhysicalPoint((0, 0, k))),

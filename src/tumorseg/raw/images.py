@@ -54,3 +54,14 @@ def from_array(voxels: np.ndarray, like: sitk.Image) -> sitk.Image:
     image = sitk.GetImageFromArray(np.ascontiguousarray(voxels.transpose(2, 1, 0)))
     image.CopyInformation(like)
     return image
+
+
+def placed(voxels: np.ndarray, ras_affine: np.ndarray) -> sitk.Image:
+    """An (X, Y, Z) array as a SimpleITK image placed by a RAS affine (``affine``'s inverse)."""
+    lps = _LPS_TO_RAS @ np.asarray(ras_affine, np.float64)  # the flip is its own inverse
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(voxels.transpose(2, 1, 0)))
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
+    image.SetOrigin(lps[:3, 3].tolist())
+    return image
