@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tumorseg.training.augment import BatchAugmentation, sampling_grid
+from tumorseg.training.augment import BatchAugmentation, blur, sampling_grid
 
 
 def blobs(batch: int, shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,3 +108,32 @@ def test_sampling_grid_is_affine_grid_without_translation(shape):
     theta = torch.cat([linear, torch.zeros(3, len(shape), 1)], dim=2)
     expected = F.affine_grid(theta, [3, 1, *shape], align_corners=False)
     torch.testing.assert_close(sampling_grid(linear, torch.Size(shape)), expected, atol=1e-5, rtol=0)
+
+
+def test_scanner_effects_keep_the_background_and_z_score_what_they_touch():
+    image = torch.randn(16, 8, 48, 40) + 3  # 2.5D: sequence k is channels k and k + 4
+    image[..., :6, :] = 0  # outside the brain
+    changed = BatchAugmentation(3, scanner=True).scanner_effects(image)
+    assert torch.equal(changed[..., :6, :], image[..., :6, :])  # the background stays 0
+    brain = image[:, :1] != 0
+    touched = (changed != image).flatten(2).any(dim=2)
+    assert touched.any() and not touched.all()  # each effect is drawn, not always
+    assert torch.equal(touched[:, :4], touched[:, 4:])  # a sequence alike in every neighbouring slice
+    for b, c in touched.nonzero().tolist():
+        values = changed[b, c][brain[b, 0]]
+        assert abs(values.mean()) < 1e-3 and abs(values.std(unbiased=False) - 1) < 1e-3
+
+
+def test_scanner_effects_are_seeded_and_blur_is_a_normalized_gaussian_per_axis():
+    image = torch.randn(4, 4, 32, 32)
+    one = BatchAugmentation(5, scanner=True).scanner_effects(image)
+    assert torch.equal(one, BatchAugmentation(5, scanner=True).scanner_effects(image))
+    assert not torch.equal(one, BatchAugmentation(6, scanner=True).scanner_effects(image))
+    point = torch.zeros(1, 1, 21, 21)
+    point[0, 0, 10, 10] = 1
+    spread = blur(point, torch.tensor([[[1.2, 0.8]]]))
+    assert spread.sum().item() == pytest.approx(1.0, abs=1e-5)
+    across_rows, across_columns = spread[0, 0, :, 10], spread[0, 0, 10, :]
+    rows = torch.arange(21.0) - 10
+    assert (across_rows * rows**2).sum() / across_rows.sum() == pytest.approx(1.2**2, rel=0.05)
+    assert (across_columns * rows**2).sum() / across_columns.sum() == pytest.approx(0.8**2, rel=0.05)

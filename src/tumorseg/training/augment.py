@@ -2,7 +2,8 @@
 
 DataLoader workers only read and crop; each batch is then flipped, rotated and scaled (one
 ``affine_grid`` + ``grid_sample`` for the samples that draw an affine, bilinear for images and
-nearest for labels), its intensities scaled and shifted, and its sequences dropped, all at once.
+nearest for labels), given what another scanner would change (``scanner``: gamma, a bias field,
+blur, noise), its intensities scaled and shifted, and its sequences dropped, all at once.
 Per-sample parameters are drawn on the CPU from a seeded ``torch.Generator``, so a batch is
 augmented the same on any device, with any number of workers, and a resumed epoch repeats exactly;
 they reach the device by non-blocking copies, so augmenting never waits for the device.
@@ -39,9 +40,10 @@ class BatchAugmentation:
         max_scaling: float = 0.1,
         max_intensity: float = 0.1,
         per_sequence: bool = False,
+        scanner: bool = False,
     ):
         self.spatial, self.modality_dropout, self.modalities = spatial, modality_dropout, modalities
-        self.per_sequence = per_sequence
+        self.per_sequence, self.scanner = per_sequence, scanner
         self.probability, self.max_degrees = probability, max_degrees
         self.max_scaling, self.max_intensity = max_scaling, max_intensity
         self.generator = torch.Generator()
@@ -62,6 +64,8 @@ class BatchAugmentation:
         device -> both augmented alike (new tensors; the inputs are left as they are)."""
         if self.spatial:
             image, label = self.move(image, label)
+            if self.scanner:
+                image = self.scanner_effects(image)
             image = self.intensity(image)
         if self.modality_dropout > 0:
             image = self.drop_modalities(image)
@@ -110,6 +114,55 @@ class BatchAugmentation:
         label[index] = moved[:, 0].round().to(label.dtype)
         return image, label
 
+    def _per_sequence(self, values: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """(B, modalities) values as (B, C, 1, ...) on the image's device: channel k of a 2.5D input
+        is sequence k % modalities."""
+        values = values.repeat(1, image.shape[1] // self.modalities)
+        return values.to(image.device, image.dtype, non_blocking=True).view(
+            *values.shape, *(1,) * (image.ndim - 2)
+        )
+
+    def scanner_effects(self, image: torch.Tensor) -> torch.Tensor:
+        """What differs between scanners and protocols, each drawn per sequence with probability
+        ``SCANNER_PROBABILITY``: a gamma (0.67 to 1.5), a smooth multiplicative bias field (up to
+        +-30 %), an in-plane blur of its own width along each axis (sigma 0.3 to 1.5 voxels: one more
+        interpolation, or thick slices resampled), and noise (up to 5 % of the brain's range).
+        They act on intensities mapped to [0, 1] over the brain, which is then z-scored again, as
+        the images of another scanner would be when read; outside the brain stays 0."""
+        batch, n = len(image), self.modalities
+        draws = [self._uniform(batch, n) < SCANNER_PROBABILITY for _ in range(4)]
+        gamma = torch.exp(self._uniform(batch, n, low=-math.log(1.5), high=math.log(1.5)))
+        bias = self._uniform(batch, n, low=0.0, high=0.3)
+        coarse = self._uniform(batch, n, 3, 3, low=-1.0, high=1.0)
+        sigma = self._uniform(batch, n, 2, low=0.3, high=1.5)
+        noise = self._uniform(batch, n, low=0.0, high=0.05)
+        seeds = torch.randint(2**62, (1,), generator=self.generator)
+        touched = torch.stack(draws).any(dim=0)
+        if not touched.any():
+            return image
+        brain = (image != 0).any(dim=1, keepdim=True)
+        spatial = tuple(range(2, image.ndim))
+        low = torch.where(brain, image, torch.inf).amin(dim=spatial, keepdim=True)
+        high = torch.where(brain, image, -torch.inf).amax(dim=spatial, keepdim=True)
+        scale = (high - low).clamp_min(1e-6)
+        u = ((image - low) / scale).clamp(0, 1) * brain  # outside 0, as a scan's background is
+        on = lambda k: self._per_sequence(draws[k].to(torch.float64), image) > 0  # noqa: E731
+        u = torch.where(on(0), u ** self._per_sequence(gamma, image), u)
+        field = F.interpolate(coarse.repeat(1, image.shape[1] // n, 1, 1).to(image.device, image.dtype),
+                              size=image.shape[-2:], mode="bilinear", align_corners=True)  # fmt: skip
+        field = field.view(*field.shape[:2], *(1,) * (image.ndim - 4), *field.shape[-2:])
+        u = torch.where(on(1), u * (1 + self._per_sequence(bias, image) * field), u)
+        u = torch.where(on(2), blur(u, sigma.repeat(1, image.shape[1] // n, 1)), u)
+        shake = torch.randn(u.shape, generator=torch.Generator().manual_seed(int(seeds)), dtype=torch.float32)
+        u = torch.where(on(3), u + self._per_sequence(noise, image) * shake.to(u.device, u.dtype), u)
+        u = u * brain
+        # z-scored again over the brain, as a scan of another scanner is read
+        count = brain.sum(dim=spatial, keepdim=True).clamp_min(1)
+        mean = u.sum(dim=spatial, keepdim=True) / count
+        std = (((u - mean) * brain) ** 2).sum(dim=spatial, keepdim=True).div(count).sqrt().clamp_min(1e-6)
+        renormalized = (u - mean) / std * brain
+        return torch.where(self._per_sequence(touched.to(torch.float64), image) > 0, renormalized, image)
+
     def intensity(self, image: torch.Tensor) -> torch.Tensor:
         batch, bound = len(image), self.max_intensity
         draws = (batch, self.modalities) if self.per_sequence else (batch, 1)
@@ -130,6 +183,31 @@ class BatchAugmentation:
         keep[none, rescue[none]] = True
         keep = keep.repeat(1, image.shape[1] // n).to(image.device, image.dtype, non_blocking=True)
         return image * keep.view(*keep.shape, *(1,) * (image.ndim - 2))
+
+
+#: The chance of each scanner effect, per sequence of a sample.
+SCANNER_PROBABILITY = 0.25
+#: Blur kernels reach this many voxels from their centre (3 sigmas of the widest).
+BLUR_RADIUS = 4
+
+
+def blur(image: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """A Gaussian blur of each channel of (B, C, ..., H, W) in its last two axes, with its own
+    sigma along each (``sigma``: (B, C, 2) in voxels); separable, one grouped convolution an axis."""
+    offsets = torch.arange(-BLUR_RADIUS, BLUR_RADIUS + 1, device=image.device, dtype=image.dtype)
+    sigma = sigma.to(image.device, image.dtype)
+    kernels = torch.exp(-0.5 * (offsets / sigma[..., None]) ** 2)
+    kernels = kernels / kernels.sum(dim=-1, keepdim=True)  # (B, C, 2, taps)
+    batch, channels = image.shape[:2]
+    flat = image.reshape(1, batch * channels * (image[0, 0].numel() // image.shape[-1] // image.shape[-2]),
+                         *image.shape[-2:])  # fmt: skip
+    groups = flat.shape[1]
+    per = groups // (batch * channels)  # the planes of a 3D channel share its kernel
+    rows = kernels[..., 0, :].reshape(batch * channels, 1, -1).repeat_interleave(per, dim=0)
+    cols = kernels[..., 1, :].reshape(batch * channels, 1, -1).repeat_interleave(per, dim=0)
+    flat = F.conv2d(flat, rows[..., :, None], padding=(BLUR_RADIUS, 0), groups=groups)
+    flat = F.conv2d(flat, cols[..., None, :], padding=(0, BLUR_RADIUS), groups=groups)
+    return flat.reshape(image.shape)
 
 
 def sampling_grid(linear: torch.Tensor, shape: torch.Size) -> torch.Tensor:

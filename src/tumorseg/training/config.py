@@ -50,6 +50,11 @@ class TrainConfig:
     augment_per_sequence: bool = option(
         False, "scale and shift each sequence's intensities on its own, not a slice's all at once"
     )
+    augment_scanner: bool = option(
+        False,
+        "what another scanner changes, per sequence: gamma, a smooth bias field, blur along each "
+        "in-plane axis (thick slices, one more interpolation) and noise, then z-scored again",
+    )
     val_fraction: float = option(0.2, "fraction of patients for validation")
     test_fraction: float = option(0.2, "fraction of patients held out for testing")
     folds: int = option(0, "k-fold cross-validation with K folds (0: off)")

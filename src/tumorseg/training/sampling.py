@@ -65,6 +65,7 @@ class EpochData:
                 max_scaling=config.augment_scaling,
                 max_intensity=config.augment_intensity,
                 per_sequence=config.augment_per_sequence,
+                scanner=config.augment_scanner,
             )
             if config.augment or config.modality_dropout
             else None
