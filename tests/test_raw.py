@@ -383,7 +383,7 @@ def read_seg(path: Path, series: dicom.Series) -> tuple[np.ndarray, object]:
 def test_a_dicom_seg_lies_on_its_source_series_and_names_its_segments(tmp_path):
     from pydicom import dcmread
 
-    from tumorseg.raw.dicom_seg import seg_writer
+    from tumorseg.raw.dicom_seg import dicom_writers
 
     volume = oblique_volume()
     dicom.write_series(volume, tmp_path / "s", "T1 POST GD")
@@ -392,8 +392,10 @@ def test_a_dicom_seg_lies_on_its_source_series_and_names_its_segments(tmp_path):
     classes[5:15, 4:12, 3:8] = 2
     classes[8:12, 6:10, 4:7] = 3
     classes[9, 7, 5] = 1
-    for name in ("a.dcm", "b.dcm"):
-        seg_writer(classes, series, {"WT": 1.0, "TC": 0.5, "ET": 0.2})(tmp_path / name)
+    for name in ("a", "b"):
+        seg, report = dicom_writers(classes, series, {"WT": 1.0, "TC": 0.5, "ET": 0.2})
+        seg(tmp_path / f"{name}.dcm")
+        report(tmp_path / f"{name}_sr.dcm")
     first, second = (dcmread(tmp_path / name) for name in ("a.dcm", "b.dcm"))
     for field in ("SOPInstanceUID", "SeriesInstanceUID", "PixelData"):  # the same result, the same SEG
         assert first[field].value == second[field].value
@@ -411,12 +413,34 @@ def test_a_dicom_seg_lies_on_its_source_series_and_names_its_segments(tmp_path):
         placed = frame.PlanePositionSequence[0].ImagePositionPatient
         assert np.allclose([float(v) for v in placed], [float(v) for v in positions[source]], atol=1e-3)
     assert seg.FrameOfReferenceUID == dcmread(series.files[0]).FrameOfReferenceUID
+    # the report: each segment's volume, referencing the SEG's segment
+    volumes = reported_volumes(tmp_path / "a_sr.dcm", seg)
+    voxel_ml = float(np.prod(volume.GetSpacing())) / 1000
+    assert volumes == pytest.approx(
+        {n: np.count_nonzero(classes == n) * voxel_ml for n in (1, 2, 3)}, abs=1e-4
+    )
+    assert dcmread(tmp_path / "a_sr.dcm").SOPInstanceUID == dcmread(tmp_path / "b_sr.dcm").SOPInstanceUID
+
+
+def reported_volumes(path: Path, seg) -> dict[int, float]:
+    """The volume (mL) a TID 1500 report gives each segment of ``seg``, by segment number."""
+    import highdicom as hd
+
+    report = hd.sr.srread(path)
+    found = {}
+    for group in report.content.get_volumetric_roi_measurement_groups():
+        referenced = group.referenced_segment
+        assert referenced.referenced_sop_instance_uid == seg.SOPInstanceUID
+        [measurement] = group.get_measurements()
+        assert measurement.unit.value == "cm3"
+        found[referenced.referenced_segment_numbers[0]] = measurement.value
+    return found
 
 
 @needs_raw
 def test_a_dicom_seg_over_a_real_scanners_series(tmp_path):
     """The sagittal T1 of a real scanner (dicom-decubitus/HFS): a sphere's SEG reads back on it."""
-    from tumorseg.raw.dicom_seg import seg_writer
+    from tumorseg.raw.dicom_seg import dicom_writers
 
     [series] = dicom.find_series(RAW / "dicom-decubitus" / "HFS")
     image = dicom.read_series(series)
@@ -424,7 +448,7 @@ def test_a_dicom_seg_over_a_real_scanners_series(tmp_path):
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in image.GetSize()], indexing="ij"), axis=-1)
     distance = np.linalg.norm((grid - centre) * np.array(image.GetSpacing()), axis=-1)
     classes = np.where(distance < 20, 3, np.where(distance < 30, 2, 0)).astype(np.uint8)
-    seg_writer(classes, series, {"WT": 1.0, "TC": 0.5, "ET": 0.2})(tmp_path / "seg.dcm")
+    dicom_writers(classes, series, {"WT": 1.0, "TC": 0.5, "ET": 0.2})[0](tmp_path / "seg.dcm")
     back, _ = read_seg(tmp_path / "seg.dcm", series)
     assert np.array_equal(back, classes)
 
@@ -448,12 +472,18 @@ def test_predict_on_a_dicom_study_writes_a_seg_of_its_label_map(raw_phantom, pha
 
     out = tmp_path / "seg.nii.gz"
     _, written = segment_raw(study, segment, out, labels="brats", report=lambda _: None)
-    assert companion(out, "dicom") in [path for path, _ in written]
+    assert {companion(out, "dicom"), companion(out, "dicom_report")} <= {path for path, _ in written}
     write_together(written)
     [t1ce] = [s for s in dicom.find_series(tmp_path / "study") if s.sequence() == "t1ce"]
-    back, _ = read_seg(companion(out, "dicom"), t1ce)
-    labels = to_internal(np.asarray(nib.load(out).dataobj))
+    back, seg = read_seg(companion(out, "dicom"), t1ce)
+    image = nib.load(out)
+    labels = to_internal(np.asarray(image.dataobj))
     assert back.any() and np.array_equal(back, labels)
+    reported = reported_volumes(companion(out, "dicom_report"), seg)
+    voxel_ml = float(np.prod(image.header.get_zooms()[:3])) / 1000
+    assert reported == pytest.approx(
+        {n: np.count_nonzero(labels == n) * voxel_ml for n in (1, 2, 3)}, rel=1e-3
+    )
 
 
 def test_compare_two_dicom_studies_writes_each_visits_seg(
@@ -474,5 +504,5 @@ def test_compare_two_dicom_studies_writes_each_visits_seg(
     assert result.baseline.raw == "a DICOM study" and result.baseline.image.shape[1:] == images.BRATS_SHAPE
     assert result.alignment.aligned
     for name in ("baseline", "followup"):
-        assert (out / f"{name}_seg.dcm").is_file() and (out / f"{name}_atlas.nii.gz").is_file()
+        assert all((out / f"{name}{suffix}").is_file() for suffix in ("_seg.dcm", "_sr.dcm", "_atlas.nii.gz"))
     assert all(row["change_ml"] == 0 for row in result.regions())

@@ -156,10 +156,11 @@ def segment_raw(
         (companion(out, "brain"), nifti_writer(array(space.brain).astype(np.uint8), grid)),
     ]
     if space.reference in series:  # a DICOM SEG over the series the labels lie on
-        from tumorseg.raw.dicom_seg import seg_writer
+        from tumorseg.raw.dicom_seg import dicom_writers
 
         volumes = region_volumes(native, voxel_ml(space.affine))
-        written.append((companion(out, "dicom"), seg_writer(native, series[space.reference], volumes)))
+        seg, report = dicom_writers(native, series[space.reference], volumes)
+        written += [(companion(out, "dicom"), seg), (companion(out, "dicom_report"), report)]
     if keep is not None:
         kept = preprocessed_writers(case, keep / files.case_id, atlas)
         claim_outputs([path for path, _ in kept], files.paths, replace)

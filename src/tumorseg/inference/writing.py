@@ -26,6 +26,7 @@ COMPANION_SUFFIXES = {
     "atlas": "_atlas.nii.gz",  # a raw case's labels in BraTS space
     "brain": "_brain.nii.gz",  # a raw case's brain mask on its native grid
     "dicom": "_seg.dcm",  # a DICOM Segmentation, when the labels lie on a DICOM series
+    "dicom_report": "_sr.dcm",  # and its volumes as a DICOM Structured Report (TID 1500)
 }
 #: Writes a file's content to the path given.
 Writer = Callable[[Path], None]
@@ -41,7 +42,7 @@ def companions(
 ) -> list[Path]:
     """The files written beside the label map ``out``: the probabilities and the uncertainty map
     when asked for, a single case's volumes, a raw case's atlas-space labels and brain mask, and
-    the DICOM SEG of labels that lie on a DICOM series."""
+    the DICOM SEG and measurement report of labels that lie on a DICOM series."""
     wanted = {
         "probabilities": probabilities,
         "uncertainty": uncertainty,
@@ -49,6 +50,7 @@ def companions(
         "atlas": raw,
         "brain": raw,
         "dicom": dicom,
+        "dicom_report": dicom,
     }
     return [companion(out, name) for name, asked in wanted.items() if asked]
 
