@@ -438,7 +438,7 @@ def onnx_bomb(kind: str, path: Path, checkpoint: Path, width: int | None = None)
     import onnx
     from onnx import TensorProto, helper
 
-    from tumorseg.inference.onnx import export_metadata
+    from tumorseg.inference.onnx import export_metadata, graph_digest
     from tumorseg.inference.segmenter import Segmenter
 
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 4, "height", "width"])
@@ -458,7 +458,9 @@ def onnx_bomb(kind: str, path: Path, checkpoint: Path, width: int | None = None)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     honest = Segmenter(checkpoint)
     config = honest.config if width is None else dataclasses.replace(honest.config, channels=[width] * 5)
-    for key, value in export_metadata(checkpoint, config, honest.epoch, honest.postprocessing).items():
+    metadata = export_metadata(checkpoint, config, honest.epoch, honest.postprocessing)
+    metadata["graph_sha256"] = graph_digest(model)  # a forger computes the digest as easily as tumorseg
+    for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
 

@@ -361,7 +361,20 @@ def test_a_series_whose_slices_differ_in_size_is_refused_with_one_line(tmp_path)
     with pytest.raises(TumorsegError) as caught:
         dicom.read_series(series)
     message = str(caught.value)
-    assert "\n" not in message and "could not be read: Size mismatch!" in message and "90.dcm" in message
+    assert "\n" not in message and "90.dcm: declares 40 x 36 pixels where the first image" in message
+
+
+def test_a_later_image_declaring_a_huge_size_is_refused_before_any_pixel_is_read(tmp_path):
+    from pydicom import dcmread
+
+    dicom.write_series(oblique_volume(), tmp_path / "s", "AX FLAIR")
+    forged = sorted((tmp_path / "s").iterdir())[5]
+    header = dcmread(forged)
+    header.Rows, header.Columns = 60000, 60000  # 3.6 G pixels declared, the same few bytes held
+    header.save_as(forged)
+    [series] = dicom.find_series(tmp_path)
+    with pytest.raises(TumorsegError, match=f"{forged.name}: declares 60000 x 60000 pixels"):
+        dicom.read_series(series)
 
 
 # --- DICOM out ------------------------------------------------------------------------------------

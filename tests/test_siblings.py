@@ -430,6 +430,34 @@ def test_a_model_file_with_a_changed_byte_is_refused(run_copy, case, tmp_path, c
     assert not (tmp_path / "seg.nii.gz").exists()
 
 
+@pytest.mark.parametrize("change", ["weight", "no digest"])
+def test_an_onnx_export_changed_since_it_was_made_is_refused(case, tmp_path, capsys, change):
+    """An export carries the digest of its graph (nodes and weights): one changed weight byte, or an
+    export that carries none, is refused before it runs."""
+    import onnx
+
+    from tumorseg.inference.bundle import BUNDLED_MODELS
+    from tumorseg.inference.onnx import onnx_path
+
+    path = tmp_path / "model.pt"
+    shutil.copy(BUNDLED_MODELS[0], path)
+    graph = onnx.load(str(onnx_path(BUNDLED_MODELS[0], int8=True)))
+    if change == "weight":
+        weights = next(t for t in graph.graph.initializer if len(t.raw_data) > 100)
+        raw = bytearray(weights.raw_data)
+        raw[len(raw) // 2] ^= 0x01
+        weights.raw_data = bytes(raw)
+    else:
+        kept = [p for p in graph.metadata_props if p.key != "graph_sha256"]
+        del graph.metadata_props[:]
+        graph.metadata_props.extend(kept)
+    onnx.save(graph, str(onnx_path(path, int8=True)))
+    command = ["predict", "--model", path, case, "--out", tmp_path / "seg.nii.gz", "--engine", "onnx-int8"]
+    words = "does not match the digest it carries" if change == "weight" else "carries no digest of its graph"
+    assert_clean_failure(*run(command, capsys), "model.int8.onnx", words)
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
 def test_a_checkpoint_rewritten_with_other_weights_is_refused_by_its_digest(run_copy, case, tmp_path, capsys):
     state = torch.load(run_copy / "last.pt", weights_only=True)
     name = next(iter(state["model"]))

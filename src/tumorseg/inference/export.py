@@ -20,7 +20,7 @@ from tumorseg import __version__
 from tumorseg.data.preprocess import with_context
 from tumorseg.data.store import Store
 from tumorseg.errors import TumorsegError
-from tumorseg.inference.onnx import export_metadata
+from tumorseg.inference.onnx import export_metadata, graph_digest
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.inference.sliding_window import zero_padded
 from tumorseg.models import ModelConfig
@@ -121,6 +121,7 @@ def quantize(path: Path, calibration: Path, config: ModelConfig) -> None:
             )
         graph = onnx.load(str(quantized))
         metadata["quantized"] = f"int8, calibrated on {len(batches)} inputs of {calibration.name}"
+        metadata["graph_sha256"] = graph_digest(graph)  # the quantized graph's own
         for key, value in metadata.items():
             graph.metadata_props.add(key=key, value=value)
         onnx.save(graph, str(path))
@@ -149,6 +150,7 @@ def write_graph(model: nn.Module, example: torch.Tensor, path: Path, segmenter: 
         )
     graph = onnx.load(str(path))
     recorded = export_metadata(segmenter.path, segmenter.config, segmenter.epoch, segmenter.postprocessing)
+    recorded["graph_sha256"] = graph_digest(graph)
     for key, value in {"tumorseg_version": __version__, **recorded}.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.save(graph, str(path))

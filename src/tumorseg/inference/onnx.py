@@ -56,6 +56,12 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def graph_digest(graph: onnx.ModelProto) -> str:
+    """SHA-256 of an ONNX model's graph (its nodes and weights; not its metadata, which carries the
+    digest): an export records it, and a graph whose bytes changed since is refused."""
+    return hashlib.sha256(graph.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
 def export_metadata(
     checkpoint: Path, config: ModelConfig, epoch: int, postprocessing: PostProcessing
 ) -> dict[str, str]:
@@ -101,6 +107,13 @@ class Export:
         data = read_graph(path)  # read once: the graph that runs is the one checked, not a later file
         graph = parse_graph(data, path)
         metadata = {entry.key: entry.value for entry in graph.metadata_props}
+        if "graph_sha256" not in metadata:
+            raise TumorsegError(f"{path}: carries no digest of its graph (an older export); export it again")
+        if metadata["graph_sha256"] != graph_digest(graph):
+            raise TumorsegError(
+                f"{path}: its graph does not match the digest it carries (changed since it was "
+                "exported); export it again"
+            )
         if metadata.get("checkpoint_sha256") != file_digest(checkpoint):
             raise TumorsegError(
                 f"{path}: exported from another checkpoint than {checkpoint}; "

@@ -200,12 +200,24 @@ def read_series(item: Series) -> sitk.Image:
 
 
 def _declared_shape(item: Series) -> tuple[int, int, int]:
-    """Rows x columns x slices, from the first header, before any pixel is decoded."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(item.files[0])
-    reader.ReadImageInformation()
-    size = reader.GetSize()
-    return (int(size[0]), int(size[1]), len(item.files))
+    """Columns x rows x slices, from every file's header, before any pixel is decoded: an image that
+    declares another size than the first is refused by name (a decoder would size its buffer by
+    what that header says)."""
+    sizes = []
+    for path in item.files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(path)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as err:
+            raise TumorsegError(f"{path}: not a readable DICOM image: {itk_message(err)}") from err
+        sizes.append(tuple(int(n) for n in reader.GetSize()[:2]))
+        if sizes[-1] != sizes[0]:
+            raise TumorsegError(
+                f"{path}: declares {sizes[-1][0]} x {sizes[-1][1]} pixels where the first image of "
+                f"series {item.description!r} holds {sizes[0][0]} x {sizes[0][1]}"
+            )
+    return (*sizes[0], len(item.files))
 
 
 def study(folder: Path) -> tuple[dict[str, sitk.Image], str, dict[str, Series]]:
