@@ -3,6 +3,7 @@
 The patient is one of the model's validation patients: it chose the epoch, never a weight.
 """
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,24 @@ def test_predict_on_a_cpu_does_without_pytorch(patient, tmp_path):
     result = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "imported torch: False" in result.stdout, result.stdout + result.stderr
     assert np.array_equal(np.asarray(nib.load(out).dataobj), np.asarray(by_default.dataobj))
+
+
+def test_a_patient_without_contrast_enhancement_comes_out_without_enhancing_tumor(real_root, tmp_path):
+    """Two shared patients given their T1 as the T1ce (no enhancement to see, as in a tumor that
+    does not enhance): without post-processing the ensemble finds a little enhancing tumor (0.7 and
+    0.2 mL), which the shipped rule (under 1 mL in all: necrosis) takes away."""
+    for case_id in ("Brats18_2013_11_1", "Brats18_TCIA10_637_1"):
+        folder = tmp_path / "cases" / case_id
+        folder.mkdir(parents=True)
+        for modality in ("flair", "t1", "t2"):
+            (folder / f"{case_id}_{modality}.nii.gz").symlink_to(
+                real_root / case_id / f"{case_id}_{modality}.nii.gz"
+            )
+        (folder / f"{case_id}_t1ce.nii.gz").symlink_to(real_root / case_id / f"{case_id}_t1.nii.gz")
+    for options, out in (([], "ruled"), (["--no-postprocessing"], "raw")):
+        result = tumorseg("predict", tmp_path / "cases", "--out", tmp_path / out, *options)
+        assert result.returncode == 0, result.stderr
+    volumes = {out: json.loads((tmp_path / out / "volumes.json").read_text()) for out in ("ruled", "raw")}
+    assert all(0 < v["ET"] < 1 for v in volumes["raw"].values()), volumes["raw"]
+    assert all(v["ET"] == 0 and v["TC"] > 0 for v in volumes["ruled"].values()), volumes["ruled"]
+    assert all(load_checkpoint(path)["postprocessing"]["min_et_ml"] == 1.0 for path in BUNDLED_MODELS)
