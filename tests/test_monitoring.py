@@ -227,7 +227,7 @@ def test_the_same_visit_moved_is_stable_and_within_noise(visits, tmp_path) -> No
     wt = result.regions()[0]
     assert abs(wt["change_percent"]) < 5
     # how well the registration undid the move is tested on a real brain (below): a phantom's brain,
-    # a smooth ellipsoid, hardly pins a turn about its long axis
+    # a smooth ellipsoid nearly round in the axial plane, hardly pins a turn in that plane
 
 
 def test_a_failed_registration_is_not_evaluable(visits, tmp_path) -> None:
