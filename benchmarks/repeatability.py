@@ -44,18 +44,19 @@ MAX_MM = 10.0
 RC_FACTOR = 1.96 * np.sqrt(2.0)
 
 
-def moved(case: Case, rng: np.random.Generator) -> Case:
-    """The case after a random rigid move about its centre, resampled onto its own 1 mm grid."""
+def random_move(rng: np.random.Generator, case: Case) -> tuple[np.ndarray, np.ndarray]:
+    """A random rigid move about the case's centre, as ``ndimage.affine_transform``'s matrix and
+    offset (output voxel p takes the input at R (p - c) + c + t)."""
     rotation = Rotation.from_euler("xyz", rng.uniform(-MAX_DEGREES, MAX_DEGREES, 3), degrees=True).as_matrix()
     shift = rng.uniform(-MAX_MM, MAX_MM, 3) / np.asarray(case.spacing)
     centre = (np.array(case.image.shape[1:]) - 1) / 2
-    # output voxel p takes the input at R (p - c) + c + t
-    offset = centre - rotation @ centre + shift
+    return rotation, centre - rotation @ centre + shift
+
+
+def moved(case: Case, move: tuple[np.ndarray, np.ndarray]) -> Case:
+    """The case's sequences after ``move`` (``random_move``), resampled linearly onto its own grid."""
     image = np.stack(
-        [
-            ndimage.affine_transform(c.astype(np.float32), rotation, offset, order=1, cval=0.0)
-            for c in case.image
-        ]
+        [ndimage.affine_transform(c.astype(np.float32), *move, order=1, cval=0.0) for c in case.image]
     )
     image[:, (image == 0).any(axis=0)] = 0  # the brain is where every sequence has signal, as in BraTS
     return Case(case.case_id, image, None, case.affine, case.sources)
@@ -86,7 +87,7 @@ def main() -> None:
         case = read_case(find_case_files(folder))
         case = Case(case.case_id, case.image, None, case.affine, case.sources)
         rng = np.random.default_rng([args.seed, index])
-        visits = [case] + [moved(case, rng) for _ in range(args.moves)]
+        visits = [case] + [moved(case, random_move(rng, case)) for _ in range(args.moves)]
         rows = [volumes(segment(v, segmenter).classes, voxel_ml(case.affine)) for v in visits]
         measured.append([[row[r] for r in VOLUME_REGIONS] for row in rows])
         wt = [row["WT"] for row in rows]

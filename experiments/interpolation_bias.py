@@ -22,7 +22,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from data_io import real_root  # noqa: E402 (the benchmarks' helpers)
-from repeatability import moved  # noqa: E402
+from repeatability import moved, random_move  # noqa: E402
 from tumorseg.data.brats import find_case_files, find_case_folders, read_case  # noqa: E402
 from tumorseg.data.case import Case  # noqa: E402
 from tumorseg.geometry import voxel_ml  # noqa: E402
@@ -48,8 +48,9 @@ def main() -> None:
                 case = read_case(find_case_files(folders[case_id]))
                 draws = [args.seed, sorted(folders).index(case_id)]  # the same move for images and labels
                 image_only = Case(case.case_id, case.image, None, case.affine, case.sources)
-                shifted = moved(image_only, np.random.default_rng(draws))
-                label = moved_labels(case, np.random.default_rng(draws))
+                move = random_move(np.random.default_rng(draws), case)
+                shifted = moved(image_only, move)
+                label = ndimage.affine_transform(case.label, *move, order=0)
                 ml = voxel_ml(case.affine)
                 original, after = segment(image_only, model).classes, segment(shifted, model).classes
                 rows[case_id] = {
@@ -76,18 +77,6 @@ def main() -> None:
 
 def standard_error(values: np.ndarray) -> float:
     return float(np.std(values, ddof=1) / np.sqrt(len(values)))
-
-
-def moved_labels(case: Case, rng: np.random.Generator) -> np.ndarray:
-    """The expert labels moved as ``moved`` moves the images (the same draws), by nearest neighbour."""
-    from scipy.spatial.transform import Rotation
-
-    from repeatability import MAX_DEGREES, MAX_MM
-
-    rotation = Rotation.from_euler("xyz", rng.uniform(-MAX_DEGREES, MAX_DEGREES, 3), degrees=True).as_matrix()
-    shift = rng.uniform(-MAX_MM, MAX_MM, 3) / np.asarray(case.spacing)
-    centre = (np.array(case.label.shape) - 1) / 2
-    return ndimage.affine_transform(case.label, rotation, centre - rotation @ centre + shift, order=0)
 
 
 if __name__ == "__main__":

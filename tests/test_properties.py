@@ -83,6 +83,23 @@ DTYPES = [np.int16, np.uint8, np.int64, np.float32, np.float64, np.complex64,
 AFFINE_VALUES = st.sampled_from([0.0, 1.0, -1.0, 2.5, 1e-12, 1e30, float("nan"), float("inf")])
 
 
+#: What ``write_nifti`` makes a header declare (``affine``: 12 values of its first three rows, or
+#: None for the case's own).
+NIFTI_HEADERS = {
+    "shape": st.lists(st.integers(1, 3000), min_size=1, max_size=5).map(tuple) | st.just(SHAPE),
+    "dtype": st.sampled_from(DTYPES),
+    "affine": st.lists(AFFINE_VALUES, min_size=12, max_size=12) | st.none(),
+    "whole": st.booleans(),
+}
+
+
+def declared_affine(affine: list[float] | None, case: Path) -> np.ndarray:
+    """The 4 x 4 affine of ``NIFTI_HEADERS``' draw: its 12 values, or the case's own (None)."""
+    if affine is None:
+        return nib.load(case / f"{CASE}_flair.nii.gz").affine
+    return np.vstack([np.reshape(affine, (3, 4)), [0, 0, 0, 1]])
+
+
 def write_nifti(path: Path, shape: tuple[int, ...], dtype, affine: np.ndarray, whole: bool) -> None:
     """A NIfTI declaring ``shape``/``dtype``/``affine``, written byte by byte (so that any header can
     be made): with all its voxels when ``whole`` (and small), else with a few bytes of them, as a
@@ -103,18 +120,14 @@ def write_nifti(path: Path, shape: tuple[int, ...], dtype, affine: np.ndarray, w
 
 @EXAMPLES
 @given(
-    shape=st.lists(st.integers(1, 3000), min_size=1, max_size=5).map(tuple) | st.just(SHAPE),
-    dtype=st.sampled_from(DTYPES),
-    affine=st.lists(AFFINE_VALUES, min_size=12, max_size=12) | st.none(),
-    whole=st.booleans(),
+    **NIFTI_HEADERS,
     modality=st.sampled_from(["flair", "t1", "t1ce", "t2", "seg"]),
 )
 def test_any_nifti_header(sources, tmp_path, shape, dtype, affine, whole, modality):
     work = fresh(tmp_path / "work")
     case = work / CASE
     shutil.copytree(sources / "cases" / CASE, case)
-    reference = nib.load(case / f"{CASE}_flair.nii.gz").affine
-    matrix = reference if affine is None else np.vstack([np.reshape(affine, (3, 4)), [0, 0, 0, 1]])
+    matrix = declared_affine(affine, case)
     target = case / f"{CASE}_{modality}.nii.gz"
     write_nifti(target, shape, dtype, matrix, whole)
     before = target.read_bytes()
@@ -264,17 +277,11 @@ def test_any_split_in_a_fold_given_to_cv(trained_run, cohort, tmp_path, split):
 
 
 @EXAMPLES
-@given(
-    shape=st.lists(st.integers(1, 3000), min_size=1, max_size=5).map(tuple) | st.just(SHAPE),
-    dtype=st.sampled_from(DTYPES),
-    affine=st.lists(AFFINE_VALUES, min_size=12, max_size=12) | st.none(),
-    whole=st.booleans(),
-)
+@given(**NIFTI_HEADERS)
 def test_any_label_map_given_to_compare(sources, tmp_path, shape, dtype, affine, whole):
     work = fresh(tmp_path / "work")
     case = sources / "cases" / CASE
-    reference = nib.load(case / f"{CASE}_flair.nii.gz").affine
-    matrix = reference if affine is None else np.vstack([np.reshape(affine, (3, 4)), [0, 0, 0, 1]])
+    matrix = declared_affine(affine, case)
     seg = work / "followup_seg.nii.gz"
     write_nifti(seg, shape, dtype, matrix, whole)
     code, err, peak = invoke(

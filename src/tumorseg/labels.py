@@ -88,9 +88,12 @@ def region_masks(classes: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tenso
     return _MEMBERSHIP_ON[classes.device][:, classes.long()]
 
 
-def region_volumes(classes: np.ndarray, voxel_ml: float) -> dict[str, float]:
-    """Volume in mL of each BraTS region of a class map whose voxels hold ``voxel_ml`` each."""
-    return {name: float(np.isin(classes, members).sum() * voxel_ml) for name, members in REGIONS.items()}
+def region_volumes(
+    classes: np.ndarray, voxel_ml: float, regions: dict[str, tuple[int, ...]] = REGIONS
+) -> dict[str, float]:
+    """Volume in mL of each BraTS region (or of each of ``regions``: sets of classes) of a class map
+    whose voxels hold ``voxel_ml`` each."""
+    return {name: float(np.isin(classes, members).sum() * voxel_ml) for name, members in regions.items()}
 
 
 def label_convention() -> dict:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from tumorseg.cli.options import add_input_options, add_model_options, label_convention, segmenter_from_args
+from tumorseg.cli.options import (
+    add_input_options,
+    add_model_options,
+    add_model_source,
+    announced_segmenter,
+    label_convention,
+)
 from tumorseg.errors import TumorsegError
-
-if TYPE_CHECKING:
-    from tumorseg.inference.segmenter import Segmenter
 
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
@@ -54,15 +56,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "input", type=Path, nargs="?", help="a case folder, a folder of case folders, or a DICOM study folder"
     )
-    p.add_argument(
-        "--model",
-        type=Path,
-        action="append",
-        help="a run directory (uses best.pt) or a model file (default: the models that ship with tumorseg, "
-        "two networks trained on 28 BraTS 2018 patients and ensembled, and for a case lacking sequences "
-        "a third; see MODEL_CARD.md); repeated, or a folder of fold runs: an ensemble, their "
-        "probabilities averaged",
-    )
+    add_model_source(p)
     p.add_argument("--out", type=Path, required=True, help="output .nii.gz (one case) or folder (several)")
     for modality in ("flair", "t1", "t1ce", "t2"):
         p.add_argument(
@@ -106,15 +100,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "predict: give INPUT (a case folder or a folder of them) or --flair --t1 --t1ce --t2"
         )
 
-    def segmenter() -> Segmenter:
-        chosen = segmenter_from_args(args, args.model)
-        print(f"model: {chosen.description}")
-        return chosen
-
     result = predict(
         inputs,
         args.out,
-        segmenter,
+        announced_segmenter(args),
         overwrite=args.overwrite,
         labels=label_convention(args),
         probabilities=args.probabilities,

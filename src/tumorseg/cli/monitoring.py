@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tumorseg.cli.options import add_input_options, add_model_options, label_convention, segmenter_from_args
+from tumorseg.cli.options import (
+    add_input_options,
+    add_model_options,
+    add_model_source,
+    announced_segmenter,
+    label_convention,
+)
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
@@ -44,13 +50,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         metavar=("BASELINE_SEG", "FOLLOWUP_SEG"),
         help="the visits' label maps (BraTS values, on each visit's grid) instead of segmenting them",
     )
-    p.add_argument(
-        "--model",
-        type=Path,
-        action="append",
-        help="a run directory or a model file (default: the models that ship with tumorseg); repeated: an "
-        "ensemble",
-    )
+    add_model_source(p)
     add_input_options(p, "both visits")
     add_model_options(p, predicting=True)
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
@@ -60,16 +60,11 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from tumorseg.monitoring.compare import compare
 
-    def segmenter():  # noqa: ANN202 (a Segmenter, loaded only when a visit is segmented)
-        chosen = segmenter_from_args(args, args.model)
-        print(f"model: {chosen.description}")
-        return chosen
-
     result = compare(
         args.baseline,
         args.followup,
         args.out,
-        segmenter,
+        announced_segmenter(args),
         seg=tuple(args.seg) if args.seg else None,
         preprocess=args.preprocess,
         labels=label_convention(args),

@@ -7,6 +7,7 @@ Defining an option imports nothing heavy: ``tumorseg --help`` stays instant.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,31 @@ def add_model_options(p: argparse.ArgumentParser, predicting: bool = False) -> N
         add_missing(p)
         add_postprocessing(p)
         p.set_defaults(engine="torch", no_postprocessing=False)
+
+
+def add_model_source(p: argparse.ArgumentParser) -> None:
+    """--model, for the commands that segment new patients (predict, compare)."""
+    p.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        help="a run directory (uses best.pt) or a model file (default: the models that ship with tumorseg, "
+        "two networks trained on 28 BraTS 2018 patients and ensembled, and for a case lacking sequences "
+        "a third; see MODEL_CARD.md); repeated, or a folder of fold runs: an ensemble, their "
+        "probabilities averaged",
+    )
+
+
+def announced_segmenter(args: argparse.Namespace) -> Callable[[], Segmenter]:
+    """A function that loads the model --model names (``segmenter_from_args``) and prints which it is:
+    a command calls it only once it has a case to segment."""
+
+    def load() -> Segmenter:
+        chosen = segmenter_from_args(args, args.model)
+        print(f"model: {chosen.description}")
+        return chosen
+
+    return load
 
 
 def add_input_options(p: argparse.ArgumentParser, cases: str) -> None:

@@ -227,8 +227,7 @@ def predict(
     reasons: dict[str, str | None] = {}  # why a case is raw, where decided already (read once)
     if not batch:  # what it writes beside the label map, refused too before any model is loaded
         reason = reasons[cases[0].case_id] = raw_reason(cases[0], preprocess)
-        asked = companions(out, probabilities, uncertainty, volumes=True, raw=reason is not None,
-                           dicom=reason is not None and writes_dicom(cases[0]))  # fmt: skip
+        asked = case_companions(out, cases[0], reason, probabilities, uncertainty, volumes=True)
         claim_outputs(asked, cases[0].paths, overwrite)
     busy = f"{out}: another tumorseg predict is writing into this folder"
     try:
@@ -281,14 +280,8 @@ def segment_all(
             )
             if reason:
                 print(f"{files.case_id}: raw ({reason}): {RAW_STEPS}")
-            asked = companions(
-                target,
-                options["probabilities"],
-                options["uncertainty"],
-                volumes=not batch,
-                raw=reason is not None,
-                dicom=reason is not None and writes_dicom(files),
-            )
+            asked = case_companions(target, files, reason, options["probabilities"], options["uncertainty"],
+                                    volumes=not batch)  # fmt: skip
             done = leftover(target, files, asked, reason is not None) if batch and not overwrite else None
             if done is not None:
                 result.skipped.append(target)
@@ -312,6 +305,17 @@ def segment_all(
         if batch:  # after each case, so that a killed batch keeps the volumes of the cases it finished
             recorded = {**recorded, files.case_id: record}
             write_json(volumes_file, recorded)
+
+
+def case_companions(
+    target: Path, files: CaseFiles | Study, reason: str | None, probabilities: bool, uncertainty: bool,
+    volumes: bool,
+) -> list[Path]:  # fmt: skip
+    """What a case writes beside its label map ``target``: what is asked for, and for a raw case
+    (``reason``) its atlas-space labels and brain mask, and its DICOM SEG and report when its labels
+    lie on a DICOM series."""
+    raw = reason is not None
+    return companions(target, probabilities, uncertainty, volumes, raw=raw, dicom=raw and writes_dicom(files))
 
 
 def raw_reason(files: CaseFiles | Study, preprocess: str) -> str | None:

@@ -1,5 +1,6 @@
 """The follow-up brought onto the baseline's grid by a rigid registration of one sequence they
-share (the T1ce when both have it; ``tumorseg.raw.registration``, mutual information), checked as
+share (the first of the raw pipeline's reference order both have, the T1ce when both have it;
+``tumorseg.raw.registration``, mutual information), checked as
 the raw pipeline checks its registrations: the two brains must overlap once aligned."""
 
 from __future__ import annotations
@@ -9,9 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from tumorseg.data.case import MODALITIES
-
-#: The sequence registered, the first both visits have.
-ORDER = ("t1ce", "t1", "flair", "t2")
 
 
 @dataclass
@@ -35,9 +33,10 @@ def align(
     """Register the follow-up's sequences (4, X, Y, Z) to the baseline's and resample its sequences
     and classes onto the baseline's grid; ``absent``: the sequences each visit lacks."""
     from tumorseg.raw.images import array, placed  # SimpleITK: imported when two visits are compared
+    from tumorseg.raw.pipeline import REFERENCE_ORDER
     from tumorseg.raw.registration import ALIGNED, overlap, register, resample
 
-    shared = [m for m in ORDER if m not in absent[0] and m not in absent[1]]
+    shared = [m for m in REFERENCE_ORDER if m not in absent[0] and m not in absent[1]]
     if not shared:
         raise ValueError("the two visits share no sequence")
     channel = MODALITIES.index(shared[0])

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tumorseg import __version__
+from tumorseg.data.case import voxel_spacing
 from tumorseg.geometry import voxel_ml
 from tumorseg.inference.writing import Writer
 from tumorseg.monitoring import measures, response
@@ -37,7 +38,7 @@ class Visit:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+        return voxel_spacing(self.affine)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull
 
 from tumorseg.geometry import bounding_box
-from tumorseg.labels import EDEMA, ENHANCING, NECROSIS, REGIONS
+from tumorseg.labels import EDEMA, ENHANCING, NECROSIS, REGIONS, region_volumes
 
 #: The regions a comparison measures: the three BraTS regions and the two classes inside them.
 VOLUME_REGIONS: dict[str, tuple[int, ...]] = {**REGIONS, "NCR": (NECROSIS,), "edema": (EDEMA,)}
@@ -38,8 +38,7 @@ _CONNECTIVITY = np.ones((3, 3, 3), bool)
 
 def volumes(classes: np.ndarray, voxel_ml: float) -> dict[str, float]:
     """Volume in mL of each of ``VOLUME_REGIONS``."""
-    counts = np.bincount(classes.ravel(), minlength=4)
-    return {name: float(counts[list(members)].sum() * voxel_ml) for name, members in VOLUME_REGIONS.items()}
+    return region_volumes(classes, voxel_ml, VOLUME_REGIONS)
 
 
 @dataclass(frozen=True)

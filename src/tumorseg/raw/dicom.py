@@ -143,13 +143,19 @@ def itk_message(err: RuntimeError) -> str:
     return re.sub(r"^ITK ERROR: \w+\(0x[0-9a-f]+\): ", "", last)
 
 
-def read_header(path: str) -> dict[str, str]:
+def header(path: str) -> sitk.ImageFileReader:
+    """A DICOM file's header read (GDCM), no pixel decoded; one line naming the file when it is none."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
-        raise TumorsegError(f"{path}: not a readable DICOM image") from err
+        raise TumorsegError(f"{path}: not a readable DICOM image: {itk_message(err)}") from err
+    return reader
+
+
+def read_header(path: str) -> dict[str, str]:
+    reader = header(path)
     return {
         name: reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
         for name, tag in TAGS.items()
@@ -205,13 +211,7 @@ def _declared_shape(item: Series) -> tuple[int, int, int]:
     what that header says)."""
     sizes = []
     for path in item.files:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(path)
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError as err:
-            raise TumorsegError(f"{path}: not a readable DICOM image: {itk_message(err)}") from err
-        sizes.append(tuple(int(n) for n in reader.GetSize()[:2]))
+        sizes.append(tuple(int(n) for n in header(path).GetSize()[:2]))
         if sizes[-1] != sizes[0]:
             raise TumorsegError(
                 f"{path}: declares {sizes[-1][0]} x {sizes[-1][1]} pixels where the first image of "

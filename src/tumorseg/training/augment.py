@@ -114,14 +114,6 @@ class BatchAugmentation:
         label[index] = moved[:, 0].round().to(label.dtype)
         return image, label
 
-    def _per_sequence(self, values: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """(B, modalities) values as (B, C, 1, ...) on the image's device: channel k of a 2.5D input
-        is sequence k % modalities."""
-        values = values.repeat(1, image.shape[1] // self.modalities)
-        return values.to(image.device, image.dtype, non_blocking=True).view(
-            *values.shape, *(1,) * (image.ndim - 2)
-        )
-
     def scanner_effects(self, image: torch.Tensor) -> torch.Tensor:
         """What differs between scanners and protocols, each drawn per sequence with probability
         ``SCANNER_PROBABILITY``: a gamma (0.67 to 1.5), a smooth multiplicative bias field (up to
@@ -146,34 +138,29 @@ class BatchAugmentation:
         high = torch.where(brain, image, -torch.inf).amax(dim=spatial, keepdim=True)
         scale = (high - low).clamp_min(1e-6)
         u = ((image - low) / scale).clamp(0, 1) * brain  # outside 0, as a scan's background is
-        on = lambda k: self._per_sequence(draws[k].to(torch.float64), image) > 0  # noqa: E731
-        u = torch.where(on(0), u ** self._per_sequence(gamma, image), u)
-        field = F.interpolate(coarse.repeat(1, image.shape[1] // n, 1, 1).to(image.device, image.dtype),
+        on = lambda k: per_channel(draws[k].to(torch.float64), image) > 0  # noqa: E731
+        u = torch.where(on(0), u ** per_channel(gamma, image), u)
+        field = F.interpolate(on_channels(coarse, image.shape[1]).to(image.device, image.dtype),
                               size=image.shape[-2:], mode="bilinear", align_corners=True)  # fmt: skip
         field = field.view(*field.shape[:2], *(1,) * (image.ndim - 4), *field.shape[-2:])
-        u = torch.where(on(1), u * (1 + self._per_sequence(bias, image) * field), u)
-        u = torch.where(on(2), blur(u, sigma.repeat(1, image.shape[1] // n, 1)), u)
+        u = torch.where(on(1), u * (1 + per_channel(bias, image) * field), u)
+        u = torch.where(on(2), blur(u, on_channels(sigma, image.shape[1])), u)
         shake = torch.randn(u.shape, generator=torch.Generator().manual_seed(int(seeds)), dtype=torch.float32)
-        u = torch.where(on(3), u + self._per_sequence(noise, image) * shake.to(u.device, u.dtype), u)
+        u = torch.where(on(3), u + per_channel(noise, image) * shake.to(u.device, u.dtype), u)
         u = u * brain
         # z-scored again over the brain, as a scan of another scanner is read
         count = brain.sum(dim=spatial, keepdim=True).clamp_min(1)
         mean = u.sum(dim=spatial, keepdim=True) / count
         std = (((u - mean) * brain) ** 2).sum(dim=spatial, keepdim=True).div(count).sqrt().clamp_min(1e-6)
         renormalized = (u - mean) / std * brain
-        return torch.where(self._per_sequence(touched.to(torch.float64), image) > 0, renormalized, image)
+        return torch.where(per_channel(touched.to(torch.float64), image) > 0, renormalized, image)
 
     def intensity(self, image: torch.Tensor) -> torch.Tensor:
         batch, bound = len(image), self.max_intensity
         draws = (batch, self.modalities) if self.per_sequence else (batch, 1)
         factor = torch.where(self._chance(*draws), self._uniform(*draws, low=-bound, high=bound), 0.0)
         offset = torch.where(self._chance(*draws), self._uniform(*draws, low=-bound, high=bound), 0.0)
-        shape = (batch, -1) + (1,) * (image.ndim - 2)
-        # channel k of a 2.5D input is sequence k % modalities
-        repeats = (1, image.shape[1] // draws[1])
-        factor = (1 + factor).repeat(repeats).to(image.device, image.dtype, non_blocking=True)
-        offset = offset.repeat(repeats).to(image.device, image.dtype, non_blocking=True)
-        return torch.addcmul(offset.view(shape), image, factor.view(shape))
+        return torch.addcmul(per_channel(offset, image), image, per_channel(1 + factor, image))
 
     def drop_modalities(self, image: torch.Tensor) -> torch.Tensor:
         batch, n = len(image), self.modalities
@@ -181,8 +168,20 @@ class BatchAugmentation:
         rescue = torch.randint(n, (batch,), generator=self.generator)
         none = ~keep.any(dim=1)
         keep[none, rescue[none]] = True
-        keep = keep.repeat(1, image.shape[1] // n).to(image.device, image.dtype, non_blocking=True)
-        return image * keep.view(*keep.shape, *(1,) * (image.ndim - 2))
+        return image * per_channel(keep, image)
+
+
+def on_channels(values: torch.Tensor, channels: int) -> torch.Tensor:
+    """(B, k, ...) values, one per sequence (or k = 1: one per sample), repeated over ``channels``
+    channels: channel j of a 2.5D input is sequence j % k."""
+    return values.repeat(1, channels // values.shape[1], *(1,) * (values.ndim - 2))
+
+
+def per_channel(values: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """(B, k) values (``on_channels``) as (B, C, 1, ...), on the image's device and of its type, to
+    multiply or add to it."""
+    values = on_channels(values, image.shape[1]).to(image.device, image.dtype, non_blocking=True)
+    return values.view(*values.shape, *(1,) * (image.ndim - 2))
 
 
 #: The chance of each scanner effect, per sequence of a sample.
