@@ -64,7 +64,7 @@ def test_two_prepares_on_the_same_store(tmp_path):
     codes = [run.wait(timeout=120) for run in runs]
     errors = [run.stderr.read() for run in runs]
     for code, error in zip(codes, errors, strict=True):
-        assert code == 0 or "another tumorseg prepare is writing this store" in error, error
+        assert code == 0 or "another tumorseg command is writing it" in error, error
     assert 0 in codes
     inspect = tumorseg("inspect", store, "--json")
     assert sorted(c["case_id"] for c in json.loads(inspect.stdout)["cases"]) == [

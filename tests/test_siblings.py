@@ -139,6 +139,72 @@ def test_no_command_writes_over_what_it_reads(name, args, names, run_copy, case,
     assert {path: path.read_bytes() for path in kept} == kept
 
 
+# Races. Mechanism: the same table; main holds the lock of every output (and of the folders cv
+# writes its results into) for the command's whole run (locks.outputs_locked). The command never
+# starts when one is held, so each case below names inputs that need not exist.
+
+LOCKED = {  # per command: its words, and the output (or folder written into) another process holds
+    "synth": (lambda t: ["synth", t / "phantoms"], "phantoms"),
+    "prepare": (lambda t: ["prepare", t / "cases", "--out", t / "s.h5"], "s.h5"),
+    "inspect": None,  # writes nothing
+    "split": (lambda t: ["split", t / "s.h5", "--out", t / "split.json"], "split.json"),
+    "train": (lambda t: ["train", "--data", t / "s.h5", "--out", t / "run"], "run"),
+    "evaluate": (lambda t: ["evaluate", t / "run"], "run/evaluation-test"),
+    "cv": (lambda t: ["cv", t / "folds"], "folds"),
+    "report": (lambda t: ["report", t / "run"], "run/report.html"),
+    "predict": (lambda t: ["predict", t / "case", "--out", t / "seg.nii.gz"], "seg.nii.gz"),
+    "compare": (lambda t: ["compare", t / "a", t / "b", "--out", t / "change"], "change"),
+    "convert": (lambda t: ["convert", t / "study", "--out", t / "nifti"], "nifti"),
+    "export": (lambda t: ["export", t / "model.pt"], "model.onnx"),
+    "pack": (lambda t: ["pack", t / "run", "--out", t / "model.pt"], "model.pt"),
+    "view": (lambda t: ["view", t / "case", "--out", t / "view.html"], "view.html"),
+    "demo": (lambda t: ["demo", "--out", t / "demo"], "demo"),
+}
+SIBLING_LOCKS = [  # other outputs of one command: a companion, a default, a run resumed
+    (
+        "predict-companion",
+        lambda t: ["predict", t / "case", "--out", t / "s.nii.gz", "--probabilities"],
+        "s_probabilities.nii.gz",
+    ),  # fmt: skip
+    ("predict-batch", lambda t: ["predict", t / "cases", "--out", t / "segs"], "segs"),
+    ("train-resume", lambda t: ["train", "--resume", t / "run"], "run"),
+    ("evaluate-last", lambda t: ["evaluate", t / "run", "--split", "val", "--tta"], "run/evaluation-val-tta"),
+    ("export-int8", lambda t: ["export", t / "m.pt", "--int8", t / "s.h5"], "m.int8.onnx"),
+    (
+        "evaluate-folders",
+        lambda t: ["evaluate", "--predictions", t / "p", "--references", t / "r", "--out", t / "scores"],
+        "scores",
+    ),  # fmt: skip
+]
+
+
+def test_every_command_is_in_the_lock_table():
+    assert set(LOCKED) == set(COMMAND_FILES)
+
+
+@pytest.mark.parametrize(
+    ("words", "held"),
+    [entry for entry in LOCKED.values() if entry] + [entry[1:] for entry in SIBLING_LOCKS],
+    ids=[name for name, entry in LOCKED.items() if entry] + [entry[0] for entry in SIBLING_LOCKS],
+)
+def test_an_output_another_command_is_writing_is_refused(words, held, tmp_path, capsys):
+    from tumorseg.locks import exclusive_lock, lock_beside
+
+    (tmp_path / "run").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    with exclusive_lock(lock_beside(tmp_path / held), "held by the test"):
+        assert_clean_failure(*run(words(tmp_path), capsys), held, "another tumorseg command is writing it")
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, no lock file left
+
+
+def test_the_locks_of_a_command_are_gone_after_it_and_made_folders_too(tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "seg.nii.gz"
+    assert_clean_failure(*run(["predict", tmp_path / "nothing", "--out", out], capsys), "nothing", "")
+    assert list(tmp_path.iterdir()) == []  # the folders made for the lock are gone with it
+    assert run(["synth", tmp_path / "ph", "--cases", "1", "--shape", "24x24x10"], capsys)[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ph"]  # no .ph.lock left beside it
+
+
 # class 2: identity. Mechanism: run.json records the run's id, and its split and every checkpoint
 # carry it (RunDir.check_owns): checked on resume, on evaluate and on each fold of a cross-validation.
 

@@ -11,7 +11,7 @@ import pytest
 
 from tumorseg.data import kaggle
 from tumorseg.data.case import MODALITIES
-from tumorseg.data.prepare import prepare_store, store_lock
+from tumorseg.data.prepare import prepare_store
 from tumorseg.data.store import FORMAT_VERSION, Store
 from tumorseg.data.store import describe as summarize
 from tumorseg.data.synth import synthesize
@@ -173,11 +173,6 @@ def test_killed_prepare_leaves_the_old_store_and_rerun_finishes(tmp_path):
     result = prepare_store([cases], out, existing="skip", progress=False)
     assert len(result.added) == 5
     assert not list(tmp_path.glob(".s.h5.tmp-*"))
-
-
-def test_a_second_writer_is_refused(store, phantoms):
-    with store_lock(store), pytest.raises(TumorsegError, match="another tumorseg prepare"):
-        prepare_store([phantoms], store, existing="skip", progress=False)
 
 
 @pytest.mark.parametrize(

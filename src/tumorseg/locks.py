@@ -1,16 +1,18 @@
-"""Exclusive locks for writers (a store, a run directory) that leave no lock file behind.
+"""Exclusive locks for writers that leave no lock file behind.
 
-The lock is an ``flock`` on a file beside what is written. It is removed on release while still
-held; a waiter that opened the removed file notices (its inode is no longer the path's) and
-takes the new one, so removal never lets two writers in.
+The lock of a path (a file or a folder, existing or not) is an ``flock`` on a hidden file beside
+it, ``.NAME.lock``. It is removed on release while still held; a waiter that opened the removed
+file notices (its inode is no longer the path's) and takes the new one, so removal never lets two
+writers in. The command line takes the locks of every command's outputs from one table
+(``cli/files.py``) before the command runs.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 from tumorseg.errors import TumorsegError
@@ -43,3 +45,41 @@ def exclusive_lock(lock_path: Path, busy: str) -> Iterator[None]:
             os.unlink(lock_path)
         finally:
             os.close(fd)
+
+
+def lock_beside(path: Path) -> Path:
+    """The lock file of ``path``: beside what it names once links are followed, so that two names
+    of one output share one lock."""
+    real = Path(os.path.realpath(path))
+    return real.parent / f".{real.name}.lock"
+
+
+@contextmanager
+def outputs_locked(paths: Iterable[Path]) -> Iterator[None]:
+    """Hold the lock of every path, or raise naming the first that another process is writing.
+
+    Missing parent folders are made for the lock files and removed again if they are left empty,
+    so that a command refused (or failing) leaves no folder behind.
+    """
+    made: list[Path] = []
+    try:
+        with ExitStack() as stack:
+            for path in dict.fromkeys(map(Path, paths)):  # once each, in the table's order
+                made += make_parents(Path(os.path.realpath(path)).parent)
+                busy = f"{path}: another tumorseg command is writing it; wait for it, or write elsewhere"
+                stack.enter_context(exclusive_lock(lock_beside(path), busy))
+            yield
+    finally:
+        for folder in reversed(made):
+            with suppress(OSError):  # the command wrote into it (or it is gone): keep
+                folder.rmdir()
+
+
+def make_parents(folder: Path) -> list[Path]:
+    """Make ``folder`` and its missing parents; return those made, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TumorsegError(f"{folder}: cannot make this folder ({err.strerror})") from err
+    return missing

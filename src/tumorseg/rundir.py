@@ -14,13 +14,11 @@ report.html       what ``tumorseg report`` wrote
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tumorseg.errors import TumorsegError
 from tumorseg.files import load_json
-from tumorseg.locks import exclusive_lock
 
 
 @dataclass(frozen=True)
@@ -78,11 +76,6 @@ class RunDir:
         """Remove what a run that never finished an epoch wrote, so that it can start again."""
         for path in (self.config, self.record, self.environment, self.split, self.history, *self.figures):
             path.unlink(missing_ok=True)
-
-    def lock(self) -> AbstractContextManager[None]:
-        """The run's writer lock: a second ``train`` on the same directory is refused."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        return exclusive_lock(self.root / ".lock", f"{self.root}: another tumorseg train is writing this run")
 
     @property
     def identity(self) -> str | None:

@@ -3,7 +3,7 @@
 Each group of commands defines its parser and its function in a module of its own (``data``,
 ``training``, ``evaluation``, ``inference``); the options shared by every command that runs a
 model live in ``options``, and what every command reads and writes in ``files``, which ``main``
-checks before the command runs. Commands import what they use when they run, to start fast.
+checks and locks before the command runs. Commands import what they use when they run, to start fast.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from tumorseg import __version__
 from tumorseg.cli.data import add_inspect, add_prepare, add_split, add_synth
 from tumorseg.cli.evaluation import add_cv, add_evaluate, add_report, add_view
-from tumorseg.cli.files import check_files
+from tumorseg.cli.files import claimed_files
 from tumorseg.cli.inference import add_convert, add_export, add_pack, add_predict
 from tumorseg.cli.monitoring import add_compare
 from tumorseg.cli.training import add_demo, add_train
@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     args = build_parser(next((w for w in words if not w.startswith("-")), None)).parse_args(argv)
     try:
-        with handled():
-            check_files(args.command, args)  # no command writes over what it reads
+        with handled(), claimed_files(args.command, args):  # nothing over what it reads; outputs locked
             return args.func(args)
     except TumorsegError as err:
         print(f"tumorseg: error: {err}", file=sys.stderr)

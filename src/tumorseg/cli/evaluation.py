@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tumorseg.cli.options import add_model_options, fold_checkpoint, missing_sequences, segmenter_from_args
+from tumorseg.cli.options import add_model_options, evaluation_variant, fold_checkpoint, segmenter_from_args
 from tumorseg.errors import TumorsegError
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from tumorseg.checkpoint import check_run_identity
     from tumorseg.evaluation.evaluate import evaluate_run
     from tumorseg.evaluation.folders import evaluate_folders
-    from tumorseg.rundir import RunDir, variant_name
+    from tumorseg.rundir import RunDir
 
     folders = bool(args.predictions or args.references)
     if folders == bool(args.run) or folders and not (args.predictions and args.references and args.out):
@@ -85,9 +85,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         segmenter = segmenter_from_args(args, args.models or args.run)
         if not args.models:  # the run's own model: it must be the run's, whose split it is scored on
             check_run_identity(segmenter.path)
-        variant = variant_name(
-            args.tta, segmenter.absent, args.postprocessing is not None, step=args.coarse_step
-        )
+        variant = evaluation_variant(args)
         result = evaluate_run(
             RunDir.of(args.run), segmenter, args.data, args.split, args.out, overwrite=args.overwrite,
             variant=variant,
@@ -160,13 +158,12 @@ def cmd_cv(args: argparse.Namespace) -> int:
     def segmenter_of(runs: list[RunDir]) -> Segmenter:
         return segmenter_from_args(args, [fold_checkpoint(run, args.last) for run in runs])
 
-    absent, ruled = missing_sequences(args), args.postprocessing is not None
     result = cross_validate(
         args.folds_dirs,
         segmenter_of,
         args.data,
         overwrite=args.overwrite,
-        variant=variant_name(args.tta, absent, ruled, args.last, args.coarse_step),
+        variant=evaluation_variant(args, args.last),
     )
     print(result.table)
     print(f"\npooled out-of-fold metrics, summary with fold means: {result.out}")

@@ -1,6 +1,7 @@
-"""The one table of what every command reads and writes, checked by ``main`` before any command
+"""The one table of what every command reads and writes, which ``main`` applies before any command
 runs: no output (companions included) may be one of the command's inputs, by any path or link,
-whatever ``--overwrite`` says.
+whatever ``--overwrite`` says; and every output is locked for the command's whole run, so that two
+commands never write one file or folder at once (``locks.outputs_locked``).
 
 A model is more than its file: a command that reads a model reads the run it lies in too (its
 checkpoints, config, split, history), so none of those can be an output either (``pack RUN --out
@@ -12,19 +13,26 @@ some extend what exists (``prepare``'s store, a batch ``predict``'s folder).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tumorseg.cli.options import evaluation_variant
 from tumorseg.errors import TumorsegError
+from tumorseg.locks import outputs_locked
 from tumorseg.outputs import claim_outputs
-from tumorseg.rundir import RunDir, model_checkpoints
+from tumorseg.rundir import RunDir, model_checkpoint, model_checkpoints
 
 
 @dataclass(frozen=True)
 class Files:
     inputs: tuple[Path, ...] = ()
     outputs: tuple[Path, ...] = ()
+    #: folders among the inputs that the command writes its results into (cv's fold runs): locked
+    #: like outputs, but not outputs (they are read too)
+    within: tuple[Path, ...] = ()
 
 
 def present(*paths: Path | None) -> tuple[Path, ...]:
@@ -62,7 +70,16 @@ def predict_files(args: argparse.Namespace) -> Files:
 def evaluate_files(args: argparse.Namespace) -> Files:
     models = model_inputs([*(args.models or []), args.run])
     folders = present(args.predictions, args.references, args.data)
-    return Files(models + folders, present(args.out))
+    default = (
+        ()
+        if args.out or not args.run
+        else (RunDir.of(args.run).evaluation(args.split, evaluation_variant(args)),)
+    )
+    return Files(models + folders, present(args.out) or default)
+
+
+def train_files(args: argparse.Namespace) -> Files:
+    return Files(present(args.data, args.config), present(args.out, args.resume))
 
 
 def report_files(args: argparse.Namespace) -> Files:
@@ -72,8 +89,14 @@ def report_files(args: argparse.Namespace) -> Files:
 
 def export_files(args: argparse.Namespace) -> Files:
     # an earlier export lies among the run's files, and --overwrite may replace it with a new one
+    from tumorseg.inference.onnx import onnx_path  # here: it imports NumPy, which --help need not
+
     inputs = [path for path in model_inputs([args.model]) if path.suffix != ".onnx"]
-    return Files((*inputs, *present(args.int8)), present(args.out))
+    try:
+        out = args.out or onnx_path(model_checkpoint(args.model), int8=args.int8 is not None)
+    except TumorsegError:
+        out = None  # the command itself says what is wrong with the model
+    return Files((*inputs, *present(args.int8)), present(out))
 
 
 #: Per command (as ``tumorseg COMMAND`` names it): what it reads and what it writes.
@@ -82,9 +105,11 @@ COMMAND_FILES: dict[str, Callable[[argparse.Namespace], Files]] = {
     "prepare": lambda args: Files(tuple(args.sources), (args.out,)),
     "inspect": lambda args: Files((args.store,)),
     "split": lambda args: Files((args.store,), (args.out,)),
-    "train": lambda args: Files(present(args.data, args.config), present(args.out)),
+    "train": train_files,
     "evaluate": evaluate_files,
-    "cv": lambda args: Files(model_inputs(args.folds_dirs) + present(args.data, args.postprocessing)),
+    "cv": lambda args: Files(
+        model_inputs(args.folds_dirs) + present(args.data, args.postprocessing), within=tuple(args.folds_dirs)
+    ),
     "report": report_files,
     "predict": predict_files,
     "export": export_files,
@@ -98,7 +123,14 @@ COMMAND_FILES: dict[str, Callable[[argparse.Namespace], Files]] = {
 }
 
 
-def check_files(command: str, args: argparse.Namespace) -> None:
-    """Refuse a command whose outputs include one of its inputs, before it runs."""
+@contextmanager
+def claimed_files(command: str, args: argparse.Namespace) -> Iterator[None]:
+    """Refuse a command whose outputs include one of its inputs, then hold the lock of each of its
+    outputs while it runs (refused at once when another command holds one)."""
     files = COMMAND_FILES[command](args)
     claim_outputs(files.outputs, files.inputs, overwrite=True)
+    if os.environ.get("RANK", "0") != "0":  # a torchrun job's other ranks: rank 0 writes and locks
+        yield
+        return
+    with outputs_locked((*files.outputs, *files.within)):
+        yield

@@ -152,6 +152,14 @@ def missing_sequences(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(m for m in SEQUENCES if m in args.missing)
 
 
+def evaluation_variant(args: argparse.Namespace, last: bool = False) -> str:
+    """The suffix of the folders an evaluation with these options writes (``rundir.variant_name``)."""
+    from tumorseg.rundir import variant_name
+
+    ruled = args.postprocessing is not None
+    return variant_name(args.tta, missing_sequences(args), ruled, last, args.coarse_step)
+
+
 def postprocessing(args: argparse.Namespace) -> PostProcessing | None:
     """The rule the flags ask for: none with --no-postprocessing, the rule of --postprocessing FILE,
     or None: the model's own."""

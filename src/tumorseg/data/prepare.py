@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,14 +20,6 @@ from tumorseg.data.preprocess import preprocess
 from tumorseg.data.sources import Source, discover
 from tumorseg.data.store import Store, check_spacing, write_case, write_root_attrs
 from tumorseg.errors import TumorsegError
-from tumorseg.locks import exclusive_lock
-
-
-def store_lock(path: Path) -> AbstractContextManager[None]:
-    """An exclusive lock beside the store, so two writers never race."""
-    return exclusive_lock(
-        path.parent / f".{path.name}.lock", f"{path}: another tumorseg prepare is writing this store"
-    )
 
 
 @dataclass
@@ -63,19 +54,18 @@ def prepare_store(
     if out.is_dir():
         raise TumorsegError(f"{out}: is a folder; give the store's file name, e.g. {out / 'store.h5'}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with store_lock(out):
-        old_ids: list[str] = []
-        if out.exists():
-            with Store(out) as old:
-                old_ids = old.case_ids
-        sources = plan(sources, old_ids, existing, result)
-        if not sources:
-            if not old_ids:
-                raise TumorsegError(f"{out}: no valid case to write")
-            return result
-        write_store(
-            out, sources, [c for c in old_ids if c not in result.replaced], result, skip_invalid, progress
-        )
+    old_ids: list[str] = []
+    if out.exists():
+        with Store(out) as old:
+            old_ids = old.case_ids
+    sources = plan(sources, old_ids, existing, result)
+    if not sources:
+        if not old_ids:
+            raise TumorsegError(f"{out}: no valid case to write")
+        return result
+    write_store(
+        out, sources, [c for c in old_ids if c not in result.replaced], result, skip_invalid, progress
+    )
     return result
 
 

@@ -9,7 +9,6 @@ are written under a temporary name and renamed, so a killed batch leaves only wh
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,7 +39,6 @@ from tumorseg.inference.onnx import onnx_path
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.inference.writing import companion, companions, nifti_writer, write_together
 from tumorseg.labels import region_volumes, to_brats, to_internal
-from tumorseg.locks import exclusive_lock
 from tumorseg.outputs import claim_outputs
 
 #: The steps a raw case goes through, as printed before it is segmented.
@@ -229,19 +227,17 @@ def predict(
         reason = reasons[cases[0].case_id] = raw_reason(cases[0], preprocess)
         asked = case_companions(out, cases[0], reason, probabilities, uncertainty, volumes=True)
         claim_outputs(asked, cases[0].paths, overwrite)
-    busy = f"{out}: another tumorseg predict is writing into this folder"
     try:
-        with exclusive_lock(out / ".lock", busy) if batch else contextlib.nullcontext():
-            result = BatchResult([], [], failed, {})
-            with ThreadPoolExecutor(1, thread_name_prefix="tumorseg-read") as reader:
-                # the first case is read while the model loads, which leaves a core idle (docs/results.md)
-                ahead = cases and isinstance(cases[0], CaseFiles) and preprocess != "raw"
-                first = reader.submit(read_inputs, cases[0]) if ahead else None
-                segment_all(cases, out, batch, make_segmenter(), result, overwrite, progress, first,
-                            labels=labels, probabilities=probabilities,
-                            uncertainty=uncertainty, preprocess=preprocess,
-                            keep_preprocessed=keep_preprocessed, reasons=reasons)  # fmt: skip
-            return result
+        result = BatchResult([], [], failed, {})
+        with ThreadPoolExecutor(1, thread_name_prefix="tumorseg-read") as reader:
+            # the first case is read while the model loads, which leaves a core idle (docs/results.md)
+            ahead = cases and isinstance(cases[0], CaseFiles) and preprocess != "raw"
+            first = reader.submit(read_inputs, cases[0]) if ahead else None
+            segment_all(cases, out, batch, make_segmenter(), result, overwrite, progress, first,
+                        labels=labels, probabilities=probabilities,
+                        uncertainty=uncertainty, preprocess=preprocess,
+                        keep_preprocessed=keep_preprocessed, reasons=reasons)  # fmt: skip
+        return result
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written (every case failed, or no model): leave no empty folder
@@ -351,8 +347,8 @@ def find_inputs(inputs: Path | CaseFiles) -> tuple[list[Path | CaseFiles | Study
 
 
 def check_output(out: Path, batch: bool, overwrite: bool) -> bool:
-    """Refuse an output that cannot be written, before any model is loaded; make a batch's folder.
-    Returns whether the folder was made here."""
+    """Refuse an output that cannot be written, before any model is loaded; make its folder.
+    Returns whether a batch's folder was made here."""
     created = False
     if batch:
         if out.exists() and not out.is_dir():
@@ -366,8 +362,7 @@ def check_output(out: Path, batch: bool, overwrite: bool) -> bool:
             raise TumorsegError(f"{out}: the output must be a .nii or .nii.gz file")
         if out.exists() and not overwrite:
             raise TumorsegError(f"{out}: exists; pass --overwrite to replace it")
-        if not out.parent.is_dir():
-            raise TumorsegError(f"{out.parent}: output folder does not exist")
+        out.parent.mkdir(parents=True, exist_ok=True)  # as a batch's folder is made
     if not os.access(out if batch else out.parent, os.W_OK):
         raise TumorsegError(f"{out if batch else out.parent}: cannot write here")
     return created

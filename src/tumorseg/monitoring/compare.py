@@ -36,7 +36,6 @@ from tumorseg.inference.predict import find_inputs, raw_reason, read_inputs, seg
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.inference.writing import nifti_writer, write_together
 from tumorseg.labels import to_brats
-from tumorseg.locks import exclusive_lock
 from tumorseg.monitoring import measures
 from tumorseg.monitoring.alignment import align
 from tumorseg.monitoring.comparison import Comparison, Visit, measure
@@ -122,8 +121,7 @@ def compare(
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with exclusive_lock(out / ".lock", f"{out}: another tumorseg compare is writing into this folder"):
-            return compare_into(out, paths, visits, segmenter, seg, preprocess, labels, overwrite, report)
+        return compare_into(out, paths, visits, segmenter, seg, preprocess, labels, overwrite, report)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave no empty folder

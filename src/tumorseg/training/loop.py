@@ -3,7 +3,6 @@ on whole volumes, checkpoint. What the run directory holds is described in ``tum
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import sys
@@ -61,19 +60,16 @@ def train(
         raise TumorsegError(f"{run.root}: no last.pt to resume from")
     main, created = distributed.is_main_process(), not run.root.exists()
     try:
-        with run.lock() if main else contextlib.nullcontext():
-            config, store_path, checkpoint = resolve_run(
-                store_path, run, config, resume, overrides or {}, main
-            )
-            device = resolve_device(config.device)
-            context = distributed.setup(device.type)
-            if context.active and device.type == "cuda":
-                device = torch.device("cuda", context.local_rank)
-                torch.cuda.set_device(device)
-            try:
-                return fit(config, Path(store_path), run, device, context, checkpoint, stop_after, progress)
-            finally:
-                distributed.teardown(context)
+        config, store_path, checkpoint = resolve_run(store_path, run, config, resume, overrides or {}, main)
+        device = resolve_device(config.device)
+        context = distributed.setup(device.type)
+        if context.active and device.type == "cuda":
+            device = torch.device("cuda", context.local_rank)
+            torch.cuda.set_device(device)
+        try:
+            return fit(config, Path(store_path), run, device, context, checkpoint, stop_after, progress)
+        finally:
+            distributed.teardown(context)
     finally:
         if main and created and run.root.is_dir() and not any(run.root.iterdir()):
             run.root.rmdir()  # failed before writing anything: leave no empty directory
