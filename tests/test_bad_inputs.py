@@ -311,8 +311,9 @@ def test_predict_on_mismatched_grids_and_existing_output(trained_run, good, tmp_
     assert_clean_failure(code, err, "t2.nii.gz", "skull stripping found no brain")
     assert out.read_bytes() == b"earlier result"
     nifti(folder, "t2", nib.load(folder / f"{CASE}_t1.nii.gz").get_fdata().astype(np.int16))
-    assert run(["predict", "--model", trained_run, folder, "--out", tmp_path / "x" / "y.nii.gz"], capsys)[0] == 0
-    assert (tmp_path / "x" / "y.nii.gz").is_file()  # its folder made, as a batch's is
+    deeper = tmp_path / "x" / "y.nii.gz"
+    assert run(["predict", "--model", trained_run, folder, "--out", deeper], capsys)[0] == 0
+    assert deeper.is_file()  # its folder made, as a batch's is
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
