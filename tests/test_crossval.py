@@ -29,23 +29,28 @@ def test_every_patient_is_scored_once_by_a_model_that_never_saw_it(folds, capsys
     assert main(["cv", str(folds)]) == 0
     printed = capsys.readouterr().out
     assert "5 patients, 2 folds" in printed and "dice" in printed and "hd95 mm" in printed
-    with open(folds / "crossval" / "metrics.csv", newline="") as handle:
+    # by default each fold's last.pt: its epoch was not chosen on the patients it is scored on
+    assert (
+        "last.pt"
+        in json.loads((folds / "fold-0" / "evaluation-val-last" / "summary.json").read_text())["model"]
+    )
+    with open(folds / "crossval-last" / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(r["case_id"] for r in rows) == [f"Phantom_{i:03d}" for i in range(1, 6)]
     for row in rows:
         split = json.loads((folds / f"fold-{row['fold']}" / "split.json").read_text())
         assert row["case_id"] in split["val"] and row["case_id"] not in split["train"]
-    summary = json.loads((folds / "crossval" / "summary.json").read_text())["metrics"]["dice_WT"]
+    summary = json.loads((folds / "crossval-last" / "summary.json").read_text())["metrics"]["dice_WT"]
     pooled = [float(r["dice_WT"]) for r in rows]
     assert summary["mean"] == pytest.approx(sum(pooled) / len(pooled))
     assert len(summary["fold_means"]) == 2 and summary["fold_std"] >= 0
-    before = (folds / "crossval" / "summary.json").read_text()
-    stamp = (folds / "fold-0" / "evaluation-val" / "metrics.csv").stat().st_mtime_ns
+    before = (folds / "crossval-last" / "summary.json").read_text()
+    stamp = (folds / "fold-0" / "evaluation-val-last" / "metrics.csv").stat().st_mtime_ns
     assert main(["cv", str(folds)]) == 0  # the folds' evaluations are newer than their models: reused
-    assert (folds / "fold-0" / "evaluation-val" / "metrics.csv").stat().st_mtime_ns == stamp
-    assert (folds / "crossval" / "summary.json").read_text() == before
+    assert (folds / "fold-0" / "evaluation-val-last" / "metrics.csv").stat().st_mtime_ns == stamp
+    assert (folds / "crossval-last" / "summary.json").read_text() == before
     assert main(["cv", str(folds), "--overwrite"]) == 0
-    assert (folds / "fold-0" / "evaluation-val" / "metrics.csv").stat().st_mtime_ns > stamp
+    assert (folds / "fold-0" / "evaluation-val-last" / "metrics.csv").stat().st_mtime_ns > stamp
 
 
 def test_incomplete_or_mixed_folds_are_refused(folds, tmp_path):
@@ -62,8 +67,8 @@ def test_folds_trained_on_the_same_splits_are_scored_as_an_ensemble(folds, tmp_p
     twin = tmp_path / "twin"  # the same models under swapped names: matched by the patients they validate
     shutil.copytree(folds / "fold-0", twin / "fold-1")
     shutil.copytree(folds / "fold-1", twin / "fold-0")
-    assert main(["cv", str(folds)]) == 0
-    assert main(["cv", str(folds), str(twin), "--choose-postprocessing"]) == 0
+    assert main(["cv", str(folds), "--best"]) == 0
+    assert main(["cv", str(folds), str(twin), "--choose-postprocessing", "--best"]) == 0
     assert "5 patients, 2 folds" in capsys.readouterr().out
     model = json.loads((folds / "fold-0" / "evaluation-val-with-twin" / "summary.json").read_text())["model"]
     assert "ensemble of 2 models" in model and str(twin / "fold-1" / "best.pt") in model
@@ -82,12 +87,12 @@ def test_folds_trained_on_the_same_splits_are_scored_as_an_ensemble(folds, tmp_p
         everyone = first["train"] + first["val"]
         split = {"train": [c for c in everyone if c not in val], "val": val, "test": []}
         (twin / name / "split.json").write_text(json.dumps(split))
-    assert main(["cv", str(folds), str(twin)]) == 1
+    assert main(["cv", str(folds), str(twin), "--best"]) == 1
     assert f"{twin}: no fold validates the patients {folds / 'fold-0'} does" in capsys.readouterr().err
 
 
 def test_postprocessing_is_chosen_on_out_of_fold_predictions_and_measured_apart(folds, capsys):
-    assert main(["cv", str(folds), "--choose-postprocessing"]) == 0
+    assert main(["cv", str(folds), "--choose-postprocessing", "--best"]) == 0
     printed = capsys.readouterr().out
     assert "chosen:" in printed and "each fold: chosen on the other folds" in printed
     rule = json.loads((folds / "postprocessing.json").read_text())
@@ -96,21 +101,23 @@ def test_postprocessing_is_chosen_on_out_of_fold_predictions_and_measured_apart(
     assert len(candidates) == len(ISLAND_ML) * len(CORE_PROBABILITY) * len(ENHANCING_ML)
     chosen = next(row for row in candidates if all(float(row[key]) == rule[key] for key in RULE_KEYS))
     assert float(chosen["dice_mean"]) == max(float(row["dice_mean"]) for row in candidates)
-    assert main(["cv", str(folds), "--postprocessing", str(folds / "postprocessing.json")]) == 0
+    assert main(["cv", str(folds), "--postprocessing", str(folds / "postprocessing.json"), "--best"]) == 0
     assert (folds / "fold-1" / "evaluation-val-postprocessed" / "metrics.csv").is_file()
     pooled = json.loads((folds / "crossval-postprocessed" / "summary.json").read_text())["metrics"]
     mean = sum(pooled[f"dice_{region}"]["mean"] for region in ("WT", "TC", "ET")) / 3
     assert mean == pytest.approx(float(chosen["dice_mean"]), abs=1e-6)  # the same maps, scored twice
     (folds / "other.json").write_text(json.dumps({"min_island_ml": 0.5, "min_et_ml": 0.25}))
-    assert main(["cv", str(folds), "--postprocessing", str(folds / "other.json")]) == 0  # not reused
+    assert (
+        main(["cv", str(folds), "--postprocessing", str(folds / "other.json"), "--best"]) == 0
+    )  # not reused
     model = json.loads((folds / "fold-1" / "evaluation-val-postprocessed" / "summary.json").read_text())[
         "model"
     ]
     assert "tumor islands < 0.5 mL removed; enhancing tumor < 0.25 mL" in model
 
 
-def test_last_scores_each_folds_last_checkpoint_apart(folds, capsys, tmp_path):
-    assert main(["cv", str(folds), "--last", "--choose-postprocessing"]) == 0
+def test_best_and_last_are_scored_apart(folds, capsys, tmp_path):
+    assert main(["cv", str(folds), "--last", "--choose-postprocessing"]) == 0  # --last: the default, named
     assert "5 patients, 2 folds" in capsys.readouterr().out
     for fold in ("fold-0", "fold-1"):
         summary = json.loads((folds / fold / "evaluation-val-last" / "summary.json").read_text())
@@ -119,14 +126,19 @@ def test_last_scores_each_folds_last_checkpoint_apart(folds, capsys, tmp_path):
     assert (folds / "postprocessing-last.json").is_file()
     shutil.copytree(folds, tmp_path / "cv")
     (tmp_path / "cv" / "fold-1" / "last.pt").unlink()
-    assert main(["cv", str(tmp_path / "cv"), "--last"]) != 0
+    assert main(["cv", str(tmp_path / "cv")]) != 0
     assert "fold-1: no last.pt to score" in capsys.readouterr().err
+    assert main(["cv", str(tmp_path / "cv"), "--best"]) == 0  # best.pt is there
+    assert (
+        "best.pt"
+        in json.loads((tmp_path / "cv" / "fold-1" / "evaluation-val" / "summary.json").read_text())["model"]
+    )
 
 
 def test_a_coarse_search_is_scored_apart_from_every_slice(folds, capsys):
-    assert main(["cv", str(folds)]) == 0
+    assert main(["cv", str(folds), "--best"]) == 0
     every_slice = (folds / "crossval" / "summary.json").read_text()
-    assert main(["cv", str(folds), "--coarse-step", "2"]) == 0
+    assert main(["cv", str(folds), "--coarse-step", "2", "--best"]) == 0
     summary = json.loads((folds / "fold-0" / "evaluation-val-coarse-step-2" / "summary.json").read_text())
     assert "slices searched every 2" in summary["model"]
     assert (folds / "crossval-coarse-step-2" / "metrics.csv").is_file()

@@ -104,16 +104,20 @@ def add_cv(sub: argparse._SubParsersAction) -> None:
         help="cross-validate: pool the out-of-fold evaluations of K fold runs",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Evaluate each fold run's model (best.pt) on the patients it validated on, then pool the\n"
-            "per-patient metrics so that every patient is scored once by a model that never saw it.\n"
-            "Prints mean ± std over patients and the std of the fold means; writes FOLDS_DIR/crossval.\n"
+            "Evaluate each fold run's last.pt on the patients it validated on, then pool the per-patient\n"
+            "metrics so that every patient is scored once by a model that never saw it, and nothing was\n"
+            "chosen on them (not the epoch; the post-processing only with --choose-postprocessing, fold\n"
+            "by fold on the other folds). With folds trained --group-by site, each patient is scored by a\n"
+            "model that never saw its site: the estimate for new hospitals (the first line says which).\n"
+            "Prints mean ± std over patients and the std of the fold means; writes FOLDS_DIR/crossval-last.\n"
             "Several folders trained on the same folds (other recipes or seeds) are measured as an\n"
             "ensemble: each patient by the averaged probabilities of the fold models that never saw it,\n"
-            "one per folder (written to the first: crossval-with-OTHER)."
+            "one per folder (written to the first: crossval-with-OTHER-last)."
         ),
         epilog="example (5 folds over every patient):\n"
         "  for i in 0 1 2 3 4; do\n"
-        "    tumorseg train --data store.h5 --out runs/cv/fold-$i --folds 5 --fold $i --test-fraction 0\n"
+        "    tumorseg train --data store.h5 --out runs/cv/fold-$i --folds 5 --fold $i --test-fraction 0 \\\n"
+        "      --group-by site\n"
         "  done\n"
         "  tumorseg cv runs/cv\n"
         "  tumorseg cv runs/cv runs/cv-seed1   # an ensemble with runs trained on the same folds:\n"
@@ -129,12 +133,13 @@ def add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="the store (default: the one the runs trained on)")
     add_model_options(p)
     p.add_argument(
-        "--last",
+        "--best",
         action="store_true",
-        help="score each fold's last.pt, the model its schedule ends with, instead of best.pt, whose "
-        "epoch was chosen on the very patients scored (which flatters the result: docs/results.md); results "
-        "go to evaluation-val-last and crossval-last",
+        help="score each fold's best.pt, whose epoch was chosen on the very patients scored (which "
+        "flatters the estimate: docs/results.md), instead of last.pt, the model its fixed schedule ends "
+        "with; results go to evaluation-val and crossval instead of evaluation-val-last and crossval-last",
     )
+    p.add_argument("--last", action="store_true", help=argparse.SUPPRESS)  # the default; once a flag
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -146,7 +151,7 @@ def add_cv(sub: argparse._SubParsersAction) -> None:
         help="also choose the post-processing thresholds (tumor islands, doubtful pieces of core, small "
         "enhancing tumor) that maximize the mean out-of-fold Dice, and fit tumor growth (a logistic "
         "model adding the tumor's missed rim), kept if it helps folds it was not fitted on; writes "
-        "FOLDS_DIR/postprocessing.json and .csv",
+        "FOLDS_DIR/postprocessing-last.json and .csv",
     )
     p.set_defaults(func=cmd_cv)
 
@@ -155,15 +160,17 @@ def cmd_cv(args: argparse.Namespace) -> int:
     from tumorseg.evaluation.crossval import choose_fold_postprocessing, cross_validate
     from tumorseg.rundir import variant_name
 
+    last = not args.best
+
     def segmenter_of(runs: list[RunDir]) -> Segmenter:
-        return segmenter_from_args(args, [fold_checkpoint(run, args.last) for run in runs])
+        return segmenter_from_args(args, [fold_checkpoint(run, last) for run in runs])
 
     result = cross_validate(
         args.folds_dirs,
         segmenter_of,
         args.data,
         overwrite=args.overwrite,
-        variant=evaluation_variant(args, args.last),
+        variant=evaluation_variant(args, last),
     )
     print(result.table)
     print(f"\npooled out-of-fold metrics, summary with fold means: {result.out}")
@@ -172,7 +179,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
             args.folds_dirs,
             segmenter_of,
             args.data,
-            variant=variant_name(last=args.last, step=args.coarse_step),
+            variant=variant_name(last=last, step=args.coarse_step),
         )
         print(f"\n{choice.table()}")
         print(

@@ -235,7 +235,7 @@ def add_pack(sub: argparse._SubParsersAction) -> None:
         "No optimizer or training state. The models that ship with tumorseg are such files.",
         epilog="example:\n"
         "  tumorseg cv runs/cv --choose-postprocessing\n"
-        "  tumorseg pack runs/final --postprocessing runs/cv/postprocessing.json --out model.pt\n"
+        "  tumorseg pack runs/final --postprocessing runs/cv/postprocessing-last.json --out model.pt\n"
         "  tumorseg predict --model model.pt CASE --out seg.nii.gz",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

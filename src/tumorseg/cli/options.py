@@ -187,9 +187,9 @@ def segmenter_from_args(args: argparse.Namespace, source: Path | list[Path] | No
 
 
 def fold_checkpoint(run: RunDir, last: bool) -> Path:
-    """The model of a fold that cv scores: the run (its best.pt), or with ``last`` its last.pt."""
+    """The model of a fold that cv scores: its last.pt, or without ``last`` the run (its best.pt)."""
     if not last:
         return run.root
     if not run.last.is_file():
-        raise TumorsegError(f"{run.root}: no last.pt to score (--last scores each fold's last epoch)")
+        raise TumorsegError(f"{run.root}: no last.pt to score (--best scores each fold's best.pt)")
     return run.last
