@@ -43,6 +43,14 @@ SPACING_TOLERANCE = 0.01
 #: background is not 0; the brain is then everything and the z-scores meaningless (one shared
 #: case shifted by -500 came out as 913 mL of tumor).
 MIN_BACKGROUND = 0.05
+#: An intensity farther than this many robust standard deviations (1.4826 x the median absolute
+#: deviation of the brain's intensities) from the brain's median is no tissue but an artefact (a
+#: voxel saturated at the int16 ceiling, a spike). Before anything else it takes the median of its
+#: neighbours that are no outliers (``despike``), so that it neither squashes the int16 scale nor
+#: sets the z-scores nor shows the network a spot. Tissue stays far inside: the 112 sequences of
+#: the 28 shared patients reach at most 31.5 (enhancing tumor on T1ce).
+OUTLIER_SDS = 50.0
+DESPIKE_CHUNK = 65536
 
 
 @dataclass
@@ -137,6 +145,44 @@ def reorient(case: Case) -> Case:
     return Case(case.case_id, image, label, affine, case.sources, case.label_convention, case.absent)
 
 
+def robust_spread(brain: np.ndarray) -> tuple[float, float]:
+    """The median of brain intensities and their robust standard deviation (1.4826 x the median
+    absolute deviation), from every 8th voxel (as exact as all of them, to well under 1 %)."""
+    sample = brain[::8].astype(np.float64)
+    median = float(np.median(sample))
+    return median, 1.4826 * float(np.median(np.abs(sample - median)))
+
+
+def despike(volume: np.ndarray) -> np.ndarray:
+    """``volume`` with each non-zero intensity farther than OUTLIER_SDS robust standard deviations
+    from the brain's median replaced by the median of its (up to 26) neighbours that are none, or,
+    inside a patch of outliers, clipped to the bound it passed; the very array when none is."""
+    brain = volume[volume != 0]
+    if brain.size < 2:
+        return volume
+    median, sd = robust_spread(brain)
+    low, high = median - OUTLIER_SDS * sd, median + OUTLIER_SDS * sd
+    if sd == 0 or (brain.min() >= low and brain.max() <= high):
+        return volume
+    if np.issubdtype(volume.dtype, np.integer):
+        low, high = np.ceil(low), np.floor(high)
+    outlier = (volume != 0) & ((volume < low) | (volume > high))
+    at = np.argwhere(outlier)  # (N, 3)
+    replaced = np.clip(volume[outlier].astype(np.float64), low, high)
+    offsets = np.stack(np.meshgrid(*[[-1, 0, 1]] * 3, indexing="ij"), -1).reshape(-1, 3)
+    for start in range(0, len(at), DESPIKE_CHUNK):  # a bounded memory, however many outliers
+        around = at[start : start + DESPIKE_CHUNK, None, :] + offsets[None]  # (n, 27, 3)
+        where = tuple(np.moveaxis(np.clip(around, 0, np.array(volume.shape) - 1), -1, 0))
+        values = volume[where].astype(np.float64)
+        usable = ~outlier[where] & (values != 0)
+        rows = usable.any(axis=1)
+        medians = np.nanmedian(np.where(usable[rows], values[rows], np.nan), axis=1)
+        replaced[start : start + len(around)][rows] = medians
+    out = volume.copy()
+    out[outlier] = np.round(replaced) if np.issubdtype(volume.dtype, np.integer) else replaced
+    return out
+
+
 def to_int16(volume: np.ndarray) -> tuple[np.ndarray, float]:
     """Intensities as int16: exactly when they are int16-exact, else scaled to fit (and the scale)."""
     lo, hi = volume.min(), volume.max()
@@ -205,7 +251,7 @@ def preprocess(case: Case, spacing: tuple[float, float, float] | list[float] | N
         volumes = [resample(volume, shape, order=1) for volume in volumes]
     stored, scales, means, stds = [], [], [], []
     for modality, volume in zip(MODALITIES, volumes, strict=True):
-        values, scale = to_int16(volume)
+        values, scale = to_int16(despike(volume))
         brain = values[values != 0].astype(np.float64)
         if modality in case.absent:
             brain = np.array([-1.0, 1.0])  # statistics that leave the zero channel at zero
