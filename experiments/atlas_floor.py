@@ -48,9 +48,8 @@ def main() -> None:
     difference = errors[:, 1] - errors[:, 0]
     print(f"\n{len(rows)} patients as BraTS ships them, registered to the atlas: distance from no move (mm)")
     for name, column in (("T1 intensities (the pipeline)", errors[:, 0]), ("brain outlines", errors[:, 1])):
-        print(
-            f"{name:<32} mean {column.mean():5.2f}  median {np.median(column):5.2f}  worst {column.max():5.2f}"
-        )
+        spread = f"median {np.median(column):5.2f}  worst {column.max():5.2f}"
+        print(f"{name:<32} mean {column.mean():5.2f}  {spread}")
     print(f"outlines - intensities, paired: {difference.mean():+.2f} (s.e. "
           f"{difference.std(ddof=1) / np.sqrt(len(difference)):.2f})")  # fmt: skip
 
