@@ -15,6 +15,7 @@ import json
 import shutil
 import tracemalloc
 from pathlib import Path
+from struct import error as struct_error
 
 import h5py
 import nibabel as nib
@@ -291,5 +292,52 @@ def test_any_label_map_given_to_compare(sources, tmp_path, shape, dtype, affine,
     if code == 0:
         record = json.loads((work / "out" / "comparison.json").read_text())
         assert set(record["visits"]) == {"baseline", "followup"}
+    else:
+        assert not (work / "out").exists()
+
+
+#: What a forged DICOM file declares: a header element of one image of a series, and its value.
+DICOM_FIELDS = {
+    "Rows": st.integers(0, 70000),
+    "Columns": st.integers(0, 70000),
+    "BitsAllocated": st.sampled_from([0, 1, 7, 8, 12, 16, 32, 64]),
+    "PixelRepresentation": st.integers(0, 3),
+    "SamplesPerPixel": st.integers(0, 4),
+    "NumberOfFrames": st.integers(0, 10**9).map(str),
+    "ImagePositionPatient": st.lists(st.sampled_from(["0", "-1e30", "nan", "inf", "1e400", "x"]), max_size=4),
+    "ImageOrientationPatient": st.lists(st.sampled_from(["0", "1", "-1", "nan", "0.5"]), max_size=7),
+    "PixelSpacing": st.lists(st.sampled_from(["0", "-1", "1e-30", "1e30", "nan", "1"]), max_size=3),
+    "SeriesDescription": st.text(max_size=80),
+    "PixelData": st.sampled_from([b"", b"\0", b"\1" * 100, b"\0" * 4096]),
+}
+
+
+@EXAMPLES
+@given(field=st.sampled_from(sorted(DICOM_FIELDS)), data=st.data())
+def test_any_dicom_header_given_to_convert(tmp_path, field, data):
+    """A series of which one image declares anything is converted, or the study is named."""
+    import SimpleITK as sitk
+    from pydicom import dcmread
+
+    from tumorseg.raw import dicom
+
+    work = fresh(tmp_path / "work")
+    volume = sitk.GetImageFromArray(np.random.default_rng(0).integers(1, 900, (12, 16, 16)).astype(np.int16))
+    dicom.write_series(volume, work / "study" / "s", "t1_mprage_sag")
+    path = sorted((work / "study" / "s").iterdir())[5]
+    image = dcmread(path)
+    value = data.draw(DICOM_FIELDS[field])
+    try:
+        setattr(image, field, value)
+        image.save_as(path)
+    except (ValueError, TypeError, OverflowError, struct_error):
+        event("value the DICOM writer refuses")
+        return
+    before = {p: p.read_bytes() for p in (work / "study" / "s").iterdir()}
+    code, err, peak = invoke(["convert", work / "study", "--out", work / "out"])
+    assert_invariant(code, err, peak, "study")
+    assert {p: p.read_bytes() for p in (work / "study" / "s").iterdir()} == before
+    if code == 0:
+        assert nib.load(work / "out" / "t1.nii.gz").shape[:2] == (16, 16)
     else:
         assert not (work / "out").exists()

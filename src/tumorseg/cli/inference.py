@@ -163,12 +163,20 @@ def cmd_convert(args: argparse.Namespace) -> int:
     targets = {sequence: args.out / f"{sequence}.nii.gz" for sequence in chosen}
     if args.out.exists() and not args.out.is_dir():
         raise TumorsegError(f"{args.out}: is a file; give a folder")
-    args.out.mkdir(parents=True, exist_ok=True)
     claim_outputs(list(targets.values()), [args.study], args.overwrite)
-    volumes = {sequence: dicom.read_series(item) for sequence, item in chosen.items()}
-    write_together(
-        [(path, lambda p, image=volumes[s]: sitk.WriteImage(image, str(p))) for s, path in targets.items()]
-    )
+    volumes = {sequence: dicom.read_series(item) for sequence, item in chosen.items()}  # before any write
+    created = not args.out.exists()
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        write_together(
+            [
+                (path, lambda p, image=volumes[s]: sitk.WriteImage(image, str(p)))
+                for s, path in targets.items()
+            ]
+        )
+    finally:
+        if created and not any(args.out.iterdir()):
+            args.out.rmdir()  # nothing written: no empty folder left behind
     print(f"wrote {', '.join(path.name for path in targets.values())} in {args.out}")
     return 0
 

@@ -120,8 +120,14 @@ def all_series(folder: Path) -> list[Series]:
     for root, names in _walk(folder):
         if not names:
             continue
-        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(root):
-            files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(root, uid))
+        try:  # GDCM reads every file's header here, and asserts on some it finds malformed
+            series = {
+                uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(root, uid))
+                for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(root)
+            }
+        except RuntimeError as err:
+            raise TumorsegError(f"{root}: a DICOM file here is malformed: {itk_message(err)}") from err
+        for uid, files in series.items():
             found.append(Series(uid, Path(root), files, read_header(files[0])))
     if not found:
         raise TumorsegError(f"{folder}: no DICOM series found")
@@ -137,10 +143,13 @@ def study_folders(folder: Path) -> list[Path]:
 
 
 def itk_message(err: RuntimeError) -> str:
-    """What ITK says went wrong, on one line: its last line, without the class and address before it."""
+    """What ITK says went wrong, on one line: its last line, without the class and address before it,
+    files by their names (the message names the folder already), at most 160 characters."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     last = lines[-1] if lines else "unknown error"
-    return re.sub(r"^ITK ERROR: \w+\(0x[0-9a-f]+\): ", "", last)
+    last = re.sub(r"^ITK ERROR: \w+\(0x[0-9a-f]+\): ", "", last)
+    last = re.sub(r"(?:[A-Za-z]:)?[/\\]\S*[/\\]([^/\\\s]+)", r"\1", last)
+    return last if len(last) <= 160 else last[:157] + "..."
 
 
 def header(path: str) -> sitk.ImageFileReader:
