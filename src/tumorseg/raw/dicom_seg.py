@@ -13,6 +13,7 @@ source series and the labels, so the same result gives the same SEG and report.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +43,10 @@ def dicom_writers(classes: np.ndarray, series: Series, volumes_ml: dict[str, flo
     from pydicom import dcmread  # imported when DICOM is written
 
     sources = [dcmread(path, stop_before_pixels=True) for path in series.files]
-    seg = segmentation(classes, series, sources, volumes_ml)
-    report = measurement_report(seg, series, classes, voxel_ml(sources))
+    with warnings.catch_warnings():  # the patient's name is copied as the scanner wrote it, "HFS" too
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        seg = segmentation(classes, series, sources, volumes_ml)
+        report = measurement_report(seg, series, classes, voxel_ml(sources))
     return (lambda path: seg.save_as(Path(path))), (lambda path: report.save_as(Path(path)))
 
 
