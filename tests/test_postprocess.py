@@ -210,3 +210,19 @@ def test_the_nested_choice_says_its_gain_patient_by_patient_with_its_standard_er
     assert gain == pytest.approx(removed - region_dice(islands, clean).mean()) and gain > 0
     assert error == pytest.approx(0.0, abs=1e-12)  # every patient gains the same
     assert "against none, patient by patient: +" in choice.table()
+
+
+def test_the_rule_a_fold_is_scored_with_never_depends_on_that_folds_own_patients():
+    """Nested: whatever the held-out fold's references say (islands that are tumor, or not), the
+    rule it gets is the one the other folds chose; only the other folds' references move it."""
+    islands = blobs()
+    clean = islands.copy()
+    clean[18, 18, 18] = clean[15:17, 15:17, 15:17] = 0
+
+    def fold_rules(fold_0: np.ndarray, others: np.ndarray) -> list[PostProcessing]:
+        patients = [OutOfFoldMap(islands, SURE, fold_0, 0.001, 0)] * 2
+        patients += [OutOfFoldMap(islands, SURE, others, 0.001, k) for k in (1, 2) for _ in range(2)]
+        return choose_postprocessing(patients).nested_rules
+
+    assert fold_rules(clean, clean)[0] == fold_rules(islands, clean)[0]  # fold 0's truth: no say
+    assert fold_rules(clean, clean)[0] != fold_rules(clean, islands)[0]  # the other folds': all of it
