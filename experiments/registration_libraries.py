@@ -6,7 +6,7 @@ mean distance (mm) between where it puts the atlas's brain voxels (every 300th) 
 the seconds it took, and each library against SimpleITK, paired, with its standard error.
 
 The other two libraries are not tumorseg's dependencies (ANTsPy with its dependencies is about
-200 MB installed, ITK-Elastix over 1.5 GB); run it where they are installed:
+300 MB installed, ITK-Elastix 1.6 GB); run it where they are installed:
 
     pip install antspyx itk-elastix SimpleITK nibabel
     PYTHONPATH=src python experiments/registration_libraries.py [--cases 28] [--threads 1]
