@@ -34,8 +34,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=28)
     args = parser.parse_args()
     atlas = images.atlas()
-    points = np.array([images.brats_grid().TransformIndexToPhysicalPoint([int(v) for v in i])
-                       for i in np.argwhere(images.array(atlas) > 0)[::300]])  # fmt: skip
+    points = images.brain_points(atlas, every=300)
     none = sitk.Euler3DTransform()
     rows = []
     for folder in find_case_folders(real_root())[: args.cases]:

@@ -41,8 +41,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=28)
     args = parser.parse_args()
     atlas = images.atlas()
-    points = np.array([images.brats_grid().TransformIndexToPhysicalPoint([int(v) for v in i])
-                       for i in np.argwhere(images.array(atlas) > 0)[::300]])  # fmt: skip
+    points = images.brain_points(atlas, every=300)
     errors = {name: [] for name in VARIANTS}
     for index, folder in enumerate(find_case_folders(real_root())[: args.cases]):
         with tempfile.TemporaryDirectory() as tmp:

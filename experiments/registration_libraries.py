@@ -72,19 +72,20 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
     atlas = images.atlas()
-    points = np.array([images.brats_grid().TransformIndexToPhysicalPoint([int(v) for v in i])
-                       for i in np.argwhere(images.array(atlas) > 0)[::300]])  # fmt: skip
+    points = images.brain_points(atlas, every=300)
     none = sitk.Euler3DTransform()
     on_grid = Path(tempfile.mkdtemp()) / "atlas.nii.gz"  # as the pipeline reads it: on the BraTS grid
     sitk.WriteImage(atlas, str(on_grid))
-    tasks = {"T1 to the atlas": (lambda f: on_grid, "t1", True), "T2 to the T1": (lambda f: f"{f}_t1", "t2", False)}
+    tasks = {
+        "T1 to the atlas": (lambda f: on_grid, "t1", True),
+        "T2 to the T1": (lambda f: f"{f}_t1", "t2", False),
+    }
     errors = {(task, name): [] for task in tasks for name in LIBRARIES}
     seconds = {key: [] for key in errors}
     for folder in find_case_folders(REAL)[: args.cases]:
         row = [folder.name]
-        for task, (fixed_of, sequence, same) in tasks.items():
-            fixed = fixed_of(folder / folder.name)
-            fixed = Path(fixed if str(fixed).endswith(".nii.gz") else f"{fixed}.nii.gz")
+        for task, (fixed, sequence, same) in tasks.items():
+            fixed = fixed or folder / f"{folder.name}_t1.nii.gz"
             moving = folder / f"{folder.name}_{sequence}.nii.gz"
             for name, register in LIBRARIES.items():
                 with tempfile.TemporaryDirectory() as work:

@@ -49,6 +49,13 @@ def array(image: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
 
 
+def brain_points(image: sitk.Image, every: int = 1) -> np.ndarray:
+    """The LPS positions (N x 3, mm) of every ``every``-th non-zero voxel of ``image``: where a
+    registration's error is measured (``registration.displacement``)."""
+    voxels = np.argwhere(array(image) > 0)[::every]
+    return np.array([image.TransformIndexToPhysicalPoint([int(v) for v in index]) for index in voxels])
+
+
 def from_array(voxels: np.ndarray, like: sitk.Image) -> sitk.Image:
     """An (X, Y, Z) array placed on the grid of ``like``."""
     image = sitk.GetImageFromArray(np.ascontiguousarray(voxels.transpose(2, 1, 0)))
