@@ -1,4 +1,4 @@
-"""Which torch device a command runs on.
+"""Which torch device a command runs on, and whether this process is a torchrun job's rank 0.
 
 PyTorch is imported only when a device is made: predicting on a CPU with ONNX Runtime never needs
 it, and importing it takes longer than segmenting a patient.
@@ -6,6 +6,7 @@ it, and importing it takes longer than segmenting a patient.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,3 +42,9 @@ def runs_on_cpu(name: str) -> bool:
     if name == "auto" and (shutil.which("nvidia-smi") or any(path.exists() for path in GPU_DRIVERS)):
         return resolve_device(name).type == "cpu"
     return name in ("auto", "cpu")
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of a torchrun job (or the only one), read from what torchrun
+    sets, before any process group exists and without PyTorch: rank 0 alone writes and locks."""
+    return int(os.environ.get("RANK", "0")) == 0

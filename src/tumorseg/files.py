@@ -11,7 +11,25 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+
+@contextmanager
+def made_folder(folder: Path) -> Iterator[Path]:
+    """``folder``, made with its missing parents if need be; on leaving, each folder this made is
+    removed again if it is still empty (innermost first), so that a command that wrote nothing
+    leaves no folder behind."""
+    folder = Path(folder)
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # innermost first
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        for path in made:
+            with suppress(OSError):  # written into (or gone): kept
+                path.rmdir()
 
 
 def write_text(path: Path, text: str) -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from tumorseg.errors import TumorsegError
+from tumorseg.files import made_folder
 
 
 @contextmanager
@@ -61,25 +62,13 @@ def outputs_locked(paths: Iterable[Path]) -> Iterator[None]:
     Missing parent folders are made for the lock files and removed again if they are left empty,
     so that a command refused (or failing) leaves no folder behind.
     """
-    made: list[Path] = []
-    try:
-        with ExitStack() as stack:
-            for path in dict.fromkeys(map(Path, paths)):  # once each, in the table's order
-                made += make_parents(Path(os.path.realpath(path)).parent)
-                busy = f"{path}: another tumorseg command is writing it; wait for it, or write elsewhere"
-                stack.enter_context(exclusive_lock(lock_beside(path), busy))
-            yield
-    finally:
-        for folder in reversed(made):
-            with suppress(OSError):  # the command wrote into it (or it is gone): keep
-                folder.rmdir()
-
-
-def make_parents(folder: Path) -> list[Path]:
-    """Make ``folder`` and its missing parents; return those made, outermost first."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise TumorsegError(f"{folder}: cannot make this folder ({err.strerror})") from err
-    return missing
+    with ExitStack() as stack:
+        for path in dict.fromkeys(map(Path, paths)):  # once each, in the table's order
+            lock = lock_beside(path)
+            try:
+                stack.enter_context(made_folder(lock.parent))
+            except OSError as err:
+                raise TumorsegError(f"{lock.parent}: cannot make this folder ({err.strerror})") from err
+            busy = f"{path}: another tumorseg command is writing it; wait for it, or write elsewhere"
+            stack.enter_context(exclusive_lock(lock, busy))
+        yield

@@ -13,13 +13,13 @@ some extend what exists (``prepare``'s store, a batch ``predict``'s folder).
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tumorseg.cli.options import evaluation_variant
+from tumorseg.devices import is_main_process
 from tumorseg.errors import TumorsegError
 from tumorseg.locks import outputs_locked
 from tumorseg.outputs import claim_outputs
@@ -129,7 +129,7 @@ def claimed_files(command: str, args: argparse.Namespace) -> Iterator[None]:
     outputs while it runs (refused at once when another command holds one)."""
     files = COMMAND_FILES[command](args)
     claim_outputs(files.outputs, files.inputs, overwrite=True)
-    if os.environ.get("RANK", "0") != "0":  # a torchrun job's other ranks: rank 0 writes and locks
+    if not is_main_process():  # a torchrun job's other ranks: rank 0 writes and locks
         yield
         return
     with outputs_locked((*files.outputs, *files.within)):

@@ -151,6 +151,7 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
 def cmd_convert(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
+    from tumorseg.files import made_folder
     from tumorseg.inference.writing import write_together
     from tumorseg.outputs import claim_outputs
     from tumorseg.raw import dicom
@@ -165,18 +166,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise TumorsegError(f"{args.out}: is a file; give a folder")
     claim_outputs(list(targets.values()), [args.study], args.overwrite)
     volumes = {sequence: dicom.read_series(item) for sequence, item in chosen.items()}  # before any write
-    created = not args.out.exists()
-    args.out.mkdir(parents=True, exist_ok=True)
-    try:
+    with made_folder(args.out):  # nothing written: no empty folder left
         write_together(
             [
                 (path, lambda p, image=volumes[s]: sitk.WriteImage(image, str(p)))
                 for s, path in targets.items()
             ]
         )
-    finally:
-        if created and not any(args.out.iterdir()):
-            args.out.rmdir()  # nothing written: no empty folder left behind
     print(f"wrote {', '.join(path.name for path in targets.values())} in {args.out}")
     return 0
 

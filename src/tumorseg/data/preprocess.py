@@ -157,16 +157,18 @@ def despike(volume: np.ndarray) -> np.ndarray:
     """``volume`` with each non-zero intensity farther than OUTLIER_SDS robust standard deviations
     from the brain's median replaced by the median of its (up to 26) neighbours that are none, or,
     inside a patch of outliers, clipped to the bound it passed; the very array when none is."""
-    brain = volume[volume != 0]
+    inside = volume != 0
+    brain = volume[inside]
     if brain.size < 2:
         return volume
     median, sd = robust_spread(brain)
     low, high = median - OUTLIER_SDS * sd, median + OUTLIER_SDS * sd
     if sd == 0 or (brain.min() >= low and brain.max() <= high):
         return volume
-    if np.issubdtype(volume.dtype, np.integer):
+    integer = np.issubdtype(volume.dtype, np.integer)
+    if integer:
         low, high = np.ceil(low), np.floor(high)
-    outlier = (volume != 0) & ((volume < low) | (volume > high))
+    outlier = inside & ((volume < low) | (volume > high))
     at = np.argwhere(outlier)  # (N, 3)
     replaced = np.clip(volume[outlier].astype(np.float64), low, high)
     offsets = np.stack(np.meshgrid(*[[-1, 0, 1]] * 3, indexing="ij"), -1).reshape(-1, 3)
@@ -179,7 +181,7 @@ def despike(volume: np.ndarray) -> np.ndarray:
         medians = np.nanmedian(np.where(usable[rows], values[rows], np.nan), axis=1)
         replaced[start : start + len(around)][rows] = medians
     out = volume.copy()
-    out[outlier] = np.round(replaced) if np.issubdtype(volume.dtype, np.integer) else replaced
+    out[outlier] = np.round(replaced) if integer else replaced
     return out
 
 

@@ -32,7 +32,7 @@ from tumorseg.data.brats import (
 from tumorseg.data.case import Case
 from tumorseg.data.preprocess import check_background, preprocess
 from tumorseg.errors import TumorsegError, first_line
-from tumorseg.files import load_json, write_json
+from tumorseg.files import load_json, made_folder, write_json
 from tumorseg.geometry import voxel_ml
 from tumorseg.inference.native import Study, segment_raw, why_raw, writes_dicom
 from tumorseg.inference.onnx import onnx_path
@@ -221,13 +221,17 @@ def predict(
             ],
             [],
         )
-    created = check_output(out, batch, overwrite)
+    check_output(out, batch, overwrite)
     reasons: dict[str, str | None] = {}  # why a case is raw, where decided already (read once)
     if not batch:  # what it writes beside the label map, refused too before any model is loaded
         reason = reasons[cases[0].case_id] = raw_reason(cases[0], preprocess)
         asked = case_companions(out, cases[0], reason, probabilities, uncertainty, volumes=True)
         claim_outputs(asked, cases[0].paths, overwrite)
-    try:
+    # the folder written into (a batch's, or the label map's) is made; left empty (every case
+    # failed, or no model), it goes again
+    with made_folder(out if batch else out.parent) as folder:
+        if not os.access(folder, os.W_OK):
+            raise TumorsegError(f"{folder}: cannot write here")
         result = BatchResult([], [], failed, {})
         with ThreadPoolExecutor(1, thread_name_prefix="tumorseg-read") as reader:
             # the first case is read while the model loads, which leaves a core idle (docs/results.md)
@@ -238,9 +242,6 @@ def predict(
                         uncertainty=uncertainty, preprocess=preprocess,
                         keep_preprocessed=keep_preprocessed, reasons=reasons)  # fmt: skip
         return result
-    finally:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # nothing was written (every case failed, or no model): leave no empty folder
 
 
 def segment_all(
@@ -346,26 +347,18 @@ def find_inputs(inputs: Path | CaseFiles) -> tuple[list[Path | CaseFiles | Study
     return folders, folders != [inputs]
 
 
-def check_output(out: Path, batch: bool, overwrite: bool) -> bool:
-    """Refuse an output that cannot be written, before any model is loaded; make its folder.
-    Returns whether a batch's folder was made here."""
-    created = False
+def check_output(out: Path, batch: bool, overwrite: bool) -> None:
+    """Refuse an output that cannot be what it is asked to be, before any model is loaded."""
     if batch:
         if out.exists() and not out.is_dir():
             raise TumorsegError(f"{out}: several cases need an output folder, and this is a file")
-        created = not out.exists()
-        out.mkdir(parents=True, exist_ok=True)
-    else:
-        if out.is_dir():
-            raise TumorsegError(f"{out}: is a folder; give the output file, e.g. {out / 'seg.nii.gz'}")
-        if not out.name.endswith((".nii", ".nii.gz")):
-            raise TumorsegError(f"{out}: the output must be a .nii or .nii.gz file")
-        if out.exists() and not overwrite:
-            raise TumorsegError(f"{out}: exists; pass --overwrite to replace it")
-        out.parent.mkdir(parents=True, exist_ok=True)  # as a batch's folder is made
-    if not os.access(out if batch else out.parent, os.W_OK):
-        raise TumorsegError(f"{out if batch else out.parent}: cannot write here")
-    return created
+        return
+    if out.is_dir():
+        raise TumorsegError(f"{out}: is a folder; give the output file, e.g. {out / 'seg.nii.gz'}")
+    if not out.name.endswith((".nii", ".nii.gz")):
+        raise TumorsegError(f"{out}: the output must be a .nii or .nii.gz file")
+    if out.exists() and not overwrite:
+        raise TumorsegError(f"{out}: exists; pass --overwrite to replace it")
 
 
 def case_files(folders: list[Path]) -> tuple[list[CaseFiles], list[tuple[str, str]]]:

@@ -29,7 +29,7 @@ from tumorseg.data.case import Case
 from tumorseg.data.preprocess import reorient
 from tumorseg.errors import TumorsegError
 from tumorseg.evaluation.viewer import read_labels
-from tumorseg.files import rounded, write_csv, write_json, write_text
+from tumorseg.files import made_folder, rounded, write_csv, write_json, write_text
 from tumorseg.geometry import voxel_ml
 from tumorseg.inference.native import Study, segment_raw
 from tumorseg.inference.predict import find_inputs, raw_reason, read_inputs, segment
@@ -118,13 +118,8 @@ def compare(
             loaded.append(make_segmenter())
         return loaded[0]
 
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
+    with made_folder(out):  # nothing written: no empty folder left
         return compare_into(out, paths, visits, segmenter, seg, preprocess, labels, overwrite, report)
-    finally:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # nothing was written: leave no empty folder
 
 
 def compare_into(

@@ -39,11 +39,6 @@ def setup(device_type: str) -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def is_main_process() -> bool:
-    """Whether this process is rank 0 (or the only one), before any process group exists."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def barrier(context: Context) -> None:
     """Wait for every rank; at the end of training, so no rank leaves while a peer still sends
     (gloo aborts a process whose peer has already closed its connection)."""

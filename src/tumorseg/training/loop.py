@@ -17,7 +17,7 @@ from tqdm import tqdm
 from tumorseg import interrupts
 from tumorseg.checkpoint import save_checkpoint
 from tumorseg.data.store import Store
-from tumorseg.devices import resolve_device
+from tumorseg.devices import is_main_process, resolve_device
 from tumorseg.errors import TumorsegError
 from tumorseg.inference.sliding_window import segment
 from tumorseg.labels import REGION_NAMES, label_convention
@@ -58,7 +58,7 @@ def train(
         raise TumorsegError(f"{run.root}: is a file; a run is a directory")
     if resume and not run.last.exists() and not run.started_only():
         raise TumorsegError(f"{run.root}: no last.pt to resume from")
-    main, created = distributed.is_main_process(), not run.root.exists()
+    main, created = is_main_process(), not run.root.exists()
     try:
         config, store_path, checkpoint = resolve_run(store_path, run, config, resume, overrides or {}, main)
         device = resolve_device(config.device)
