@@ -137,3 +137,30 @@ def test_scanner_effects_are_seeded_and_blur_is_a_normalized_gaussian_per_axis()
     rows = torch.arange(21.0) - 10
     assert (across_rows * rows**2).sum() / across_rows.sum() == pytest.approx(1.2**2, rel=0.05)
     assert (across_columns * rows**2).sum() / across_columns.sum() == pytest.approx(0.8**2, rel=0.05)
+
+
+def test_enhancement_strength_changes_only_the_t1ce_where_it_outshines_the_t1():
+    image = torch.randn(64, 8, 24, 24)  # 2.5D: sequence k is channels k and k + 4
+    image[..., :4, :] = 0  # outside the brain
+    image[:3, 1::4] = 0  # three samples without a T1
+    changed = BatchAugmentation(2, enhancement=True).enhancement_strength(image)
+    t1ce = [2, 6]
+    others = [c for c in range(8) if c not in t1ce]
+    assert torch.equal(changed[:, others], image[:, others])
+    assert torch.equal(changed[:3], image[:3])  # no T1, nothing to compare the T1ce with
+    assert torch.equal(changed[..., :4, :], image[..., :4, :])
+    touched = (changed != image).flatten(1).any(dim=1)
+    assert touched.any() and not touched.all()
+    assert torch.equal(BatchAugmentation(2, enhancement=True).enhancement_strength(image), changed)
+    brain = image[:, :1] != 0
+    for b in touched.nonzero()[:, 0].tolist():
+        for c in t1ce:
+            before, after = image[b, c][brain[b, 0]], changed[b, c][brain[b, 0]]
+            assert after.mean() == pytest.approx(before.mean().item(), abs=1e-4)
+            assert after.std() == pytest.approx(before.std().item(), rel=1e-4)
+            # where the T1ce is not brighter than the T1, only the slice's rescaling acts: an affine map
+            dull = (image[b, c] <= image[b, c - 1])[brain[b, 0]]
+            slope = torch.linalg.lstsq(
+                torch.stack([before[dull], torch.ones(int(dull.sum()))], 1), after[dull, None]
+            ).solution
+            assert torch.allclose(before[dull] * slope[0] + slope[1], after[dull], atol=1e-4)

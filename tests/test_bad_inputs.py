@@ -22,6 +22,7 @@ import torch
 
 from conftest import assert_clean_failure, run, tampered, tumorseg, tumorseg_measured
 from tumorseg.cli import main
+from tumorseg.data.case import MODALITIES
 from tumorseg.data.synth import synthesize
 from tumorseg.models.config import MAX_WIDTH
 
@@ -168,6 +169,20 @@ def test_predict_refuses_a_sequence_that_is_not_zero_outside_the_brain(good, tra
     out = tmp_path / "s.nii.gz"
     code, err = run(["predict", "--model", trained_run, folder, "--out", out], capsys)
     assert_clean_failure(code, err, "t2.nii.gz", "of its voxels are 0; tumorseg expects skull-stripped")
+    assert not out.exists()
+
+
+def test_predict_refuses_a_head_whose_air_alone_is_0(good, trained_run, tmp_path, capsys):
+    """Its sibling: a head with its skull whose air is 0 has enough zeros, but spans far more than a
+    brain does (a healthy head's T1 FLASH, 6.5 % zeros, came out as 978 mL of tumor)."""
+    folder = tmp_path / CASE
+    shutil.copytree(good / "cases" / CASE, folder)
+    for modality in MODALITIES:
+        data = np.asarray(nib.load(folder / f"{CASE}_{modality}.nii.gz").dataobj, np.float32)
+        nifti(folder, modality, data, np.diag([-15.0, -15.0, 15.0, 1.0]))  # 3.4 mL voxels: liters
+    out = tmp_path / "s.nii.gz"
+    command = ["predict", "--model", trained_run, folder, "--out", out, "--preprocess", "brats"]
+    assert_clean_failure(*run(command, capsys), "flair.nii.gz", "mL, more than a brain (2500)")
     assert not out.exists()
 
 

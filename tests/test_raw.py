@@ -262,6 +262,12 @@ def test_auto_tells_raw_cases_from_preprocessed_ones(phantoms, tmp_path):
     assert why_raw(found) == "its sequences lie on different grids"
     nib.save(nib.load(case.modalities["t2"]), moved / case.modalities["t2"].name)
     assert "not skull-stripped" in why_raw(find_case_files(moved, require_label=False))
+    for path in case.modalities.values():  # a head whose air is 0: liters, not a brain
+        nib.save(nib.Nifti1Image(np.asarray(nib.load(path).dataobj), np.diag([9.0, 9, 9, 1])),
+                 moved / path.name)  # fmt: skip
+    assert "more than a brain (2500) (not skull-stripped)" in why_raw(
+        find_case_files(moved, require_label=False)
+    )
 
 
 def test_dicom_input_with_preprocess_brats_is_refused(tmp_path, capsys):

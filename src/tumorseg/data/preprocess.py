@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from tumorseg.data.case import MODALITIES, Case, check_grid, voxel_spacing
 from tumorseg.errors import TumorsegError
-from tumorseg.geometry import bounding_box
+from tumorseg.geometry import bounding_box, voxel_ml
 from tumorseg.labels import NUM_CLASSES
 
 #: Axis codes of the BraTS files, and so of the slices the models learn from.
@@ -43,6 +43,11 @@ SPACING_TOLERANCE = 0.01
 #: background is not 0; the brain is then everything and the z-scores meaningless (one shared
 #: case shifted by -500 came out as 913 mL of tumor).
 MIN_BACKGROUND = 0.05
+#: The most mL a skull-stripped sequence's non-zero voxels may span. Brains span 1146 to 1729 mL in
+#: the shared cases; a head with its skull 6 L and more (the raw glioma scans of the project's raw
+#: data: 5954 to 6417 mL; a healthy head with its neck 10.6 L), even where its air is 0 and passes
+#: MIN_BACKGROUND (a T1ce whose air is 10 % zeros; a T1 FLASH, 6.5 %).
+MAX_BRAIN_ML = 2500.0
 #: An intensity farther than this many robust standard deviations (1.4826 x the median absolute
 #: deviation of the brain's intensities) from the brain's median is no tissue but an artefact (a
 #: voxel saturated at the int16 ceiling, a spike). Before anything else it takes the median of its
@@ -209,17 +214,28 @@ def differs(spacing: tuple[float, ...], target: tuple[float, ...] | list[float])
     return not np.allclose(spacing, target, rtol=SPACING_TOLERANCE, atol=0)
 
 
+def not_stripped(voxels: np.ndarray, affine: np.ndarray) -> str | None:
+    """Why a sequence is not skull-stripped with a background of 0 (MIN_BACKGROUND, MAX_BRAIN_ML),
+    or None when it may be."""
+    zero = np.count_nonzero(voxels == 0) / voxels.size
+    if zero < MIN_BACKGROUND:
+        return f"{zero:.1%} of its voxels are 0"
+    spanned = np.count_nonzero(voxels) * voxel_ml(affine)
+    if spanned > MAX_BRAIN_ML:
+        return f"its non-zero voxels span {spanned:.0f} mL, more than a brain ({MAX_BRAIN_ML:.0f})"
+    return None
+
+
 def check_background(case: Case) -> None:
-    """Refuse a case whose sequences are not 0 outside the brain (MIN_BACKGROUND)."""
+    """Refuse a case whose sequences are not skull-stripped with a background of 0 (``not_stripped``)."""
     for index, modality in enumerate(MODALITIES):
         if modality in case.absent:
             continue
-        zero = np.count_nonzero(case.image[index] == 0) / case.image[index].size
-        if zero < MIN_BACKGROUND:
+        why = not_stripped(case.image[index], case.affine)
+        if why:
             raise TumorsegError(
-                f"{case.source(modality)}: {zero:.1%} of its voxels are 0; tumorseg expects "
-                "skull-stripped images whose background is 0 (BraTS preprocessing), which "
-                "predict --preprocess raw runs"
+                f"{case.source(modality)}: {why}; tumorseg expects skull-stripped images whose "
+                "background is 0 (BraTS preprocessing), which predict --preprocess raw runs"
             )
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from tumorseg.data.brats import CaseFiles, open_nifti, read_voxels, volume_shape
 from tumorseg.data.case import MODALITIES, Case, brats_affine
-from tumorseg.data.preprocess import MIN_BACKGROUND
+from tumorseg.data.preprocess import not_stripped
 from tumorseg.errors import TumorsegError
 from tumorseg.geometry import voxel_ml
 from tumorseg.inference.writing import Writer, companion, nifti_writer
@@ -74,8 +74,9 @@ def why_raw(files: CaseFiles | Study) -> str | None:
         voxels = read_voxels(headers[0], volume_shape(headers[0], files.paths[0]), files.paths[0])
     except TumorsegError:
         return None
-    if np.count_nonzero(voxels == 0) / voxels.size < MIN_BACKGROUND:
-        return "its background is not 0 (not skull-stripped)"
+    why = not_stripped(voxels, headers[0].affine)
+    if why:
+        return f"{why} (not skull-stripped)"
     return None
 
 

@@ -2,8 +2,9 @@
 
 DataLoader workers only read and crop; each batch is then flipped, rotated and scaled (one
 ``affine_grid`` + ``grid_sample`` for the samples that draw an affine, bilinear for images and
-nearest for labels), given what another scanner would change (``scanner``: gamma, a bias field,
-blur, noise), its intensities scaled and shifted, and its sequences dropped, all at once.
+nearest for labels), given another strength of contrast enhancement (``enhancement``) and what
+another scanner would change (``scanner``: gamma, a bias field, blur, noise), its intensities
+scaled and shifted, and its sequences dropped, all at once.
 Per-sample parameters are drawn on the CPU from a seeded ``torch.Generator``, so a batch is
 augmented the same on any device, with any number of workers, and a resumed epoch repeats exactly;
 they reach the device by non-blocking copies, so augmenting never waits for the device.
@@ -15,6 +16,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from tumorseg.data.case import MODALITIES
 
 
 class BatchAugmentation:
@@ -41,9 +44,10 @@ class BatchAugmentation:
         max_intensity: float = 0.1,
         per_sequence: bool = False,
         scanner: bool = False,
+        enhancement: bool = False,
     ):
         self.spatial, self.modality_dropout, self.modalities = spatial, modality_dropout, modalities
-        self.per_sequence, self.scanner = per_sequence, scanner
+        self.per_sequence, self.scanner, self.enhancement = per_sequence, scanner, enhancement
         self.probability, self.max_degrees = probability, max_degrees
         self.max_scaling, self.max_intensity = max_scaling, max_intensity
         self.generator = torch.Generator()
@@ -64,6 +68,8 @@ class BatchAugmentation:
         device -> both augmented alike (new tensors; the inputs are left as they are)."""
         if self.spatial:
             image, label = self.move(image, label)
+            if self.enhancement:
+                image = self.enhancement_strength(image)
             if self.scanner:
                 image = self.scanner_effects(image)
             image = self.intensity(image)
@@ -149,11 +155,38 @@ class BatchAugmentation:
         u = torch.where(on(3), u + per_channel(noise, image) * shake.to(u.device, u.dtype), u)
         u = u * brain
         # z-scored again over the brain, as a scan of another scanner is read
-        count = brain.sum(dim=spatial, keepdim=True).clamp_min(1)
-        mean = u.sum(dim=spatial, keepdim=True) / count
-        std = (((u - mean) * brain) ** 2).sum(dim=spatial, keepdim=True).div(count).sqrt().clamp_min(1e-6)
+        mean, std = brain_moments(u, brain)
         renormalized = (u - mean) / std * brain
         return torch.where(per_channel(touched.to(torch.float64), image) > 0, renormalized, image)
+
+    def enhancement_strength(self, image: torch.Tensor) -> torch.Tensor:
+        """A weaker or stronger contrast enhancement (another dose, or another delay after the
+        injection), drawn per sample with probability ``SCANNER_PROBABILITY``: where the T1ce is
+        brighter than the T1 (both z-scores), that excess is multiplied by a factor of
+        ``ENHANCEMENT_RANGE``, and the slice keeps its T1ce's mean and spread over the brain. Uses no
+        label, so enhancing tumor, vessels and dura change alike; a sample whose T1 is blank is left
+        as is.
+        Needs the four sequences in ``MODALITIES`` order (a 2.5D input: each neighbouring slice)."""
+        batch = len(image)
+        drawn = self._uniform(batch) < SCANNER_PROBABILITY
+        factor = self._uniform(batch, low=ENHANCEMENT_RANGE[0], high=ENHANCEMENT_RANGE[1])
+        t1, t1ce = MODALITIES.index("t1"), MODALITIES.index("t1ce")
+        if self.modalities != len(MODALITIES) or not drawn.any():
+            return image
+        brain = (image != 0).any(dim=1, keepdim=True)
+        plain, enhanced = image[:, t1 :: self.modalities], image[:, t1ce :: self.modalities]
+        has_t1 = (plain != 0).flatten(1).any(dim=1) & drawn.to(image.device)
+        if not has_t1.any():
+            return image
+        scale = (factor.to(image.device, image.dtype) - 1).view(-1, *(1,) * (image.ndim - 1))
+        changed = (enhanced + scale * (enhanced - plain).clamp_min(0)) * brain
+        # back to the slice's own mean and spread over the brain: its z-scores came from the
+        # whole volume, which one more enhanced region hardly moves
+        before, after = brain_moments(enhanced, brain), brain_moments(changed, brain)
+        changed = ((changed - after[0]) / after[1] * before[1] + before[0]) * brain
+        image = image.clone()
+        image[has_t1, t1ce :: self.modalities] = changed[has_t1]
+        return image
 
     def intensity(self, image: torch.Tensor) -> torch.Tensor:
         batch, bound = len(image), self.max_intensity
@@ -171,6 +204,15 @@ class BatchAugmentation:
         return image * per_channel(keep, image)
 
 
+def brain_moments(image: torch.Tensor, brain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each channel's mean and standard deviation (at least 1e-6) over the brain (B, 1, ...)."""
+    spatial = tuple(range(2, image.ndim))
+    count = brain.sum(dim=spatial, keepdim=True).clamp_min(1)
+    mean = (image * brain).sum(dim=spatial, keepdim=True) / count
+    spread = (((image - mean) * brain) ** 2).sum(dim=spatial, keepdim=True) / count
+    return mean, spread.sqrt().clamp_min(1e-6)
+
+
 def on_channels(values: torch.Tensor, channels: int) -> torch.Tensor:
     """(B, k, ...) values, one per sequence (or k = 1: one per sample), repeated over ``channels``
     channels: channel j of a 2.5D input is sequence j % k."""
@@ -186,6 +228,8 @@ def per_channel(values: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
 
 #: The chance of each scanner effect, per sequence of a sample.
 SCANNER_PROBABILITY = 0.25
+#: The factors a T1ce's enhancement over its T1 is multiplied by (``enhancement``).
+ENHANCEMENT_RANGE = (0.5, 1.5)
 #: Blur kernels reach this many voxels from their centre (3 sigmas of the widest).
 BLUR_RADIUS = 4
 

@@ -55,6 +55,10 @@ class TrainConfig:
         "what another scanner changes, per sequence: gamma, a smooth bias field, blur along each "
         "in-plane axis (thick slices, one more interpolation) and noise, then z-scored again",
     )
+    augment_enhancement: bool = option(
+        False,
+        "weaker or stronger contrast enhancement: the T1ce's excess over the T1 times 0.5 to 1.5",
+    )
     val_fraction: float = option(0.2, "fraction of patients for validation")
     test_fraction: float = option(0.2, "fraction of patients held out for testing")
     folds: int = option(0, "k-fold cross-validation with K folds (0: off)")

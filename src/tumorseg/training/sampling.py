@@ -66,6 +66,7 @@ class EpochData:
                 max_intensity=config.augment_intensity,
                 per_sequence=config.augment_per_sequence,
                 scanner=config.augment_scanner,
+                enhancement=config.augment_enhancement,
             )
             if config.augment or config.modality_dropout
             else None
