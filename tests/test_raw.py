@@ -265,7 +265,7 @@ def test_auto_tells_raw_cases_from_preprocessed_ones(phantoms, tmp_path):
     for path in case.modalities.values():  # a head whose air is 0: liters, not a brain
         nib.save(nib.Nifti1Image(np.asarray(nib.load(path).dataobj), np.diag([9.0, 9, 9, 1])),
                  moved / path.name)  # fmt: skip
-    assert "more than a brain (2500) (not skull-stripped)" in why_raw(
+    assert "not skull-stripped: its non-zero voxels span" in why_raw(
         find_case_files(moved, require_label=False)
     )
 

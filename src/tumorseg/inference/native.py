@@ -76,7 +76,7 @@ def why_raw(files: CaseFiles | Study) -> str | None:
         return None
     why = not_stripped(voxels, headers[0].affine)
     if why:
-        return f"{why} (not skull-stripped)"
+        return f"not skull-stripped: {why}"
     return None
 
 
