@@ -3,7 +3,9 @@ raw glioma patients (HD-BET masks, ANTs rigid transforms, the fusion of challeng
 are references, not ground truth.
 
 Prints, per patient:
-- brain mask Dice against HD-BET's, on each sequence's native grid (deepbet on that sequence);
+- brain mask Dice against HD-BET's, on each sequence's native grid: the mask the outputs use (the
+  reference sequence's brain, taken to that grid through the co-registration), and deepbet's mask
+  of that sequence itself (which only checks the co-registration);
 - co-registration and atlas registration against ANTs: mean and largest displacement (mm) of the
   reference brain's voxels (every 50th) between the two transforms;
 - the segmentation against the five-model fusion, Dice WT / TC / ET, in BraTS space and on the
@@ -63,9 +65,14 @@ def main() -> None:
         sequences = {m: read_sequence(str(folder / f"{name}_{m}.nii.gz")) for m in refs}
         print(f"{name}:")
         case, space = prepare(sequences, name, name)
-        for modality, short in refs.items():  # the masks the pipeline made of each sequence
+        for modality, short in refs.items():
             hdbet = sitk.ReadImage(str(reference / f"hdbet_brain_mask_native_{short}.nii.gz"))
-            print(f"  brain mask {modality:<5} Dice vs HD-BET {mask_dice(space.brains[modality], hdbet):.3f}")
+            used = space.brain  # the reference's brain, which masks every sequence, on this grid
+            if modality != space.reference:
+                inverse = space.coregistered[modality].GetInverse()
+                used = resample(space.brain, sequences[modality], inverse, labels=True)
+            print(f"  brain mask {modality:<5} Dice vs HD-BET: the one used {mask_dice(used, hdbet):.3f}, "
+                  f"the sequence's own {mask_dice(space.brains[modality], hdbet):.3f}")  # fmt: skip
         ants = {p.name.split("_to_")[0].removeprefix("ants_"): sitk.ReadTransform(str(p))
                 for p in reference.glob("ants_*_0GenericAffine.mat")}  # fmt: skip
         t1ce_to_t1 = ants["t1c"].GetInverse()  # reference points -> T1 points
