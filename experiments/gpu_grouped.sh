@@ -21,8 +21,8 @@ declare -A recipes=(
   [s20-scanner]=recipes/brats-2d-gpu-scanner.yaml [sc20-scanner]=recipes/brats-2d-gpu-context-scanner.yaml
 )
 mkdir -p "$out"
-for name in "${!recipes[@]}"; do
-  for i in 0 1 2 3 4; do
+for i in 0 1 2 3 4; do  # fold by fold, so that serial runs cut short leave whole folds to compare
+  for name in s20 s20-scanner sc20 sc20-scanner; do
     fold=$out/$name/fold-$i
     if [ -f "$fold/last.pt" ] && grep -q "^$(epochs "${recipes[$name]}")," "$fold/history.csv" 2>/dev/null; then
       continue
