@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tumorseg.training.augment import BatchAugmentation, blur, sampling_grid
+from tumorseg.training.augment import BatchAugmentation, blur, sampling_grid, slab_operator
 
 
 def blobs(batch: int, shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,3 +164,41 @@ def test_enhancement_strength_changes_only_the_t1ce_where_it_outshines_the_t1():
                 torch.stack([before[dull], torch.ones(int(dull.sum()))], 1), after[dull, None]
             ).solution
             assert torch.allclose(before[dull] * slope[0] + slope[1], after[dull], atol=1e-4)
+
+
+@pytest.mark.parametrize(("size", "thickness", "phase"), [(12, 3.0, 0.0), (40, 4.3, 0.7), (9, 2.0, 0.5)])
+def test_slab_operator_averages_slabs_and_interpolates_back(size, thickness, phase):
+    operator = slab_operator(size, thickness, phase)
+    torch.testing.assert_close(operator.sum(dim=1), torch.ones(size, dtype=torch.float64))
+    assert (operator >= 0).all()
+    # a ramp stays one inside, where no slab is cut by an edge (to within the partial voxels a slab
+    # of a fractional thickness takes whole)
+    ramp = torch.arange(size, dtype=torch.float64)
+    inner = slice(int(thickness) + 2, size - int(thickness) - 2)
+    torch.testing.assert_close((operator @ ramp)[inner], ramp[inner], atol=0.05, rtol=0)
+    step = (ramp >= size // 2).to(torch.float64)
+    blurred = operator @ step
+    assert ((blurred > 0) & (blurred < 1)).sum() >= int(thickness) - 1  # an edge smeared over a slab
+    torch.testing.assert_close(slab_operator(size, 1.0, 0.0), torch.eye(size, dtype=torch.float64))
+
+
+def test_thick_slices_touch_whole_sequences_and_keep_their_slices_moments():
+    image = torch.randn(32, 8, 24, 20)  # 2.5D: sequence k is channels k and k + 4
+    image[..., :4, :] = 0  # outside the brain
+    changed = BatchAugmentation(4, thick_slices=True).thick_slices(image)
+    assert torch.equal(changed, BatchAugmentation(4, thick_slices=True).thick_slices(image))
+    assert torch.equal(changed[..., :4, :], image[..., :4, :])
+    touched = (changed != image).flatten(2).any(dim=2)
+    assert touched.any() and not touched.all()
+    assert torch.equal(touched[:, :4], touched[:, 4:])
+    brain = image[:, 0] != 0
+    for b, c in touched.nonzero().tolist():
+        before, after = image[b, c][brain[b]], changed[b, c][brain[b]]
+        assert after.mean() == pytest.approx(before.mean().item(), abs=1e-4)
+        assert after.std() == pytest.approx(before.std().item(), rel=1e-4)
+        # white noise averaged over slabs: neighbours along one axis now correlate
+        along_rows = torch.corrcoef(torch.stack([changed[b, c, 5:-1].flatten(), changed[b, c, 6:].flatten()]))
+        along_cols = torch.corrcoef(
+            torch.stack([changed[b, c, 4:, :-1].flatten(), changed[b, c, 4:, 1:].flatten()])
+        )
+        assert max(along_rows[0, 1], along_cols[0, 1]) > 0.3

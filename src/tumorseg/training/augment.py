@@ -3,7 +3,8 @@
 DataLoader workers only read and crop; each batch is then flipped, rotated and scaled (one
 ``affine_grid`` + ``grid_sample`` for the samples that draw an affine, bilinear for images and
 nearest for labels), given another strength of contrast enhancement (``enhancement``) and what
-another scanner would change (``scanner``: gamma, a bias field, blur, noise), its intensities
+another scanner would change (``thick_slices`` along one axis; ``scanner``: gamma, a bias field,
+blur, noise), its intensities
 scaled and shifted, and its sequences dropped, all at once.
 Per-sample parameters are drawn on the CPU from a seeded ``torch.Generator``, so a batch is
 augmented the same on any device, with any number of workers, and a resumed epoch repeats exactly;
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -45,9 +47,11 @@ class BatchAugmentation:
         per_sequence: bool = False,
         scanner: bool = False,
         enhancement: bool = False,
+        thick_slices: bool = False,
     ):
         self.spatial, self.modality_dropout, self.modalities = spatial, modality_dropout, modalities
         self.per_sequence, self.scanner, self.enhancement = per_sequence, scanner, enhancement
+        self.thick = thick_slices
         self.probability, self.max_degrees = probability, max_degrees
         self.max_scaling, self.max_intensity = max_scaling, max_intensity
         self.generator = torch.Generator()
@@ -70,6 +74,8 @@ class BatchAugmentation:
             image, label = self.move(image, label)
             if self.enhancement:
                 image = self.enhancement_strength(image)
+            if self.thick:
+                image = self.thick_slices(image)
             if self.scanner:
                 image = self.scanner_effects(image)
             image = self.intensity(image)
@@ -188,6 +194,32 @@ class BatchAugmentation:
         image[has_t1, t1ce :: self.modalities] = changed[has_t1]
         return image
 
+    def thick_slices(self, image: torch.Tensor) -> torch.Tensor:
+        """A sequence acquired in thick slices across one in-plane axis (a sagittal or coronal
+        series read on axial planes), drawn per sequence with probability ``SCANNER_PROBABILITY``:
+        averaged over slabs ``THICKNESS`` voxels thick, at a random phase, along a random in-plane
+        axis, then interpolated back linearly (``slab_operator``); 0 outside the brain, and each
+        slice keeps its mean and spread over the brain."""
+        batch, n = len(image), self.modalities
+        drawn = self._uniform(batch, n) < SCANNER_PROBABILITY
+        thickness = self._uniform(batch, n, low=THICKNESS[0], high=THICKNESS[1])
+        phase = self._uniform(batch, n)
+        rows = self._uniform(batch, n) < 0.5
+        if not drawn.any():
+            return image
+        brain = (image != 0).any(dim=1, keepdim=True)
+        changed = image.clone()
+        for b, k in drawn.nonzero().tolist():
+            axis = image.ndim - 3 if rows[b, k] else image.ndim - 2  # of a sample's (C, ..., H, W)
+            operator = slab_operator(image.shape[axis + 1], float(thickness[b, k]), float(phase[b, k]))
+            planes = changed[b, k::n].movedim(axis, -1)
+            planes = planes @ operator.T.to(image.device, image.dtype)
+            changed[b, k::n] = planes.movedim(-1, axis)
+        before, after = brain_moments(image, brain), brain_moments(changed * brain, brain)
+        changed = ((changed - after[0]) / after[1] * before[1] + before[0]) * brain
+        touched = per_channel(drawn.to(torch.float64), image) > 0
+        return torch.where(touched, changed, image)
+
     def intensity(self, image: torch.Tensor) -> torch.Tensor:
         batch, bound = len(image), self.max_intensity
         draws = (batch, self.modalities) if self.per_sequence else (batch, 1)
@@ -230,6 +262,8 @@ def per_channel(values: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
 SCANNER_PROBABILITY = 0.25
 #: The factors a T1ce's enhancement over its T1 is multiplied by (``enhancement``).
 ENHANCEMENT_RANGE = (0.5, 1.5)
+#: The slab thickness of ``thick_slices``, in voxels (1 mm on the BraTS grid): 2 to 5 mm slices.
+THICKNESS = (2.0, 5.0)
 #: Blur kernels reach this many voxels from their centre (3 sigmas of the widest).
 BLUR_RADIUS = 4
 
@@ -251,6 +285,25 @@ def blur(image: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     flat = F.conv2d(flat, rows[..., :, None], padding=(BLUR_RADIUS, 0), groups=groups)
     flat = F.conv2d(flat, cols[..., None, :], padding=(0, BLUR_RADIUS), groups=groups)
     return flat.reshape(image.shape)
+
+
+def slab_operator(size: int, thickness: float, phase: float) -> torch.Tensor:
+    """(size, size) matrix that averages ``size`` unit voxels over slabs ``thickness`` voxels thick
+    (the first starting ``phase`` of a slab before voxel 0; a slab cut by the edge averages what it
+    covers) and interpolates the slabs back to the voxels linearly from their centres (constant
+    beyond the outer ones). Each row sums to 1."""
+    start = -phase * thickness
+    edges = np.arange(start, size + thickness, thickness)
+    low, high = np.clip(edges[:-1], 0, size), np.clip(edges[1:], 0, size)
+    keep = high > low
+    low, high = low[keep], high[keep]
+    voxels = np.arange(size)
+    # the share of voxel i's extent [i, i + 1) that falls in slab j, over slab j's width
+    cover = np.clip(np.minimum(high[:, None], voxels + 1) - np.maximum(low[:, None], voxels), 0, None)
+    average = cover / (high - low)[:, None]
+    centres = (low + high) / 2
+    back = np.stack([np.interp(voxels + 0.5, centres, unit) for unit in np.eye(len(centres))], axis=1)
+    return torch.from_numpy(back @ average)
 
 
 def sampling_grid(linear: torch.Tensor, shape: torch.Size) -> torch.Tensor:

@@ -59,6 +59,11 @@ class TrainConfig:
         False,
         "weaker or stronger contrast enhancement: the T1ce's excess over the T1 times 0.5 to 1.5",
     )
+    augment_thick_slices: bool = option(
+        False,
+        "thick slices across one in-plane axis: a sequence averaged over 2 to 5 mm slabs and "
+        "interpolated back, as a sagittal or coronal series read on axial planes",
+    )
     val_fraction: float = option(0.2, "fraction of patients for validation")
     test_fraction: float = option(0.2, "fraction of patients held out for testing")
     folds: int = option(0, "k-fold cross-validation with K folds (0: off)")

@@ -67,6 +67,7 @@ class EpochData:
                 per_sequence=config.augment_per_sequence,
                 scanner=config.augment_scanner,
                 enhancement=config.augment_enhancement,
+                thick_slices=config.augment_thick_slices,
             )
             if config.augment or config.modality_dropout
             else None
