@@ -682,12 +682,13 @@ def test_a_small_kaggle_slice_declaring_a_huge_image_is_refused(good, tmp_path):
 
 
 def test_a_case_whose_voxels_would_grow_past_the_limit_when_resampled_is_refused(trained_run, tmp_path):
-    """64^3 voxels of 20 mm (1.6 MB of files), half of them brain, resampled to the model's 1 mm
-    would be 1280 x 1280 x 640, 4 GB a sequence."""
+    """64^3 voxels of 20 mm (1.6 MB of files) whose brain's box is 64 x 64 x 32 of them (a lattice
+    of 128 voxels, 1 L: no more than a brain spans), resampled to the model's 1 mm would be 1280 x
+    1280 x 640, 4 GB a sequence."""
     case = tmp_path / CASE
     case.mkdir()
-    values = np.random.default_rng(0).integers(100, 1000, (64, 64, 64)).astype(np.int16)
-    values[:, :, 32:] = 0  # a background of 0, as a skull-stripped image has
+    values = np.zeros((64, 64, 64), np.int16)  # a background of 0, as a skull-stripped image has
+    values[::9, ::9, :32:31] = np.random.default_rng(0).integers(100, 1000, (8, 8, 2))
     for name in ("flair", "t1", "t1ce", "t2"):
         nib.save(nib.Nifti1Image(values, np.diag([20.0, 20.0, 20.0, 1.0])), case / f"{CASE}_{name}.nii.gz")
     code, err, peak = tumorseg_measured(
