@@ -4,8 +4,7 @@ DataLoader workers only read and crop; each batch is then flipped, rotated and s
 ``affine_grid`` + ``grid_sample`` for the samples that draw an affine, bilinear for images and
 nearest for labels), given another strength of contrast enhancement (``enhancement``) and what
 another scanner would change (``thick_slices`` along one axis; ``scanner``: gamma, a bias field,
-blur, noise), its intensities
-scaled and shifted, and its sequences dropped, all at once.
+blur, noise), its intensities scaled and shifted, and its sequences dropped, all at once.
 Per-sample parameters are drawn on the CPU from a seeded ``torch.Generator``, so a batch is
 augmented the same on any device, with any number of workers, and a resumed epoch repeats exactly;
 they reach the device by non-blocking copies, so augmenting never waits for the device.
@@ -171,8 +170,7 @@ class BatchAugmentation:
         brighter than the T1 (both z-scores), that excess is multiplied by a factor of
         ``ENHANCEMENT_RANGE``, and the slice keeps its T1ce's mean and spread over the brain. Uses no
         label, so enhancing tumor, vessels and dura change alike; a sample whose T1 is blank is left
-        as is.
-        Needs the four sequences in ``MODALITIES`` order (a 2.5D input: each neighbouring slice)."""
+        as is. Needs the four sequences in ``MODALITIES`` order (a 2.5D input: each neighbouring slice)."""
         batch = len(image)
         drawn = self._uniform(batch) < SCANNER_PROBABILITY
         factor = self._uniform(batch, low=ENHANCEMENT_RANGE[0], high=ENHANCEMENT_RANGE[1])
