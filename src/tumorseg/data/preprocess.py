@@ -217,10 +217,11 @@ def differs(spacing: tuple[float, ...], target: tuple[float, ...] | list[float])
 def not_stripped(voxels: np.ndarray, affine: np.ndarray) -> str | None:
     """Why a sequence is not skull-stripped with a background of 0 (MIN_BACKGROUND, MAX_BRAIN_ML),
     or None when it may be."""
-    zero = np.count_nonzero(voxels == 0) / voxels.size
+    nonzero = np.count_nonzero(voxels)
+    zero = 1 - nonzero / voxels.size
     if zero < MIN_BACKGROUND:
         return f"{zero:.1%} of its voxels are 0"
-    spanned = np.count_nonzero(voxels) * voxel_ml(affine)
+    spanned = nonzero * voxel_ml(affine)
     if spanned > MAX_BRAIN_ML:
         return f"its non-zero voxels span {spanned:.0f} mL, more than a brain ({MAX_BRAIN_ML:.0f})"
     return None

@@ -208,11 +208,11 @@ class BatchAugmentation:
         brain = (image != 0).any(dim=1, keepdim=True)
         changed = image.clone()
         for b, k in drawn.nonzero().tolist():
-            axis = image.ndim - 3 if rows[b, k] else image.ndim - 2  # of a sample's (C, ..., H, W)
-            operator = slab_operator(image.shape[axis + 1], float(thickness[b, k]), float(phase[b, k]))
-            planes = changed[b, k::n].movedim(axis, -1)
-            planes = planes @ operator.T.to(image.device, image.dtype)
-            changed[b, k::n] = planes.movedim(-1, axis)
+            size = image.shape[-2] if rows[b, k] else image.shape[-1]
+            operator = slab_operator(size, float(thickness[b, k]), float(phase[b, k]))
+            operator = operator.to(image.device, image.dtype)
+            planes = changed[b, k::n]  # (context, ..., H, W): rows from the left, no axis moved
+            changed[b, k::n] = operator @ planes if rows[b, k] else planes @ operator.T
         before, after = brain_moments(image, brain), brain_moments(changed * brain, brain)
         changed = ((changed - after[0]) / after[1] * before[1] + before[0]) * brain
         touched = per_channel(drawn.to(torch.float64), image) > 0
