@@ -187,6 +187,7 @@ def test_a_packed_model_is_half_the_size_and_segments_the_same(segmenting_run, c
     half, full = load_checkpoint(tmp_path / "half.pt"), load_checkpoint(tmp_path / "full.pt")
     assert {t.dtype for t in half["model"].values() if t.is_floating_point()} == {torch.float16}
     assert "optimizer" not in full and full["postprocessing"] == PostProcessing().to_dict()
+    assert (half["training"]["epochs"], half["training"]["lr"]) == (3, 0.02)  # how it learned (conftest)
     weights = [sum(t.numel() * t.element_size() for t in c["model"].values()) for c in (half, full)]
     assert weights[0] < 0.51 * weights[1]  # the file's own overhead is what a tiny model mostly is
     from tumorseg.data.store import Store

@@ -235,8 +235,9 @@ def add_pack(sub: argparse._SubParsersAction) -> None:
         help="pack a trained model into one small file, with its post-processing",
         description="Write the model of a run (best.pt) or checkpoint as a standalone model file: the "
         "network's config and weights (fp16: half the size; read back as float32), and a post-processing "
-        "rule chosen by `tumorseg cv --choose-postprocessing`, which predict and evaluate then apply. "
-        "No optimizer or training state. The models that ship with tumorseg are such files.",
+        "rule chosen by `tumorseg cv --choose-postprocessing`, which predict and evaluate then apply; "
+        "with them the patients it learned from and the run's training configuration. No optimizer or "
+        "training state. The models that ship with tumorseg are such files.",
         epilog="example:\n"
         "  tumorseg cv runs/cv --choose-postprocessing\n"
         "  tumorseg pack runs/final --postprocessing runs/cv/postprocessing-last.json --out model.pt\n"

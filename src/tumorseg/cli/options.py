@@ -40,9 +40,9 @@ def add_model_options(p: argparse.ArgumentParser, predicting: bool = False) -> N
         p.add_argument(
             "--no-postprocessing",
             action="store_true",
-            help="skip the model's post-processing (removing small tumor islands, doubtful pieces of core "
-            "relabeled edema, small enhancing tumor relabeled necrosis, with thresholds chosen on "
-            "cross-validation)",
+            help="skip the post-processing the model file holds (the shipped models': tumor islands under "
+            "4 mL removed, an enhancing tumor under 1 mL in all relabeled necrosis; a file of your own may "
+            "hold other rules, see `tumorseg pack --help`)",
         )
         p.set_defaults(missing=[], postprocessing=None)
     else:

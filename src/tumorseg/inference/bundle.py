@@ -1,8 +1,9 @@
 """A model as one small file, and the one that ships with tumorseg.
 
 ``pack`` keeps of a run's checkpoint what segmenting needs (the network's config and weights,
-the label convention) and adds the post-processing chosen on cross-validation and the patients
-it was trained and validated on (the run's split), so the file says what it has seen; floating-point
+the label convention) and adds the post-processing it is given, the patients it was trained and
+validated on (the run's split) and the run's training configuration (``training``, as its
+config.yaml holds it), so the file says what it has seen and how it learned; floating-point
 weights are stored in half precision (they are read back into float32), which halves the file.
 The file is an ordinary checkpoint: ``--model FILE`` reads it, ``weights_only`` as always.
 
@@ -16,6 +17,8 @@ and how well they do.
 from __future__ import annotations
 
 from pathlib import Path
+
+import yaml
 
 from tumorseg.data.splits import load_split
 from tumorseg.postprocessing import PostProcessing
@@ -43,5 +46,7 @@ def pack(source: Path, out: Path, postprocessing: PostProcessing, half: bool = T
     run = RunDir.of(path)
     if run.split.is_file():
         packed["split"] = load_split(run.split)
+    if run.config.is_file():
+        packed["training"] = yaml.safe_load(run.config.read_text(encoding="utf-8"))
     save_checkpoint(packed, out)
     return packed
