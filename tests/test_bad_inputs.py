@@ -958,6 +958,17 @@ def test_export_without_the_onnx_package(trained_run, tmp_path, capsys, monkeypa
     assert_clean_failure(code, err, "onnx", "pip install onnx")
 
 
+def test_pack_of_a_run_whose_config_is_damaged(trained_run, tmp_path, capsys):
+    """pack keeps the run's config.yaml in the file, read as every config is: a damaged one is one
+    line naming it, and nothing is written."""
+    run_copy = tmp_path / "run"
+    shutil.copytree(trained_run, run_copy)
+    (run_copy / "config.yaml").write_text("epochs: [1, 2\n")
+    out = tmp_path / "m.pt"
+    assert_clean_failure(*run(["pack", run_copy, "--out", out], capsys), "config.yaml", "not valid YAML")
+    assert not out.exists()
+
+
 def test_batch_rerun_with_damaged_earlier_outputs(good, trained_run, tmp_path, capsys):
     shutil.copytree(good / "cases" / CASE, tmp_path / "cases" / CASE)
     out = tmp_path / "out"

@@ -20,7 +20,7 @@ from tumorseg.inference.bundle import BUNDLED_ANY_SEQUENCES, BUNDLED_MODELS
 from tumorseg.inference.onnx import onnx_path
 from tumorseg.labels import REGION_NAMES
 from tumorseg.metrics import region_dice
-from tumorseg.postprocessing.rules import PostProcessing
+from tumorseg.postprocessing import PostProcessing
 from tumorseg.training.config import TrainConfig, load_config
 
 #: Per region, about the 10th percentile of per-patient Dice in the 5-fold cross-validation of

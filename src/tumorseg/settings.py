@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import MISSING, Field, field, fields
+from pathlib import Path
 
-from tumorseg.errors import TumorsegError, short
+import yaml
+
+from tumorseg.errors import TumorsegError, first_line, short
 
 #: Longest list a setting takes (the widths of a deep network, a slice size).
 MAX_LIST = 16
@@ -129,3 +132,40 @@ def add_flags(group: argparse._ArgumentGroup, cls: type, flag_names: dict[str, s
             )  # fmt: skip
         else:
             group.add_argument(flag, dest=name, type=type(default), default=argparse.SUPPRESS, help=help_text)
+
+
+#: A config file is a few dozen lines; anything much larger is not one.
+MAX_CONFIG_BYTES = 64 * 1024
+
+
+class PlainLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a config has no use for them, and nested aliases let a few
+    hundred bytes stand for gigabytes."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 (PyYAML's signature)
+        if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: anchors and aliases are not allowed")
+        return super().compose_node(parent, index)
+
+
+def read_config(path: Path) -> dict:
+    """The mapping a YAML config file holds (a recipe, or a run's config.yaml); a file too large,
+    malformed, or with anchors is one TumorsegError naming it."""
+    try:
+        if Path(path).stat().st_size > MAX_CONFIG_BYTES:
+            raise TumorsegError(f"{path}: larger than a config file can be ({MAX_CONFIG_BYTES // 1024} kB)")
+        values = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=PlainLoader)  # noqa: S506 (a SafeLoader)
+    except FileNotFoundError as err:
+        raise TumorsegError(f"{path}: config file does not exist") from err
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise TumorsegError(f"{path}: not valid YAML ({first_line(err)})") from err
+    except ValueError as err:  # Python reads no integer of over 4,300 digits
+        raise TumorsegError(f"{path}: not valid YAML (holds an integer too long to read)") from err
+    except (OSError, RecursionError) as err:
+        raise TumorsegError(f"{path}: cannot read the config file ({first_line(err)})") from err
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise TumorsegError(f"{path}: a config file is a mapping of key: value")
+    return values

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from tumorseg.data.splits import load_split
 from tumorseg.postprocessing import PostProcessing
 from tumorseg.rundir import RunDir, model_checkpoint
+from tumorseg.settings import read_config
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 BUNDLED_MODELS = (WEIGHTS / "brats-2d.pt", WEIGHTS / "brats-2d-context.pt")
@@ -47,6 +46,6 @@ def pack(source: Path, out: Path, postprocessing: PostProcessing, half: bool = T
     if run.split.is_file():
         packed["split"] = load_split(run.split)
     if run.config.is_file():
-        packed["training"] = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+        packed["training"] = read_config(run.config)
     save_checkpoint(packed, out)
     return packed

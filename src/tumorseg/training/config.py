@@ -176,21 +176,6 @@ def from_mapping(values: dict, where: str, base: TrainConfig | None = None) -> T
     return TrainConfig(model=model, **settings.merged(TrainConfig, values, where, base)).validate(where)
 
 
-#: A config file is a few dozen lines; anything much larger is not one.
-MAX_CONFIG_BYTES = 64 * 1024
-
-
-class PlainLoader(yaml.SafeLoader):
-    """YAML without anchors and aliases: a config has no use for them, and nested aliases let a few
-    hundred bytes stand for gigabytes."""
-
-    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 (PyYAML's signature)
-        if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
-            event = self.peek_event()
-            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: anchors and aliases are not allowed")
-        return super().compose_node(parent, index)
-
-
 #: How many ``base:`` files a config may stand on, one on another.
 MAX_BASES = 8
 
@@ -203,7 +188,7 @@ def load_config(path: Path) -> dict:
 
 
 def with_bases(path: Path, below: tuple[Path, ...]) -> dict:
-    values = sectioned(read_config(path))
+    values = sectioned(settings.read_config(path))
     base = values.pop("base", None)
     if base is None:
         return values
@@ -235,26 +220,6 @@ def sectioned(values: dict) -> dict:
         if key in values:
             model[key] = values.pop(key)
     return {**values, **({"model": model} if model else {})}
-
-
-def read_config(path: Path) -> dict:
-    try:
-        if Path(path).stat().st_size > MAX_CONFIG_BYTES:
-            raise TumorsegError(f"{path}: larger than a config file can be ({MAX_CONFIG_BYTES // 1024} kB)")
-        values = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=PlainLoader)  # noqa: S506 (a SafeLoader)
-    except FileNotFoundError as err:
-        raise TumorsegError(f"{path}: config file does not exist") from err
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise TumorsegError(f"{path}: not valid YAML ({first_line(err)})") from err
-    except ValueError as err:  # Python reads no integer of over 4,300 digits
-        raise TumorsegError(f"{path}: not valid YAML (holds an integer too long to read)") from err
-    except (OSError, RecursionError) as err:
-        raise TumorsegError(f"{path}: cannot read the config file ({first_line(err)})") from err
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise TumorsegError(f"{path}: a config file is a mapping of key: value")
-    return values
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
