@@ -13,10 +13,11 @@ Per region it prints the within-patient standard deviation and the repeatability
 (Bland and Altman, Stat Methods Med Res 1999: RC = 1.96 * sqrt(2) * within-patient SD, the
 difference two measurements of one unchanged tumor stay under for 95 % of pairs), in mL and, from
 the within-patient coefficient of variation, in % of the volume. ``--write FILE`` writes them as
-``tumorseg compare`` reads them (``src/tumorseg/monitoring/repeatability.json``).
-Real cases come from $TUMORSEG_REAL_DATA or ../shared/data/brats2018-sample.
+``tumorseg compare`` reads them (``src/tumorseg/monitoring/repeatability.json``); ``--volumes
+FILE`` keeps every patient's volumes, from which ``--again FILE`` computes the same figures without
+segmenting. Real cases come from $TUMORSEG_REAL_DATA or ../shared/data/brats2018-sample.
 
-    python benchmarks/repeatability.py [--cases 28] [--moves 4] [--seed 0] [--write FILE]
+    python benchmarks/repeatability.py [--cases 28] [--moves 4] [--seed 0] [--write FILE] [--volumes FILE]
 """
 
 from __future__ import annotations
@@ -64,12 +65,40 @@ def moved(case: Case, move: tuple[np.ndarray, np.ndarray]) -> Case:
 
 def coefficients(values: np.ndarray) -> dict[str, float]:
     """Within-patient SD and RC (mL), and RC (%) from the within-patient coefficient of variation,
-    of ``values`` (patients, measurements)."""
+    of ``values`` (patients, measurements).
+
+    The percentage pools only the patients whose region was found in every measurement: a region
+    found in some copies and not in others was not measured with a proportional error but called
+    present or absent (the post-processing removes an enhancing tumor under 1 mL), and one such
+    patient, 0 / 0 / 1.0 / 1.0 mL, has a coefficient of variation of 115 %, which alone would set
+    the pooled percentage of 28 patients to 60. Those patients still count in the mL figures, and
+    their number is returned as ``flips``."""
     sd = float(np.sqrt(values.var(axis=1, ddof=1).mean()))
     means = values.mean(axis=1)
-    has = means > 0
-    cv = float(np.sqrt((values[has].var(axis=1, ddof=1) / means[has] ** 2).mean())) if has.any() else 0.0
-    return {"within_sd_ml": sd, "rc_ml": RC_FACTOR * sd, "rc_percent": 100 * RC_FACTOR * cv}
+    measured = (values > 0).all(axis=1)
+    flips = int(((means > 0) & ~measured).sum())
+    cv = values[measured].var(axis=1, ddof=1) / means[measured] ** 2
+    cv_rms = float(np.sqrt(cv.mean())) if measured.any() else 0.0
+    return {"within_sd_ml": sd, "rc_ml": RC_FACTOR * sd, "rc_percent": 100 * RC_FACTOR * cv_rms,
+            "flips": flips}  # fmt: skip
+
+
+def measure(folders: list[Path], moves: int, seed: int) -> np.ndarray:
+    """Each patient's volumes (patients, 1 + moves, regions): as BraTS ships it, then moved copies."""
+    segmenter = Segmenter(None)
+    measured = []
+    for index, folder in enumerate(folders):
+        start = time.perf_counter()
+        case = read_case(find_case_files(folder))
+        case = Case(case.case_id, case.image, None, case.affine, case.sources)
+        rng = np.random.default_rng([seed, index])
+        visits = [case] + [moved(case, random_move(rng, case)) for _ in range(moves)]
+        rows = [volumes(segment(v, segmenter).classes, voxel_ml(case.affine)) for v in visits]
+        measured.append([[row[r] for r in VOLUME_REGIONS] for row in rows])
+        shown = "   ".join(f"{r} {rows[0][r]:.2f}, moved " + " ".join(f"{row[r]:.2f}" for row in rows[1:])
+                           for r in ("WT", "ET"))  # fmt: skip
+        print(f"{folder.name:<22} as shipped {shown} mL   {time.perf_counter() - start:.1f} s", flush=True)
+    return np.array(measured)
 
 
 def main() -> None:
@@ -78,44 +107,45 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write", type=Path, help="write the coefficients as tumorseg compare reads them")
+    parser.add_argument("--volumes", type=Path, help="write every patient's volumes (mL) to this JSON file")
+    parser.add_argument("--again", type=Path, metavar="VOLUMES",
+                        help="the coefficients from what --volumes wrote, without segmenting")  # fmt: skip
     args = parser.parse_args()
-    folders = find_case_folders(real_root())[: args.cases]
-    segmenter = Segmenter(None)
-    measured = []  # (patients, 1 + moves, regions)
-    for index, folder in enumerate(folders):
-        start = time.perf_counter()
-        case = read_case(find_case_files(folder))
-        case = Case(case.case_id, case.image, None, case.affine, case.sources)
-        rng = np.random.default_rng([args.seed, index])
-        visits = [case] + [moved(case, random_move(rng, case)) for _ in range(args.moves)]
-        rows = [volumes(segment(v, segmenter).classes, voxel_ml(case.affine)) for v in visits]
-        measured.append([[row[r] for r in VOLUME_REGIONS] for row in rows])
-        wt = [row["WT"] for row in rows]
-        moved_wt = " ".join(f"{v:7.2f}" for v in wt[1:])
-        print(f"{folder.name:<22} WT as shipped {wt[0]:7.2f}, moved {moved_wt} mL   "
-              f"{time.perf_counter() - start:.1f} s", flush=True)  # fmt: skip
-    values = np.array(measured)
+    if args.again:
+        saved = json.loads(args.again.read_text(encoding="utf-8"))
+        names = list(saved)
+        values = np.array([[saved[n][r] for r in VOLUME_REGIONS] for n in names]).transpose(0, 2, 1)
+    else:
+        folders = find_case_folders(real_root())[: args.cases]
+        names = [f.name for f in folders]
+        values = measure(folders, args.moves, args.seed)
+    if args.volumes:
+        per_patient = {n: {r: values[i, :, k].round(3).tolist() for k, r in enumerate(VOLUME_REGIONS)}
+                       for i, n in enumerate(names)}  # fmt: skip
+        args.volumes.write_text(json.dumps(per_patient, indent=1) + "\n", encoding="utf-8")
     shipped, values = values[:, 0], values[:, 1:]
-    print(f"\n{len(folders)} patients, {args.moves} moved copies each:")
-    print(
-        f"{'region':<8}{'mean mL':>9}{'within SD mL':>14}{'RC mL':>8}{'RC %':>7}   moved - shipped, mL (s.e.)"
-    )
+    patients, moves = values.shape[:2]
+    print(f"\n{patients} patients, {moves} moved copies each (flips: patients whose region is found in some "
+          "copies and not in others, left out of RC %):")  # fmt: skip
+    print(f"{'region':<8}{'mean mL':>9}{'within SD mL':>14}{'RC mL':>8}{'RC %':>7}{'flips':>7}   "
+          "moved - shipped, mL (s.e.)")  # fmt: skip
     result = {}
     for r, name in enumerate(VOLUME_REGIONS):
         found = result[name] = coefficients(values[:, :, r])
         bias = values[:, :, r].mean(axis=1) - shipped[:, r]
         se = bias.std(ddof=1) / np.sqrt(len(bias)) if len(bias) > 1 else 0.0
         print(f"{name:<8}{values[:, :, r].mean():9.2f}{found['within_sd_ml']:14.3f}{found['rc_ml']:8.3f}"
-              f"{found['rc_percent']:7.2f}   {bias.mean():+.2f} ({se:.2f})")  # fmt: skip
+              f"{found['rc_percent']:7.2f}{found['flips']:7d}   {bias.mean():+.2f} ({se:.2f})")  # fmt: skip
     if args.write:
         record = {
             "what": "repeatability coefficient (Bland and Altman 1999) of the shipped models' volumes",
-            "command": f"python benchmarks/repeatability.py --cases {args.cases} --moves {args.moves} "
+            "command": f"python benchmarks/repeatability.py --cases {patients} --moves {moves} "
             f"--seed {args.seed} --write FILE",
-            "patients": len(folders),
-            "measurements_per_patient": args.moves,
+            "patients": patients,
+            "measurements_per_patient": moves,
             "move": f"random rigid, up to {MAX_DEGREES:g} degrees and {MAX_MM:g} mm per axis, "
             "resampled linearly",
+            "rc_percent": "pooled over the patients whose region was found in every copy; flips: the others",
             "regions": {name: {k: round(v, 4) for k, v in found.items()} for name, found in result.items()},
         }
         args.write.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
