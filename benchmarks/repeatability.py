@@ -18,6 +18,7 @@ FILE`` keeps every patient's volumes, from which ``--again FILE`` computes the s
 segmenting. Real cases come from $TUMORSEG_REAL_DATA or ../shared/data/brats2018-sample.
 
     python benchmarks/repeatability.py [--cases 28] [--moves 4] [--seed 0] [--write FILE] [--volumes FILE]
+    python benchmarks/repeatability.py --again VOLUMES [--write FILE]
 """
 
 from __future__ import annotations
@@ -111,18 +112,20 @@ def main() -> None:
     parser.add_argument("--again", type=Path, metavar="VOLUMES",
                         help="the coefficients from what --volumes wrote, without segmenting")  # fmt: skip
     args = parser.parse_args()
-    if args.again:
+    if args.again:  # the seed comes with the volumes, so that --write records the run that made them
         saved = json.loads(args.again.read_text(encoding="utf-8"))
-        names = list(saved)
-        values = np.array([[saved[n][r] for r in VOLUME_REGIONS] for n in names]).transpose(0, 2, 1)
+        seed, per_patient = saved["seed"], saved["volumes"]
+        names = list(per_patient)
+        values = np.array([[per_patient[n][r] for r in VOLUME_REGIONS] for n in names]).transpose(0, 2, 1)
     else:
         folders = find_case_folders(real_root())[: args.cases]
-        names = [f.name for f in folders]
-        values = measure(folders, args.moves, args.seed)
+        seed, names = args.seed, [f.name for f in folders]
+        values = measure(folders, args.moves, seed)
     if args.volumes:
         per_patient = {n: {r: values[i, :, k].round(3).tolist() for k, r in enumerate(VOLUME_REGIONS)}
                        for i, n in enumerate(names)}  # fmt: skip
-        args.volumes.write_text(json.dumps(per_patient, indent=1) + "\n", encoding="utf-8")
+        saved = {"seed": seed, "volumes": per_patient}
+        args.volumes.write_text(json.dumps(saved, indent=1) + "\n", encoding="utf-8")
     shipped, values = values[:, 0], values[:, 1:]
     patients, moves = values.shape[:2]
     print(f"\n{patients} patients, {moves} moved copies each (flips: patients whose region is found in some "
@@ -140,7 +143,7 @@ def main() -> None:
         record = {
             "what": "repeatability coefficient (Bland and Altman 1999) of the shipped models' volumes",
             "command": f"python benchmarks/repeatability.py --cases {patients} --moves {moves} "
-            f"--seed {args.seed} --write FILE",
+            f"--seed {seed} --write FILE",
             "patients": patients,
             "measurements_per_patient": moves,
             "move": f"random rigid, up to {MAX_DEGREES:g} degrees and {MAX_MM:g} mm per axis, "
