@@ -1,20 +1,29 @@
-"""Missing sequences: Dice with all four sequences and with each one left out, per model.
+"""Missing sequences: Dice with all four sequences and with some left out, per model.
 
-Each FOLDS_DIR is a cross-validation folder (``train --folds K --fold i``); every fold run that
-has a ``best.pt`` segments its own validation patients from the store, once with all four
-sequences and once without each (its channel zeroed, as predict does for a case lacking the
-file). For a model trained without ``--modality-dropout`` predict refuses such a case; this
-script measures what that refusal protects from. Prints mean ± std over patients per region.
+Each SOURCE is a cross-validation folder (``train --folds K --fold i``), whose every fold run
+segments its own validation patients from the store, or a model file, which segments the
+validation patients its ``split`` names (for a shipped file: the patients watched during its
+training, never trained on). Every case is segmented once with all four sequences and once
+without each (its channel zeroed, as predict does for a case lacking the file); ``--subsets all``
+tries every set of one to four sequences instead. For a model trained without
+``--modality-dropout`` predict refuses such a case; this script measures what that refusal
+protects from. Prints mean ± std over patients per region, and the mean volume of tumor found
+outside the reference's whole tumor (mL): what a set of sequences makes up.
 
     python experiments/missing_sequences.py runs/cv-baseline runs/cv-dropout --data runs/real.h5
+    python experiments/missing_sequences.py runs/cv-grouped-b --last --subsets all --data runs/real.h5
+    python experiments/missing_sequences.py src/tumorseg/weights/brats-2d-any-sequences.pt \
+        --subsets all --data runs/real.h5
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from tumorseg.data.case import MODALITIES
 from tumorseg.data.splits import load_split
@@ -24,32 +33,53 @@ from tumorseg.metrics import region_dice
 from tumorseg.rundir import RunDir
 
 
+def models(source: Path, last: bool) -> list[tuple[Path, list[str]]]:
+    """(model file, the patients it never trained on) for each fold run of a folder, or a file."""
+    if source.is_file():
+        return [(source, torch.load(source, weights_only=True, map_location="cpu")["split"]["val"])]
+    runs = [RunDir(p) for p in sorted(source.iterdir()) if p.is_dir() and RunDir(p).split.is_file()]
+    pairs = [(run.last if last else run.best, load_split(run.split)["val"]) for run in runs]
+    return [(path, cases) for path, cases in pairs if path.exists()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("folds_dirs", type=Path, nargs="+", metavar="FOLDS_DIR")
-    parser.add_argument("--data", type=Path, required=True, help="the store the folds trained on")
+    parser.add_argument("sources", type=Path, nargs="+", metavar="SOURCE")
+    parser.add_argument("--data", type=Path, required=True, help="the store the models trained on")
+    parser.add_argument("--last", action="store_true", help="each fold's last.pt, not its best.pt")
+    parser.add_argument("--subsets", choices=("leave-one-out", "all"), default="leave-one-out")
     args = parser.parse_args()
-    conditions = [(), *((m,) for m in MODALITIES)]
-    print(f"{'model':<28}{'sequences':<16}{'Dice WT':>16}{'Dice TC':>16}{'Dice ET':>16}  patients folds")
+    if args.subsets == "all":
+        given = [c for k in (4, 3, 2, 1) for c in itertools.combinations(MODALITIES, k)]
+    else:
+        given = [tuple(MODALITIES), *(tuple(x for x in MODALITIES if x != m) for m in MODALITIES)]
+    print(f"{'model':<28}{'sequences given':<24}{'Dice WT':>16}{'Dice TC':>16}{'Dice ET':>16}"
+          f"{'made up mL':>12}  patients")  # fmt: skip
     with Store(args.data) as store:
-        for folds_dir in args.folds_dirs:
-            runs = [RunDir(p) for p in sorted(folds_dir.iterdir()) if RunDir(p).best.exists()]
-            scores: dict[tuple, list[np.ndarray]] = {c: [] for c in conditions}
-            for run in runs:
-                segmenter = Segmenter(run.root)
-                for case_id in load_split(run.split)["val"]:
+        for source in args.sources:
+            pairs = models(source, args.last)
+            dice: dict[tuple, list[np.ndarray]] = {g: [] for g in given}
+            made_up: dict[tuple, list[float]] = {g: [] for g in given}
+            for path, cases in pairs:
+                segmenter = Segmenter(path, engine="auto")
+                for case_id in cases:
                     volume, reference = store.read_volume(case_id)
-                    for absent in conditions:
-                        segmenter.absent = absent  # set directly: the benchmark skips predict's refusal
-                        prediction = segmenter.classes(segmenter.probabilities(volume))
-                        scores[absent].append(region_dice(prediction, reference))
-            for absent, values in scores.items():
-                mean, std = np.mean(values, axis=0), np.std(values, axis=0)
+                    voxel_ml = store.info(case_id).voxel_ml
+                    for sequences in given:
+                        # set directly: predict refuses T1 alone and models without dropout
+                        segmenter.absent = tuple(m for m in MODALITIES if m not in sequences)
+                        prediction = segmenter.segmentation(segmenter.probabilities(volume), voxel_ml, volume)
+                        dice[sequences].append(region_dice(prediction, reference))
+                        outside = (prediction > 0) & (reference == 0)
+                        made_up[sequences].append(float(outside.sum()) * voxel_ml)
+            for sequences in given:
+                mean, std = np.mean(dice[sequences], axis=0), np.std(dice[sequences], axis=0)
                 cells = "".join(f"{m:>9.3f} ± {s:.3f}" for m, s in zip(mean, std, strict=True))
-                label = f"without {absent[0].upper()}" if absent else "all four"
-                print(f"{folds_dir.name:<28}{label:<16}{cells}  {len(values):>8} {len(runs):>5}", flush=True)
+                label = "+".join(m.upper() for m in sequences)
+                print(f"{source.name:<28}{label:<24}{cells}{np.mean(made_up[sequences]):>12.1f}"
+                      f"  {len(dice[sequences]):>8}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

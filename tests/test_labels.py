@@ -17,3 +17,17 @@ def test_round_trip_both_conventions():
 def test_unknown_values_are_refused(values, convention):
     with pytest.raises(ValueError, match="unknown label values"):
         to_internal(np.array(values), convention)
+
+
+def test_which_regions_a_set_of_sequences_cannot_show():
+    """T1 alone shows none; without T1ce no core or enhancing tumor; without FLAIR and T2 no edema."""
+    from tumorseg.data.case import MODALITIES
+    from tumorseg.labels import REGION_NAMES, SHOWN_BY, unseen_regions
+
+    assert set(SHOWN_BY) == set(REGION_NAMES)
+    assert {m for shown_by in SHOWN_BY.values() for m in shown_by} <= set(MODALITIES)
+    assert unseen_regions(()) == ()
+    assert unseen_regions(("flair", "t1ce", "t2")) == ("WT", "TC", "ET")
+    assert unseen_regions(("t1ce",)) == ("TC", "ET")
+    assert unseen_regions(("flair", "t2")) == ("WT",)
+    assert unseen_regions(("flair",)) == unseen_regions(("t2",)) == unseen_regions(("t1",)) == ()

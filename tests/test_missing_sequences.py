@@ -80,16 +80,25 @@ def test_a_model_without_dropout_refuses_and_writes_nothing(trained_run, phantom
         Segmenter(trained_run, absent=("flair",))
 
 
-def test_cli_predict_with_some_files_left_out(dropout_run, phantoms, tmp_path):
+@pytest.mark.parametrize(("given", "not_shown"), [(("t1", "t2"), ["TC", "ET"]), (("t1", "t1ce"), ["WT"])])
+def test_cli_predict_with_some_files_left_out(dropout_run, phantoms, tmp_path, given, not_shown):
+    """The label map is written; a region the sequences given cannot show gets no volume (edema
+    shows on FLAIR and T2, the core and the enhancing tumor on T1ce), the others do."""
     case = phantoms / "Phantom_002"
     out = tmp_path / "seg.nii.gz"
-    result = tumorseg(
-        "predict", "--model", dropout_run, "--t1", case / "Phantom_002_t1.nii.gz",
-        "--t2", case / "Phantom_002_t2.nii.gz", "--out", out, "--device", "cpu",
-    )  # fmt: skip
+    files = [a for m in given for a in (f"--{m}", case / f"Phantom_002_{m}.nii.gz")]
+    result = tumorseg("predict", "--model", dropout_run, *files, "--out", out, "--device", "cpu")
     assert result.returncode == 0, result.stderr
-    assert "(without FLAIR, T1CE)" in result.stdout
+    missing = [m for m in MODALITIES if m not in given]
+    note = f"(without {', '.join(missing).upper()}; {', '.join(not_shown)} not shown by the sequences given)"
+    assert note in result.stdout
     assert nib.load(out).shape == nib.load(case / "Phantom_002_t1.nii.gz").shape
+    [row] = [line.split() for line in result.stdout.splitlines() if line.startswith("Phantom_002")]
+    for region, cell in zip(("WT", "TC", "ET"), row[1:4], strict=True):
+        assert (cell == "-") == (region in not_shown)
+    recorded = json.loads((tmp_path / "seg_volumes.json").read_text())["Phantom_002"]
+    assert recorded["not_shown"] == not_shown and recorded["missing"] == missing
+    assert [recorded[r] is None for r in ("WT", "TC", "ET")] == [r in not_shown for r in ("WT", "TC", "ET")]
     nothing = tumorseg("predict", "--model", dropout_run, "--out", tmp_path / "x.nii.gz")
     assert nothing.returncode != 0 and "give INPUT" in nothing.stderr
 
@@ -106,3 +115,15 @@ def test_evaluate_without_a_sequence_goes_to_its_own_folder(dropout_run, trained
     refused = tumorseg("evaluate", trained_run, "--split", "val", "--missing", "t2", "--device", "cpu")
     assert refused.returncode != 0 and "no --modality-dropout" in refused.stderr
     assert not (trained_run / "evaluation-val-without-t2").exists()
+
+
+def test_t1_alone_is_refused_by_any_model_and_nothing_is_written(dropout_run, phantoms, tmp_path):
+    """No tumor region shows on T1 alone; the file given is named, nothing is written."""
+    case = phantoms / "Phantom_001"
+    t1 = case / "Phantom_001_t1.nii.gz"
+    out = tmp_path / "seg.nii.gz"
+    with pytest.raises(TumorsegError, match=r"Phantom_001_t1.nii.gz: only T1 given, on which no tumor"):
+        predict(files_from_paths(None, t1, None, None), out, lambda: Segmenter(dropout_run), progress=False)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(TumorsegError, match="only T1 given"):
+        Segmenter(dropout_run, absent=("flair", "t1ce", "t2"))

@@ -52,6 +52,19 @@ REGIONS: dict[str, tuple[int, ...]] = {
     "ET": (ENHANCING,),  # enhancing tumor
 }
 REGION_NAMES: tuple[str, ...] = tuple(REGIONS)
+#: The sequences each region is outlined on in the BraTS annotation protocol (Menze et al. 2015,
+#: Bakas et al. 2018): the whole tumor by its FLAIR (and T2) hyperintensity, the tumor core and
+#: the enhancing tumor by T1ce (contrast uptake, and the necrosis it rims). A case lacking all of a
+#: region's sequences cannot show that region, whatever a model trained to do without sequences
+#: puts there (docs/how-to/predict.md, "Missing sequences", measures it).
+SHOWN_BY: dict[str, tuple[str, ...]] = {"WT": ("flair", "t2"), "TC": ("t1ce",), "ET": ("t1ce",)}
+
+
+def unseen_regions(absent: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The regions a case lacking the sequences ``absent`` cannot show (``SHOWN_BY``)."""
+    return tuple(region for region, shown_by in SHOWN_BY.items() if set(shown_by) <= set(absent))
+
+
 #: REGION_MEMBERSHIP[r, c]: whether class c belongs to region r (rows in REGION_NAMES order).
 REGION_MEMBERSHIP = np.array([[c in members for c in range(NUM_CLASSES)] for members in REGIONS.values()])
 _MEMBERSHIP_ON: dict = {}  # REGION_MEMBERSHIP as a tensor, per torch device

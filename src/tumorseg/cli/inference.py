@@ -114,10 +114,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if result.volumes:
         print(f"{'case':<28} {'WT mL':>8} {'TC mL':>8} {'ET mL':>8}")
         for case_id, volumes in result.volumes.items():
-            print(
-                f"{case_id:<28} {volumes['WT']:>8.1f} {volumes['TC']:>8.1f} {volumes['ET']:>8.1f}"
-                + volume_notes(volumes)
-            )
+            cells = " ".join(f"{millilitres(volumes[r]):>8}" for r in ("WT", "TC", "ET"))
+            print(f"{case_id:<28} {cells}" + volume_notes(volumes))
     print(
         f"wrote {len(result.written)} label maps under {args.out}"
         if len(result.written) != 1
@@ -177,11 +175,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def millilitres(volume: float | None) -> str:
+    """A region's volume as the table prints it; "-" for one the case's sequences cannot show."""
+    return "-" if volume is None else f"{volume:.1f}"
+
+
 def volume_notes(volumes: dict) -> str:
     """What a case's volumes record says beyond the volumes: missing sequences, uncertainty, resampling."""
     notes = []
     if "missing" in volumes:
         notes.append(f"without {', '.join(volumes['missing']).upper()}")
+    if "not_shown" in volumes:
+        notes.append(f"{', '.join(volumes['not_shown'])} not shown by the sequences given")
     if "uncertain_mL" in volumes:
         notes.append(f"uncertain {volumes['uncertain_mL']:.1f} mL")
     if "resampled_from_mm" in volumes:

@@ -38,7 +38,7 @@ from tumorseg.inference.native import Study, segment_raw, why_raw, writes_dicom
 from tumorseg.inference.onnx import onnx_path
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.inference.writing import companion, companions, nifti_writer, write_together
-from tumorseg.labels import region_volumes, to_brats, to_internal
+from tumorseg.labels import region_volumes, to_brats, to_internal, unseen_regions
 from tumorseg.outputs import claim_outputs
 
 #: The steps a raw case goes through, as printed before it is segmented.
@@ -56,11 +56,14 @@ class Prediction:
     resampled_from: tuple[float, float, float] | None = None  # its voxel size, when not the model's
 
     def record(self) -> dict:
-        """What the volumes JSON keeps of this case: volumes in mL, the missing sequences, and the
-        voxel size it was resampled from."""
+        """What the volumes JSON keeps of this case: volumes in mL (None for a region its sequences
+        cannot show, listed under ``not_shown``), the missing sequences, and the voxel size it was
+        resampled from."""
         record: dict = dict(self.volumes_ml)  # with uncertain_mL when the uncertainty was asked for
         if self.absent:
             record["missing"] = list(self.absent)
+        if unseen := unseen_regions(self.absent):
+            record.update(dict.fromkeys(unseen), not_shown=list(unseen))
         if self.resampled_from:
             record["resampled_from_mm"] = [round(s, 4) for s in self.resampled_from]
         return record
@@ -268,7 +271,8 @@ def segment_all(
         read_ahead, first = first, None  # the first case only
         target = out / f"{files.case_id}.nii.gz" if batch else out
         try:
-            segmenter.for_sequences(files.absent).check_absent(files.absent, str(files.folder))
+            where = str(files.paths[0] if len(files.modalities) == 1 else files.folder)  # what was given
+            segmenter.for_sequences(files.absent).check_absent(files.absent, where)
             reasons = options["reasons"]
             reason = (
                 reasons[files.case_id]

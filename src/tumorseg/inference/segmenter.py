@@ -22,6 +22,7 @@ from tumorseg.errors import TumorsegError
 from tumorseg.inference.bundle import BUNDLED_ANY_SEQUENCES
 from tumorseg.inference.members import ENGINES, Members, automatic_engine, model_paths
 from tumorseg.inference.sliding_window import EVERY_SLICE, NO_FLIPS, TTA_FLIPS, Search, segment
+from tumorseg.labels import REGION_NAMES, unseen_regions
 from tumorseg.postprocessing import PostProcessing
 
 if TYPE_CHECKING:
@@ -115,7 +116,8 @@ class Segmenter:
         return self.sibling
 
     def check_absent(self, absent: tuple[str, ...], where: str) -> None:
-        """Refuse missing sequences unless the model learned to segment without them."""
+        """Refuse missing sequences unless the model learned to segment without them, and a case
+        whose sequences show no tumor region at all (T1 alone: ``labels.SHOWN_BY``)."""
         unknown = sorted(set(absent) - set(MODALITIES))
         if unknown:
             raise TumorsegError(
@@ -123,6 +125,13 @@ class Segmenter:
             )
         if set(absent) >= set(MODALITIES):
             raise TumorsegError(f"{where}: every sequence is missing; at least one is needed")
+        if set(unseen_regions(absent)) == set(REGION_NAMES):
+            given = ", ".join(m.upper() for m in MODALITIES if m not in absent)
+            raise TumorsegError(
+                f"{where}: only {given} given, on which no tumor region shows (the whole tumor is "
+                "outlined on FLAIR or T2, the core and the enhancing tumor on T1CE), so it is not "
+                "segmented; give FLAIR, T2 or T1CE too"
+            )
         lacking = [
             path for path, config in zip(self.paths, self.configs, strict=True) if not config.modality_dropout
         ]

@@ -38,8 +38,9 @@ REPORT_SERIES_NUMBER = 9902
 MR_BRAIN = ("24590-2", "LN", "MR Brain")
 
 
-def dicom_writers(classes: np.ndarray, series: Series, volumes_ml: dict[str, float]) -> tuple:
-    """Writers of the SEG of ``classes`` (``segmentation``) and of its measurement report."""
+def dicom_writers(classes: np.ndarray, series: Series, volumes_ml: dict[str, float | None]) -> tuple:
+    """Writers of the SEG of ``classes`` (``segmentation``) and of its measurement report; a region
+    whose volume is None is one the case's sequences cannot show."""
     from pydicom import dcmread  # imported when DICOM is written
 
     sources = [dcmread(path, stop_before_pixels=True) for path in series.files]
@@ -50,7 +51,7 @@ def dicom_writers(classes: np.ndarray, series: Series, volumes_ml: dict[str, flo
     return (lambda path: seg.save_as(Path(path))), (lambda path: report.save_as(Path(path)))
 
 
-def segmentation(classes: np.ndarray, series: Series, sources: list, volumes_ml: dict[str, float]):  # noqa: ANN201 (highdicom's)
+def segmentation(classes: np.ndarray, series: Series, sources: list, volumes_ml: dict[str, float | None]):  # noqa: ANN201 (highdicom's)
     """The SEG of ``classes`` (X, Y, Z internal classes on the grid SimpleITK reads ``series`` onto:
     X along the columns, Y along the rows, Z along the files in ``series.files`` order, whose
     headers are ``sources``)."""
@@ -92,7 +93,10 @@ def segmentation(classes: np.ndarray, series: Series, sources: list, volumes_ml:
         manufacturer_model_name="tumorseg",
         software_versions=__version__,
         device_serial_number="none",
-        content_description=" ".join(f"{r} {volumes_ml[r]:.1f} mL" for r in ("WT", "TC", "ET"))[:64],
+        content_description=" ".join(
+            f"{r} not shown" if volumes_ml[r] is None else f"{r} {volumes_ml[r]:.1f} mL"
+            for r in ("WT", "TC", "ET")
+        )[:64],
         content_label="TUMORSEG",
         series_description=DESCRIPTION,
     )
