@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -264,6 +265,35 @@ def test_compare_command_prints_rules_and_refuses_to_overwrite(visits, tmp_path,
     assert (
         code == 0 and "bidimensional: progressive disease" in printed and "volumetric: progressive" in printed
     )
+
+
+def test_a_followup_without_t1ce_is_no_complete_response(visits, tmp_path, capsys) -> None:
+    """The enhancing tumor is outlined on T1ce: a follow-up without it, whose enhancing tumor all
+    but vanished, is not evaluable, and what its core and edema did is not a change."""
+    from tumorseg.cli import main
+
+    before, shrunk = visits[1.0], visits[0.05]
+    after = tmp_path / "no-t1ce" / shrunk.name
+    shutil.copytree(shrunk, after)
+    (after / f"{shrunk.name}_t1ce.nii.gz").unlink()
+    out = tmp_path / "out"
+    code = main([str(a) for a in ["compare", before, after, "--out", out, "--seg", seg(before), seg(after)]])
+    printed = capsys.readouterr().out
+    assert code == 0
+    record = json.loads((out / "comparison.json").read_text())
+    assert {r["category"] for r in record["responses"]} == {response.NOT_EVALUABLE}
+    assert all("not shown without T1CE at the follow-up" in r["reason"] for r in record["responses"])
+    rows = {row["region"]: row for row in record["regions"]}
+    assert rows["WT"]["not_shown"] is None and rows["WT"]["change_ml"] < 0
+    hidden = ["TC", "ET", "NCR", "edema"]
+    assert (
+        record["visits"]["followup"]["not_shown"] == hidden
+        and record["visits"]["baseline"]["not_shown"] == []
+    )
+    for region in hidden:
+        assert rows[region]["change_ml"] is None and rows[region]["within_noise"] is None
+        assert rows[region]["not_shown"] == "not shown without T1CE at the follow-up"
+    assert "complete response" not in printed and "not shown without T1CE" in printed
 
 
 def test_compare_refuses_a_label_map_of_another_grid_and_leaves_nothing(visits, tmp_path, capsys) -> None:

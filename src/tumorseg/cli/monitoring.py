@@ -74,8 +74,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for row in result.regions():
         percent = "" if row["change_percent"] is None else f"{row['change_percent']:+.1f}"
         noise = {None: "", True: "  within measurement noise", False: ""}[row["within_noise"]]
+        change = "-" if row["change_ml"] is None else f"{row['change_ml']:+.2f}"
+        note = f"  {row['not_shown']}" if row["not_shown"] else noise
         print(f"{row['region']:<7}{row['baseline_ml']:12.2f}{row['followup_ml']:13.2f}"
-              f"{row['change_ml']:+10.2f}{percent:>9}{noise}")  # fmt: skip
+              f"{change:>10}{percent:>9}{note}")  # fmt: skip
     for name, lesion in result.bidimensional.items():
         size = f"{lesion.longest_mm:.1f} x {lesion.perpendicular_mm:.1f} mm = {lesion.product_mm2:.0f} mm2"
         print(f"{name}: largest enhancing lesion {size}{'' if lesion.measurable else ' (not measurable)'}")

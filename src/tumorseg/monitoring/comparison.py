@@ -54,19 +54,23 @@ class Comparison:
     written: list[Path] = field(default_factory=list)
 
     def regions(self) -> list[dict]:
-        """Per region: volumes at both visits, the change, and whether it is within measurement noise."""
+        """Per region: volumes at both visits, the change, and whether it is within measurement
+        noise; no change for a region one visit's sequences cannot show (``not_shown`` says why)."""
         rows = []
         for region in measures.VOLUME_REGIONS:
             before, after = self.baseline.volumes_ml[region], self.followup.volumes_ml[region]
             known = noise_ml(self.noise, region, before)
+            hidden = hidden_at(region, (self.baseline, self.followup))
+            shown = hidden is None
             rows.append({
                 "region": region,
                 "baseline_ml": before,
                 "followup_ml": after,
-                "change_ml": after - before,
-                "change_percent": 100 * (after - before) / before if before > 0 else None,
+                "change_ml": after - before if shown else None,
+                "change_percent": 100 * (after - before) / before if before > 0 and shown else None,
                 "repeatability_ml": known,
-                "within_noise": abs(after - before) < known if known is not None else None,
+                "within_noise": abs(after - before) < known if known is not None and shown else None,
+                "not_shown": hidden,
             })  # fmt: skip
         return rows
 
@@ -83,6 +87,7 @@ class Comparison:
                     "source": visit.source,
                     "raw": visit.raw,
                     "missing": list(visit.absent),
+                    "not_shown": measures.not_shown(visit.absent),
                     "volumes_ml": visit.volumes_ml,
                     "bidimensional": self.bidimensional[visit.name].record(),
                 }  # fmt: skip
@@ -101,6 +106,17 @@ class Comparison:
             "rules": [response.BIDIMENSIONAL.text(), response.VOLUMETRIC.text()],
             "repeatability": self.noise,
         }
+
+
+def hidden_at(region: str, visits: tuple[Visit, ...]) -> str | None:
+    """Why ``region`` cannot be compared between ``visits`` (a visit lacks every sequence that shows
+    one of its outlines), or None."""
+    lacking = [visit for visit in visits if region in measures.not_shown(visit.absent)]
+    if not lacking:
+        return None
+    missing = sorted({m.upper() for visit in lacking for m in visit.absent})
+    names = " and ".join("follow-up" if visit.name == "followup" else visit.name for visit in lacking)
+    return f"not shown without {', '.join(missing)} at the {names}"
 
 
 def repeatability() -> dict[str, dict]:
@@ -130,7 +146,11 @@ def measure(before: Visit, after: Visit, alignment: Alignment) -> Comparison:
                 "followup": measures.bidimensional(*followup)}  # fmt: skip
     new = [lesion for lesion in measures.new_lesions(before.classes, alignment.labels, before.spacing)
            if lesion.measurable] if alignment.aligned else []  # fmt: skip
-    options = {"new_lesions": len(new), "aligned": alignment.aligned}
+    options = {
+        "new_lesions": len(new),
+        "aligned": alignment.aligned,
+        "hidden": hidden_at("ET", (before, after)),
+    }
     noise = repeatability()
     responses = [
         response.categorize(response.BIDIMENSIONAL, products["baseline"].product_mm2,

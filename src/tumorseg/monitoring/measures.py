@@ -22,10 +22,17 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull
 
 from tumorseg.geometry import bounding_box
-from tumorseg.labels import EDEMA, ENHANCING, NECROSIS, REGIONS, region_volumes
+from tumorseg.labels import EDEMA, ENHANCING, NECROSIS, REGIONS, region_volumes, unseen_regions
 
 #: The regions a comparison measures: the three BraTS regions and the two classes inside them.
 VOLUME_REGIONS: dict[str, tuple[int, ...]] = {**REGIONS, "NCR": (NECROSIS,), "edema": (EDEMA,)}
+#: The BraTS regions whose outlines make each of ``VOLUME_REGIONS``: necrosis is the core less the
+#: enhancing tumor, edema the whole tumor less the core.
+OUTLINED_BY: dict[str, tuple[str, ...]] = {
+    **{region: (region,) for region in REGIONS},
+    "NCR": ("TC", "ET"),
+    "edema": ("WT", "TC"),
+}
 #: RANO's smallest measurable lesion: both perpendicular diameters at least this long (mm).
 MEASURABLE_MM = 10.0
 #: The change map's values (on the baseline's grid).
@@ -39,6 +46,13 @@ _CONNECTIVITY = np.ones((3, 3, 3), bool)
 def volumes(classes: np.ndarray, voxel_ml: float) -> dict[str, float]:
     """Volume in mL of each of ``VOLUME_REGIONS``."""
     return region_volumes(classes, voxel_ml, VOLUME_REGIONS)
+
+
+def not_shown(absent: tuple[str, ...]) -> list[str]:
+    """The ``VOLUME_REGIONS`` a visit lacking the sequences ``absent`` cannot show: those with an
+    outline no sequence given shows (``labels.SHOWN_BY``)."""
+    hidden = set(unseen_regions(absent))
+    return [region for region, parts in OUTLINED_BY.items() if hidden & set(parts)]
 
 
 @dataclass(frozen=True)

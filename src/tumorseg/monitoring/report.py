@@ -36,6 +36,7 @@ def volume_table(comparison: Comparison) -> str:
     for row in comparison.regions():
         noise = row["within_noise"]
         verdict = "" if noise is None else "within measurement noise" if noise else "beyond measurement noise"
+        verdict = row["not_shown"] or verdict
         verdict = f'<span class="{"noise" if noise else ""}">{verdict}</span>'
         rows.append([
             row["region"], _number(row["baseline_ml"], ".2f"), _number(row["followup_ml"], ".2f"),

@@ -16,8 +16,9 @@ cannot tell (steroid dose, clinical state, a confirming scan 4 weeks later) is l
 and the report says so.
 
 "Not evaluable" when the baseline has no measurable enhancing tumor (RANO: a lesion at least
-10 x 10 mm; for volumes this tool takes the volume of a sphere 10 mm across, 0.52 mL), or when the
-follow-up could not be registered to the baseline.
+10 x 10 mm; for volumes this tool takes the volume of a sphere 10 mm across, 0.52 mL), when the
+follow-up could not be registered to the baseline, or when a visit lacks its T1ce (on which the
+enhancing tumor is outlined: a follow-up without it is no complete response).
 """
 
 from __future__ import annotations
@@ -87,12 +88,14 @@ def categorize(
     new_lesions: int,
     aligned: bool,
     noise: float | None = None,
+    hidden: str | None = None,
 ) -> Response:
     """The response by ``rule`` from its measure at both visits. ``measurable``: whether the
     baseline holds a measurable enhancing lesion; ``new_lesions``: new measurable enhancing lesions
     at follow-up; ``aligned``: whether the follow-up was registered to the baseline; ``noise``: the
     measure's repeatability coefficient, when known: a progression or response by a change smaller
-    than it keeps its category (the rule is the rule) and says so."""
+    than it keeps its category (the rule is the rule) and says so; ``hidden``: why the enhancing
+    tumor is not shown at a visit (its T1ce missing), which leaves the response not evaluable."""
     change = (followup - baseline) / baseline if measurable and baseline > 0 else None
 
     def response(category: str, reason: str) -> Response:
@@ -102,6 +105,8 @@ def categorize(
 
     if not aligned:
         return response(NOT_EVALUABLE, "the follow-up could not be registered to the baseline")
+    if hidden:
+        return response(NOT_EVALUABLE, f"the enhancing tumor is {hidden}")
     if not measurable:
         return response(NOT_EVALUABLE, "no measurable enhancing tumor at baseline")
     if new_lesions:
