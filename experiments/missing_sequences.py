@@ -8,7 +8,7 @@ without each (its channel zeroed, as predict does for a case lacking the file); 
 tries every set of one to four sequences instead. For a model trained without
 ``--modality-dropout`` predict refuses such a case; this script measures what that refusal
 protects from. Prints mean ± std over patients per region, and the mean volume of tumor found
-outside the reference's whole tumor (mL): what a set of sequences makes up.
+outside the reference's whole tumor (mL; with all four sequences mostly a border drawn wider).
 
     python experiments/missing_sequences.py runs/cv-baseline runs/cv-dropout --data runs/real.h5
     python experiments/missing_sequences.py runs/cv-grouped-b --last --subsets all --data runs/real.h5
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,18 +51,21 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="the store the models trained on")
     parser.add_argument("--last", action="store_true", help="each fold's last.pt, not its best.pt")
     parser.add_argument("--subsets", choices=("leave-one-out", "all"), default="leave-one-out")
+    parser.add_argument("--json", type=Path, help="also write every patient's figures here")
     args = parser.parse_args()
     if args.subsets == "all":
         given = [c for k in (4, 3, 2, 1) for c in itertools.combinations(MODALITIES, k)]
     else:
         given = [tuple(MODALITIES), *(tuple(x for x in MODALITIES if x != m) for m in MODALITIES)]
     print(f"{'model':<28}{'sequences given':<24}{'Dice WT':>16}{'Dice TC':>16}{'Dice ET':>16}"
-          f"{'made up mL':>12}  patients")  # fmt: skip
+          f"{'outside mL':>12}  patients")  # fmt: skip
+    patients: dict[str, dict] = {}
     with Store(args.data) as store:
         for source in args.sources:
             pairs = models(source, args.last)
             dice: dict[tuple, list[np.ndarray]] = {g: [] for g in given}
             made_up: dict[tuple, list[float]] = {g: [] for g in given}
+            found = patients.setdefault(str(source), {})
             for path, cases in pairs:
                 segmenter = Segmenter(path, engine="auto")
                 for case_id in cases:
@@ -74,12 +78,18 @@ def main() -> None:
                         dice[sequences].append(region_dice(prediction, reference))
                         outside = (prediction > 0) & (reference == 0)
                         made_up[sequences].append(float(outside.sum()) * voxel_ml)
+                        found.setdefault(case_id, {})["+".join(sequences)] = {
+                            "dice": [round(float(d), 4) for d in dice[sequences][-1]],
+                            "outside_ml": round(made_up[sequences][-1], 3),
+                        }
             for sequences in given:
                 mean, std = np.mean(dice[sequences], axis=0), np.std(dice[sequences], axis=0)
                 cells = "".join(f"{m:>9.3f} ± {s:.3f}" for m, s in zip(mean, std, strict=True))
                 label = "+".join(m.upper() for m in sequences)
                 print(f"{source.name:<28}{label:<24}{cells}{np.mean(made_up[sequences]):>12.1f}"
                       f"  {len(dice[sequences]):>8}", flush=True)  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(patients, indent=1) + "\n")
 
 
 if __name__ == "__main__":
