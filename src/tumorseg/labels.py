@@ -65,6 +65,12 @@ def unseen_regions(absent: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(region for region, shown_by in SHOWN_BY.items() if set(shown_by) <= set(absent))
 
 
+def shown_volumes(volumes: dict[str, float], absent: tuple[str, ...] | list[str]) -> dict:
+    """``volumes`` with None for each region a case lacking ``absent`` cannot show."""
+    unseen = unseen_regions(absent)
+    return {region: None if region in unseen else volume for region, volume in volumes.items()}
+
+
 #: REGION_MEMBERSHIP[r, c]: whether class c belongs to region r (rows in REGION_NAMES order).
 REGION_MEMBERSHIP = np.array([[c in members for c in range(NUM_CLASSES)] for members in REGIONS.values()])
 _MEMBERSHIP_ON: dict = {}  # REGION_MEMBERSHIP as a tensor, per torch device

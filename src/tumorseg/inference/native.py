@@ -24,7 +24,7 @@ from tumorseg.data.preprocess import not_stripped
 from tumorseg.errors import TumorsegError
 from tumorseg.geometry import voxel_ml
 from tumorseg.inference.writing import Writer, companion, nifti_writer
-from tumorseg.labels import region_volumes, to_brats, unseen_regions
+from tumorseg.labels import region_volumes, shown_volumes, to_brats
 from tumorseg.outputs import claim_outputs
 
 
@@ -159,10 +159,7 @@ def segment_raw(
     if space.reference in series:  # a DICOM SEG over the series the labels lie on
         from tumorseg.raw.dicom_seg import dicom_writers
 
-        unseen = unseen_regions(case.absent)
-        volumes = {
-            r: None if r in unseen else v for r, v in region_volumes(native, voxel_ml(space.affine)).items()
-        }
+        volumes = shown_volumes(region_volumes(native, voxel_ml(space.affine)), case.absent)
         seg, report = dicom_writers(native, series[space.reference], volumes)
         written += [(companion(out, "dicom"), seg), (companion(out, "dicom_report"), report)]
     if keep is not None:

@@ -38,7 +38,7 @@ from tumorseg.inference.native import Study, segment_raw, why_raw, writes_dicom
 from tumorseg.inference.onnx import onnx_path
 from tumorseg.inference.segmenter import Segmenter
 from tumorseg.inference.writing import companion, companions, nifti_writer, write_together
-from tumorseg.labels import region_volumes, to_brats, to_internal, unseen_regions
+from tumorseg.labels import region_volumes, shown_volumes, to_brats, to_internal, unseen_regions
 from tumorseg.outputs import claim_outputs
 
 #: The steps a raw case goes through, as printed before it is segmented.
@@ -59,11 +59,12 @@ class Prediction:
         """What the volumes JSON keeps of this case: volumes in mL (None for a region its sequences
         cannot show, listed under ``not_shown``), the missing sequences, and the voxel size it was
         resampled from."""
-        record: dict = dict(self.volumes_ml)  # with uncertain_mL when the uncertainty was asked for
+        # with uncertain_mL when the uncertainty was asked for
+        record: dict = shown_volumes(self.volumes_ml, self.absent)
         if self.absent:
             record["missing"] = list(self.absent)
         if unseen := unseen_regions(self.absent):
-            record.update(dict.fromkeys(unseen), not_shown=list(unseen))
+            record["not_shown"] = list(unseen)
         if self.resampled_from:
             record["resampled_from_mm"] = [round(s, 4) for s in self.resampled_from]
         return record
